@@ -1,0 +1,252 @@
+"""Fetch a model file only when asked: resumable, checked, and moved into place atomically.
+
+The file is written to ``dest + ".part"`` and becomes ``dest`` only after its size, hash and
+GGUF magic have been checked, so a half-written or wrong file never sits under the real name.
+A network failure or Ctrl-C keeps the part file; the next run resumes it with an HTTP Range.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+import research
+from research.errors import KitError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+RESUME = "run the same command again to resume"
+RESUME_HINT = f"the partial download was kept: {RESUME}"
+
+
+def hub_url(repo: str, filename: str, revision: str = "main", endpoint: str | None = None) -> str:
+    """URL of one file in a Hugging Face repository.
+
+    The endpoint is the argument, else $HF_ENDPOINT (mirrors), else huggingface.co.
+    Example: ("a/b", "m Q4.gguf") -> "https://huggingface.co/a/b/resolve/main/m%20Q4.gguf"
+    """
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    quote = urllib.parse.quote
+    # Filenames may sit in sub-folders, so "/" stays; a revision like "refs/pr/1" is one part.
+    return f"{base}/{quote(repo)}/resolve/{quote(revision, safe='')}/{quote(filename)}"
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks so a 4 GB model needs no 4 GB of memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _network_error(url: str, exc: BaseException, part: Path, timeout: float) -> KitError:
+    """One line for a failure to reach or read from the server."""
+    reason = getattr(exc, "reason", exc)
+    host = urllib.parse.urlsplit(url).hostname
+    if isinstance(reason, TimeoutError):
+        what = f"no answer from {host} within {timeout:g} s"
+    elif isinstance(reason, socket.gaierror):
+        what = f"could not look up {host} (no internet connection or DNS failure)"
+    elif isinstance(reason, ConnectionRefusedError):
+        what = f"{host} refused the connection"
+    else:
+        what = f"network error talking to {host}: {reason}"
+    has_part = part.exists() and part.stat().st_size > 0
+    return KitError(f"download failed: {what}; " + (RESUME_HINT if has_part else "try again"))
+
+
+def _http_error(url: str, exc: urllib.error.HTTPError) -> KitError:
+    if exc.code in (401, 403):
+        hint = "this model may need a Hugging Face login/licence acceptance"
+    elif exc.code == 404:
+        hint = "check the repository id, file name and revision"
+    else:
+        hint = "the server may be down; try again later"
+    return KitError(f"download of {url} failed with HTTP {exc.code} {exc.reason}: {hint}")
+
+
+def _reject(part: Path, message: str) -> KitError:
+    part.unlink(missing_ok=True)
+    return KitError(f"{message}; the partial file {part.name} was removed")
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
+    chunk_size: int = 1 << 20,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming a previous part file, and return ``dest``.
+
+    Args:
+        size: expected size in bytes; checked before and after the transfer.
+        sha256: expected hex digest; the file is hashed while it is written.
+        timeout: seconds to wait for the connection and for each read.
+
+    Raises KitError for HTTP errors, network failures, a full disk, an HTML page or a
+    non-GGUF body where a .gguf was asked for, and size or hash mismatches.
+    """
+    dest = Path(dest)
+    want = sha256.lower() if sha256 else None
+    if dest.is_file() and (size is None or dest.stat().st_size == size):
+        if want is None or sha256_file(dest, chunk_size) == want:
+            return dest
+    part = dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        part.unlink()
+        have = 0
+    hasher = hashlib.sha256()
+    if have and want:
+        with open(part, "rb") as f:
+            while chunk := f.read(chunk_size):
+                hasher.update(chunk)
+    total = size
+    if not (size is not None and have == size):  # a complete part needs no network
+        total, hasher = _fetch(url, dest, part, have, size, hasher, progress, timeout, chunk_size)
+
+    got = part.stat().st_size
+    if total is not None and got < total:
+        raise KitError(f"download stopped at {_mb(got)} of {_mb(total)}; {RESUME_HINT}")
+    if total is not None and got > total:
+        raise _reject(
+            part,
+            f"size check failed for {dest.name}: the server has {total} bytes, the part file {got}",
+        )
+    if size is not None and got != size:
+        raise _reject(part, f"size check failed for {dest.name}: expected {size} bytes, got {got}")
+    if want and (digest := hasher.hexdigest()) != want:
+        raise _reject(part, f"sha256 check failed for {dest.name}: expected {want}, got {digest}")
+    with open(part, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(part, dest)
+    try:  # make the rename itself durable; directories cannot be opened on Windows
+        fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return dest
+
+
+def _fetch(
+    url: str,
+    dest: Path,
+    part: Path,
+    have: int,
+    size: int | None,
+    hasher: hashlib._Hash,
+    progress: bool,
+    timeout: float,
+    chunk_size: int,
+) -> tuple[int | None, hashlib._Hash]:
+    """Append the server's bytes to ``part``.
+
+    Returns the full file size the server reported (None if it did not say) and the hasher,
+    which is a fresh one when the server ignored the Range and sent the file from the start.
+    """
+    headers = {"User-Agent": f"research-kit/{research.__version__}", "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the part may already be whole
+            match = re.search(r"/(\d+)", exc.headers.get("Content-Range", ""))
+            exc.close()
+            return (int(match.group(1)) if match else None), hasher
+        raise _http_error(url, exc) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _network_error(url, exc, part, timeout) from None
+
+    with resp:
+        # Checked before anything is written, so a refused response leaves no bytes behind.
+        if resp.headers.get_content_type() == "text/html":
+            raise KitError(
+                f"{url} returned an HTML page, not the model file (an error or login page); "
+                "check the repository id and file name"
+            )
+        if resp.status == 206:
+            content_range = resp.headers.get("Content-Range", "")
+            match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", content_range)
+            if not match or int(match.group(1)) != have:
+                raise _reject(
+                    part,
+                    f"the server resumed {dest.name} at the wrong place "
+                    f"({content_range!r}); run the same command again to start over",
+                )
+            total = int(match.group(2)) if match.group(2) != "*" else None
+        elif resp.status == 200:  # no range support: start over from zero
+            length = resp.headers.get("Content-Length", "")
+            have, total, hasher = 0, (int(length) if length.isdigit() else None), hashlib.sha256()
+        else:
+            raise KitError(f"download of {url} got unexpected HTTP {resp.status}; try again later")
+        if size is not None and total is not None and total != size:
+            raise _reject(
+                part,
+                f"size check failed for {dest.name}: expected {size} bytes, the server has {total}",
+            )
+
+        expected = size if size is not None else total
+        free = shutil.disk_usage(part.parent).free
+        if expected is not None and expected - have > free:
+            needed = expected - have
+            raise KitError(
+                f"not enough disk space for {dest.name}: need {_mb(needed)}, "
+                f"{_mb(free)} free in {part.parent}; free some space and run the command again"
+            )
+
+        try:
+            chunk = resp.read(chunk_size)
+            if dest.suffix.lower() == ".gguf" and have < 4:
+                start = (part.read_bytes()[:have] if have else b"") + chunk[:16]
+                if not start.startswith(b"GGUF"):
+                    raise KitError(
+                        f"{url} did not return a GGUF file (it starts with {start!r}); "
+                        "check the repository id and file name"
+                    )
+            bar = tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
+                file=sys.stderr,
+            )
+            with open(part, "ab" if have else "wb") as f, bar:
+                while chunk:
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    bar.update(len(chunk))
+                    chunk = resp.read(chunk_size)
+        except (http.client.HTTPException, OSError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC:
+                msg = f"the disk filled up while writing {part.name}; free some space and {RESUME}"
+                raise KitError(msg) from None
+            raise _network_error(url, exc, part, timeout) from None
+    return total, hasher
