@@ -1,0 +1,342 @@
+"""The engine: load a GGUF through llama-cpp-python and stream answers with their figures.
+
+One Engine serves one request at a time (a lock: llama.cpp contexts crash or mix output when
+shared, llama-cpp-python issues 1367 and 1529); a conversation is trimmed to fit the context,
+oldest turns first, keeping room for the reply.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from research import memory
+from research.errors import KitError
+from research.gguf_info import read_gguf
+from research.models import ModelRef, resolve
+from research.prompts import ChatFormat, Message, choose_format
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one answer."""
+
+    temperature: float = 0.7  # 0 means greedy: deterministic, used for evaluation
+    top_k: int = 40  # llama.cpp's default
+    top_p: float = 0.95  # llama.cpp's default
+    min_p: float = 0.05  # llama.cpp's default; cuts the long tail that small models wander into
+    repeat_penalty: float = 1.1  # tiny models loop without it
+    max_tokens: int = 512  # a few paragraphs: answers to questions, not essays
+    seed: int | None = None  # None: a fresh seed per answer; fix it to reproduce a sampled answer
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How a model is loaded."""
+
+    n_ctx: int = 4096  # enough for a conversation; KV cache of the bundled model: 90 MB
+    n_threads: int | None = None  # None: the physical cores (hyper-threads slow decoding down)
+    n_batch: int = 512  # prompt tokens per decode call, llama.cpp's default
+    use_mmap: bool = True  # weights stay in the page cache and load instantly the second time
+    chat_format: str | None = None  # None: the GGUF's own template, else the catalog's format
+
+
+@dataclass
+class Stats:
+    """Figures of one answer."""
+
+    model: str
+    prompt_tokens: int = 0  # tokens of the whole prompt
+    prompt_eval_tokens: int = 0  # of which evaluated now (the rest reused from the KV cache)
+    completion_tokens: int = 0
+    ttft_s: float = 0.0  # from the request to the first token of the answer
+    prompt_tps: float = 0.0
+    decode_tps: float = 0.0
+    total_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    stop_reason: str = "stop"  # stop | length | cancelled
+    trimmed_turns: int = 0  # earlier messages dropped to fit the context
+    n_threads: int = 0
+    n_ctx: int = 0
+
+    def line(self) -> str:
+        """One line of figures, as the CLI and the page show them."""
+        extra = f" · dropped {self.trimmed_turns} old messages" if self.trimmed_turns else ""
+        stop = "" if self.stop_reason == "stop" else f" · {self.stop_reason}"
+        return (
+            f"{self.prompt_tokens} prompt tokens · first token {self.ttft_s:.2f} s · "
+            f"prompt {self.prompt_tps:.0f} t/s · {self.completion_tokens} tokens at "
+            f"{self.decode_tps:.1f} t/s · peak {self.peak_rss_mb:.0f} MB{stop}{extra}"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    """What the engine needs of a model runtime (llama.cpp here, a scripted fake in tests)."""
+
+    n_ctx: int
+    n_threads: int
+
+    def tokenize(self, text: str) -> list[int]: ...
+    def token_bytes(self, token: int) -> bytes: ...
+    def is_eog(self, token: int) -> bool: ...
+    def cached_prefix(self, tokens: Sequence[int]) -> int: ...
+    def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]: ...
+    def close(self) -> None: ...
+
+
+def default_threads() -> int:
+    """Physical cores, at most 8: llama.cpp decodes fastest with one thread per core."""
+    import psutil
+
+    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, 8))
+
+
+class LlamaBackend:
+    """llama-cpp-python's Llama, used token by token through its native sampler chain."""
+
+    def __init__(self, path: str, config: EngineConfig):
+        import llama_cpp
+
+        self.n_threads = config.n_threads or default_threads()
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=path,
+                n_ctx=config.n_ctx,
+                n_batch=config.n_batch,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                use_mmap=config.use_mmap,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise KitError(f"llama.cpp could not load {path}: {e}") from None
+        self.n_ctx = self.llm.n_ctx()
+        self._vocab = self.llm._model.vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._to_piece = llama_cpp.llama_token_to_piece
+        self._pieces: dict[int, bytes] = {}  # token -> bytes, filled as tokens are first seen
+        self.add_bos = self.llm._model.add_bos_token()
+        self.bos_text = self._special_text(self.llm.token_bos())
+        self.eos_text = self._special_text(self.llm.token_eos())
+
+    def _special_text(self, token: int) -> str:
+        return self.llm._model.token_get_text(token) if token >= 0 else ""
+
+    def tokenize(self, text: str) -> list[int]:
+        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
+        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            # llama-cpp-python's own token_to_piece returns its whole 32-byte buffer, NULs included.
+            buf = ctypes.create_string_buffer(64)
+            n = self._to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:  # the piece is longer than the buffer: -n bytes are needed
+                buf = ctypes.create_string_buffer(-n)
+                n = self._to_piece(self._vocab, token, buf, len(buf), 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._is_eog(self._vocab, token))
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        n = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            n += 1
+        return min(n, len(tokens) - 1)  # the last prompt token is always evaluated again
+
+    def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]:
+        seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.llm.set_seed(seed)
+        return self.llm.generate(
+            tokens,
+            temp=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+        )
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class StopScanner:
+    """Hold back text that could be the start of a stop string until it is decided.
+
+    `feed("Paris.<|im")` -> "Paris." (holds "<|im"); `feed("_end|>")` -> "" and `.stopped`.
+    """
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.buf = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.buf += text
+        for s in self.stops:
+            i = self.buf.find(s)
+            if i >= 0:
+                out, self.buf, self.stopped = self.buf[:i], "", True
+                return out
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.buf.endswith(s[:k])), default=0)
+        out, self.buf = self.buf[: len(self.buf) - hold], self.buf[len(self.buf) - hold :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+def fit_history(
+    messages: Sequence[Message], fmt: ChatFormat, tokenize, n_ctx: int, max_tokens: int, min_reply: int = 16
+) -> tuple[list[int], int, int]:
+    """Drop the oldest turns until the prompt leaves room for the reply.
+
+    Returns (prompt tokens, tokens left for the reply, messages dropped). The system prompt
+    and the last question are always kept; KitError when they alone leave no room.
+    """
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = list(messages[len(system) :])
+    dropped = 0
+    while True:
+        tokens = tokenize(fmt.render(system + turns))
+        room = n_ctx - len(tokens)
+        if room >= max_tokens or len(turns) <= 1:
+            break
+        cut = next((i for i in range(1, len(turns)) if turns[i]["role"] == "user"), len(turns) - 1)
+        turns, dropped = turns[cut:], dropped + cut
+    if room < min_reply:
+        raise KitError(
+            f"the question is too long: {len(tokens)} tokens with the system prompt, in a context "
+            f"of {n_ctx}, leaves no room for an answer; shorten it or load with a larger --ctx"
+        )
+    return tokens, min(max_tokens, room), dropped
+
+
+class Engine:
+    """A loaded model that answers one conversation at a time, streaming text pieces."""
+
+    def __init__(self, backend: Backend, fmt: ChatFormat, model_id: str, info=None, warning: str | None = None):
+        self.backend, self.format, self.model_id, self.info = backend, fmt, model_id, info
+        self.warning = warning  # a message for the user about how the model was set up
+        self._lock = threading.Lock()
+        self.waiting = 0  # requests queued behind the one being answered
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | ModelRef | None = None, config: EngineConfig = EngineConfig()) -> Engine:
+        """Check and load a model named by catalog id or path; KitError on anything wrong."""
+        ref = model if isinstance(model, ModelRef) else resolve(model)
+        info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
+        n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
+        memory.check_fits(memory.estimate(info, n_ctx), f"model {ref.id} at a {n_ctx}-token context")
+        config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx})
+        backend = LlamaBackend(str(ref.path), config)
+        requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
+        fmt, warning = choose_format(
+            requested, info.chat_template, bos_token=backend.bos_text, eos_token=backend.eos_text,
+            fallback=ref.prompt_format or "chatml",
+        )
+        return cls(backend, fmt, ref.id, info, warning)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backend.tokenize(text))
+
+    def stream(
+        self, messages: Sequence[Message], sampling: Sampling = Sampling(), cancel: threading.Event | None = None
+    ) -> Iterator[str | Stats]:
+        """Yield the answer's text pieces, then its Stats. Waits while another answer runs."""
+        if not messages or messages[-1]["role"] != "user" or not str(messages[-1]["content"]).strip():
+            raise KitError("empty question: type a question first")
+        self.waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield from self._stream_locked(messages, sampling, cancel or threading.Event())
+        finally:
+            self._lock.release()
+
+    def _stream_locked(self, messages, sampling: Sampling, cancel: threading.Event) -> Iterator[str | Stats]:
+        b = self.backend
+        t0 = time.perf_counter()
+        tokens, max_new, dropped = fit_history(messages, self.format, b.tokenize, b.n_ctx, sampling.max_tokens)
+        stats = Stats(self.model_id, len(tokens), len(tokens) - b.cached_prefix(tokens),
+                      trimmed_turns=dropped, n_threads=b.n_threads, n_ctx=b.n_ctx)
+        memory.reset_peak_rss()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        scanner = StopScanner(self.format.stops)
+        started = False  # leading whitespace of an answer is dropped
+        t_first = t_last = t0
+        sampled = 0  # tokens sampled, the end-of-generation token included: decode steps + 1
+        for token in b.generate(tokens, sampling):
+            t_last = time.perf_counter()
+            sampled += 1
+            if sampled == 1:
+                t_first = t_last
+            if b.is_eog(token):
+                break
+            stats.completion_tokens += 1
+            text = scanner.feed(decoder.decode(b.token_bytes(token)))
+            if not started:
+                text = text.lstrip()
+                started = bool(text)
+            if text:
+                yield text
+            if scanner.stopped:
+                break
+            if cancel.is_set():
+                stats.stop_reason = "cancelled"
+                break
+            if stats.completion_tokens >= max_new:
+                stats.stop_reason = "length"
+                break
+        if not scanner.stopped:
+            tail = scanner.flush() + decoder.decode(b"", final=True)
+            if tail and (started or tail.strip()):
+                yield tail if started else tail.lstrip()
+        stats.ttft_s = t_first - t0
+        stats.total_s = time.perf_counter() - t0
+        stats.prompt_tps = stats.prompt_eval_tokens / stats.ttft_s if stats.ttft_s > 0 else 0.0
+        decode_s = t_last - t_first
+        stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
+        stats.peak_rss_mb = memory.peak_rss_mb()
+        yield stats
+
+    def answer(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> tuple[str, Stats]:
+        """The whole answer and its Stats (no streaming)."""
+        pieces: list[str] = []
+        stats = None
+        for item in self.stream(messages, sampling):
+            if isinstance(item, Stats):
+                stats = item
+            else:
+                pieces.append(item)
+        return "".join(pieces), stats
+
+    def close(self) -> None:
+        with self._lock:
+            self.backend.close()
+
+
+def conversation(question: str, system: str | None = None, history: Sequence[Message] = ()) -> list[Message]:
+    """Messages for a question: `conversation("Hi", "Be brief")` -> [system, user]."""
+    head = [{"role": "system", "content": system}] if system else []
+    return head + list(history) + [{"role": "user", "content": question}]
+
+

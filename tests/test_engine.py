@@ -1,0 +1,130 @@
+"""Engine logic on a scripted fake model: streaming, stops, trimming, cancel, one at a time."""
+
+import threading
+
+import pytest
+from fakes import FakeBackend
+
+from research.engine import Engine, Sampling, Stats, StopScanner, conversation, fit_history
+from research.errors import KitError
+from research.prompts import FORMATS, STOPS, ChatFormat
+
+CHATML = ChatFormat("chatml", stops=STOPS["chatml"])
+
+
+def run(engine, messages, sampling=Sampling(), cancel=None):
+    pieces, stats = [], None
+    for item in engine.stream(messages, sampling, cancel):
+        if isinstance(item, Stats):
+            stats = item
+        else:
+            pieces.append(item)
+    return pieces, stats
+
+
+def test_streams_pieces_then_figures():
+    engine = Engine(FakeBackend(["  Paris is the capital."]), CHATML, "fake")
+    pieces, stats = run(engine, conversation("Capital of France?", "Be brief"))
+    assert "".join(pieces) == "Paris is the capital."  # leading whitespace dropped
+    assert len(pieces) > 5  # streamed piece by piece, not in one lump
+    assert stats.completion_tokens == len("  Paris is the capital.")
+    assert stats.prompt_tokens == len(FORMATS["chatml"](conversation("Capital of France?", "Be brief")))
+    assert stats.stop_reason == "stop" and stats.model == "fake"
+    assert stats.peak_rss_mb > 0
+
+
+def test_stop_string_is_cut_and_never_shown():
+    engine = Engine(FakeBackend(["Paris.<|im_end|>\nmore text"]), CHATML, "fake")
+    pieces, stats = run(engine, conversation("Q?"))
+    assert "".join(pieces) == "Paris."
+    assert not any("<" in p for p in pieces)
+
+
+def test_stop_scanner_holds_partial_stop():
+    s = StopScanner(["<|im_end|>"])
+    assert s.feed("Paris.<|im") == "Paris."
+    assert s.feed("pressive") == "<|impressive"  # not a stop after all: released
+    assert s.feed("<|im_end|>tail") == "" and s.stopped
+
+
+def test_max_tokens_stops_with_length():
+    engine = Engine(FakeBackend(["x" * 100]), CHATML, "fake")
+    pieces, stats = run(engine, conversation("Q?"), Sampling(max_tokens=10))
+    assert len("".join(pieces)) == 10 and stats.stop_reason == "length"
+
+
+def test_empty_question_refused():
+    engine = Engine(FakeBackend(), CHATML, "fake")
+    with pytest.raises(KitError, match="empty question"):
+        run(engine, conversation("   "))
+
+
+def test_cancel_stops_midway():
+    backend = FakeBackend(["y" * 200], delay=0.002)
+    engine = Engine(backend, CHATML, "fake")
+    cancel = threading.Event()
+    pieces = []
+    for item in engine.stream(conversation("Q?"), Sampling(), cancel):
+        if isinstance(item, Stats):
+            stats = item
+        else:
+            pieces.append(item)
+            if len(pieces) == 5:
+                cancel.set()
+    assert stats.stop_reason == "cancelled"
+    assert len("".join(pieces)) < 20
+    assert backend.active == 0  # the generation was closed, the model is free
+
+
+def test_history_trimmed_oldest_first_keeps_system_and_question():
+    history = []
+    for i in range(20):
+        history += [{"role": "user", "content": f"question {i} " + "q" * 30},
+                    {"role": "assistant", "content": f"answer {i} " + "a" * 30}]
+    messages = conversation("the last question", "SYSTEM", history)
+    tokens, room, dropped = fit_history(messages, CHATML, lambda t: [ord(c) for c in t], 400, 100)
+    prompt = "".join(chr(t) for t in tokens)
+    assert len(tokens) + 100 <= 400 and room == 100
+    assert prompt.startswith("<|im_start|>system\nSYSTEM")
+    assert "the last question" in prompt and "question 0 " not in prompt
+    assert dropped % 2 == 0 and dropped > 0  # whole exchanges dropped
+    assert "question 19" in prompt  # the most recent exchange survives
+
+
+def test_long_conversation_answered_within_context():
+    backend = FakeBackend(["ok"], n_ctx=300)
+    engine = Engine(backend, CHATML, "fake")
+    history = [{"role": r, "content": "z" * 60} for r in ["user", "assistant"] * 10]
+    _, stats = run(engine, conversation("last?", None, history), Sampling(max_tokens=64))
+    assert stats.trimmed_turns > 0
+    assert len(backend.prompts[-1]) + 64 <= 300
+
+
+def test_question_longer_than_context_is_a_clear_error():
+    engine = Engine(FakeBackend(n_ctx=100), CHATML, "fake")
+    with pytest.raises(KitError, match="too long"):
+        run(engine, conversation("w" * 500))
+
+
+def test_reply_room_shrinks_rather_than_refusing():
+    tokens, room, dropped = fit_history(conversation("q" * 100), CHATML, lambda t: list(t), 200, 512)
+    assert 16 <= room < 512 and len(tokens) + room <= 200
+
+
+def test_concurrent_requests_wait_their_turn():
+    backend = FakeBackend(["alpha alpha alpha", "omega omega omega"], delay=0.002)
+    engine = Engine(backend, CHATML, "fake")
+    results = {}
+
+    def ask(name):
+        results[name] = "".join(p for p in engine.stream(conversation(name)) if isinstance(p, str))
+
+    threads = [threading.Thread(target=ask, args=(f"q{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert backend.max_active == 1
+    assert len(results) == 4
+    for text in results.values():  # never two answers interleaved
+        assert text in ("alpha alpha alpha", "omega omega omega")
