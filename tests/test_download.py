@@ -164,9 +164,7 @@ def test_server_without_range_support_starts_over(server, tmp_path):
 
 def test_sha_mismatch_removes_part(server, tmp_path):
     wrong = "0" * 64
-    with pytest.raises(
-        KitError, match=f"sha256 check failed.*expected {wrong}, got {SHA}.*removed"
-    ):
+    with pytest.raises(KitError, match=f"sha256 check failed.*expected {wrong}, got {SHA}.*removed"):
         fetch(server.url("/m.gguf"), tmp_path / "m.gguf", sha256=wrong)
     assert leftovers(tmp_path) == []
 
@@ -181,9 +179,7 @@ def test_sha_mismatch_after_resume_hashes_the_old_part_too(server, tmp_path):
 
 
 def test_size_mismatch_refused_before_transfer(server, tmp_path):
-    with pytest.raises(
-        KitError, match=f"expected {len(BODY) + 1} bytes, the server has {len(BODY)}"
-    ):
+    with pytest.raises(KitError, match=f"expected {len(BODY) + 1} bytes, the server has {len(BODY)}"):
         fetch(server.url("/m.gguf"), tmp_path / "m.gguf", size=len(BODY) + 1)
     assert leftovers(tmp_path) == []
 
@@ -315,9 +311,7 @@ def test_sha256_file(tmp_path):
 
 def test_hub_url_default_and_env(monkeypatch):
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert (
-        hub_url("org/m-GGUF", "m.gguf") == "https://huggingface.co/org/m-GGUF/resolve/main/m.gguf"
-    )
+    assert hub_url("org/m-GGUF", "m.gguf") == "https://huggingface.co/org/m-GGUF/resolve/main/m.gguf"
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example/")
     assert hub_url("org/m", "m.gguf") == "https://hf-mirror.example/org/m/resolve/main/m.gguf"
     assert hub_url("org/m", "m.gguf", endpoint="http://127.0.0.1:9") == (
@@ -328,6 +322,4 @@ def test_hub_url_default_and_env(monkeypatch):
 def test_hub_url_quotes_path_parts(monkeypatch):
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     url = hub_url("org/m", "sub dir/m Q4_K#1?.gguf", revision="refs/pr/1")
-    assert (
-        url == "https://huggingface.co/org/m/resolve/refs%2Fpr%2F1/sub%20dir/m%20Q4_K%231%3F.gguf"
-    )
+    assert url == "https://huggingface.co/org/m/resolve/refs%2Fpr%2F1/sub%20dir/m%20Q4_K%231%3F.gguf"

@@ -79,8 +79,10 @@ def test_cancel_stops_midway():
 def test_history_trimmed_oldest_first_keeps_system_and_question():
     history = []
     for i in range(20):
-        history += [{"role": "user", "content": f"question {i} " + "q" * 30},
-                    {"role": "assistant", "content": f"answer {i} " + "a" * 30}]
+        history += [
+            {"role": "user", "content": f"question {i} " + "q" * 30},
+            {"role": "assistant", "content": f"answer {i} " + "a" * 30},
+        ]
     messages = conversation("the last question", "SYSTEM", history)
     tokens, room, dropped = fit_history(messages, CHATML, lambda t: [ord(c) for c in t], 400, 100)
     prompt = "".join(chr(t) for t in tokens)

@@ -3,7 +3,7 @@
 import pytest
 
 from research.errors import KitError
-from research.prompts import ORCA_SYSTEM, FORMATS, choose_format, render_template
+from research.prompts import FORMATS, ORCA_SYSTEM, choose_format, render_template
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -25,7 +25,10 @@ def test_chatml_golden():
 
 def test_orca_mini_golden():
     # The format of the Orca-Mini-3B model card, which the paper used.
-    messages = [{"role": "system", "content": ORCA_SYSTEM}, {"role": "user", "content": "Tell me about Orcas."}]
+    messages = [
+        {"role": "system", "content": ORCA_SYSTEM},
+        {"role": "user", "content": "Tell me about Orcas."},
+    ]
     assert FORMATS["orca-mini"](messages) == (
         "### System:\nYou are an AI assistant that follows instruction extremely well. "
         "Help as much as you can.\n\n### User:\nTell me about Orcas.\n\n### Response:\n"
@@ -45,7 +48,8 @@ def test_select_format_by_name():
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "'<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
 
@@ -86,7 +90,8 @@ def test_hostile_template_in_a_gguf_falls_back_to_a_named_format():
 
 def test_template_refusing_system_role_gets_system_folded_in():
     template = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}"
         "{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     )
     fmt, warning = choose_format(None, template)

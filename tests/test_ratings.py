@@ -15,7 +15,9 @@ from research.errors import KitError
 
 def record(**kw):
     args = {"thumbs": "up"} | kw
-    return ratings.make_record("Capital of France?", "Paris.", "smollm2-135m-q4_1", {"temperature": 0}, **args)
+    return ratings.make_record(
+        "Capital of France?", "Paris.", "smollm2-135m-q4_1", {"temperature": 0}, **args
+    )
 
 
 def test_append_and_read_back(tmp_path):
@@ -29,10 +31,15 @@ def test_append_and_read_back(tmp_path):
     assert got[0]["id"] != got[1]["id"]
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"thumbs": "sideways"}, "thumbs"), ({"thumbs": None, "score": 6}, "1 to 5"),
-    ({"thumbs": None, "verdict": "meh"}, "verdict"), ({"thumbs": None}, "needs"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"thumbs": "sideways"}, "thumbs"),
+        ({"thumbs": None, "score": 6}, "1 to 5"),
+        ({"thumbs": None, "verdict": "meh"}, "verdict"),
+        ({"thumbs": None}, "needs"),
+    ],
+)
 def test_bad_ratings_refused(kw, match):
     with pytest.raises(KitError, match=match):
         record(**kw)
@@ -76,7 +83,7 @@ def test_kill_9_during_writes_leaves_a_readable_file(tmp_path):
 
 
 def test_csv_export_neutralises_formulas(tmp_path):
-    rec = ratings.make_record("=HYPERLINK(\"http://x\")", "+1 and @SUM(A1)", "m", {}, score=1, comment="-2")
+    rec = ratings.make_record('=HYPERLINK("http://x")', "+1 and @SUM(A1)", "m", {}, score=1, comment="-2")
     out = ratings.export_csv([rec], tmp_path / "r.csv")
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert rows[0]["question"].startswith("'=") and rows[0]["answer"].startswith("'+")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from research import memory
+from research.download import sha256_file
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.models import ModelRef, resolve
@@ -153,7 +155,7 @@ class LlamaBackend:
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         cached = self.llm.input_ids[: self.llm.n_tokens]
         n = 0
-        for a, b in zip(cached, tokens):
+        for a, b in zip(cached, tokens, strict=False):
             if a != b:
                 break
             n += 1
@@ -231,14 +233,24 @@ def fit_history(
 class Engine:
     """A loaded model that answers one conversation at a time, streaming text pieces."""
 
-    def __init__(self, backend: Backend, fmt: ChatFormat, model_id: str, info=None, warning: str | None = None):
-        self.backend, self.format, self.model_id, self.info = backend, fmt, model_id, info
+    def __init__(
+        self,
+        backend: Backend,
+        fmt: ChatFormat,
+        model_id: str,
+        info=None,
+        warning: str | None = None,
+        ref: ModelRef | None = None,
+    ):
+        self.backend, self.format, self.model_id, self.info, self.ref = backend, fmt, model_id, info, ref
         self.warning = warning  # a message for the user about how the model was set up
         self._lock = threading.Lock()
         self.waiting = 0  # requests queued behind the one being answered
 
     @classmethod
-    def load(cls, model: str | os.PathLike | ModelRef | None = None, config: EngineConfig = EngineConfig()) -> Engine:
+    def load(
+        cls, model: str | os.PathLike | ModelRef | None = None, config: EngineConfig = EngineConfig()
+    ) -> Engine:
         """Check and load a model named by catalog id or path; KitError on anything wrong."""
         ref = model if isinstance(model, ModelRef) else resolve(model)
         info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
@@ -248,16 +260,30 @@ class Engine:
         backend = LlamaBackend(str(ref.path), config)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(
-            requested, info.chat_template, bos_token=backend.bos_text, eos_token=backend.eos_text,
+            requested,
+            info.chat_template,
+            bos_token=backend.bos_text,
+            eos_token=backend.eos_text,
             fallback=ref.prompt_format or "chatml",
         )
-        return cls(backend, fmt, ref.id, info, warning)
+        return cls(backend, fmt, ref.id, info, warning, ref)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """SHA-256 of the model file, recorded beside ratings and results (computed once)."""
+        entry = self.ref.entry if self.ref else None
+        if entry and entry.bundled and entry.sha256:
+            return entry.sha256  # the file ships inside a package whose RECORD pins its hash
+        return sha256_file(self.ref.path) if self.ref else ""
 
     def count_tokens(self, text: str) -> int:
         return len(self.backend.tokenize(text))
 
     def stream(
-        self, messages: Sequence[Message], sampling: Sampling = Sampling(), cancel: threading.Event | None = None
+        self,
+        messages: Sequence[Message],
+        sampling: Sampling = Sampling(),
+        cancel: threading.Event | None = None,
     ) -> Iterator[str | Stats]:
         """Yield the answer's text pieces, then its Stats. Waits while another answer runs."""
         if not messages or messages[-1]["role"] != "user" or not str(messages[-1]["content"]).strip():
@@ -275,9 +301,17 @@ class Engine:
     def _stream_locked(self, messages, sampling: Sampling, cancel: threading.Event) -> Iterator[str | Stats]:
         b = self.backend
         t0 = time.perf_counter()
-        tokens, max_new, dropped = fit_history(messages, self.format, b.tokenize, b.n_ctx, sampling.max_tokens)
-        stats = Stats(self.model_id, len(tokens), len(tokens) - b.cached_prefix(tokens),
-                      trimmed_turns=dropped, n_threads=b.n_threads, n_ctx=b.n_ctx)
+        tokens, max_new, dropped = fit_history(
+            messages, self.format, b.tokenize, b.n_ctx, sampling.max_tokens
+        )
+        stats = Stats(
+            self.model_id,
+            len(tokens),
+            len(tokens) - b.cached_prefix(tokens),
+            trimmed_turns=dropped,
+            n_threads=b.n_threads,
+            n_ctx=b.n_ctx,
+        )
         memory.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(self.format.stops)
@@ -338,5 +372,3 @@ def conversation(question: str, system: str | None = None, history: Sequence[Mes
     """Messages for a question: `conversation("Hi", "Be brief")` -> [system, user]."""
     head = [{"role": "system", "content": system}] if system else []
     return head + list(history) + [{"role": "user", "content": question}]
-
-

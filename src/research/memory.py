@@ -44,11 +44,15 @@ def available_bytes() -> tuple[int, str]:
         limits.append((max(cg_max - cg_cur, 0), "the cgroup memory limit"))
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        limits.append((max(soft - psutil.Process().memory_info().vms, 0), "the address-space limit (ulimit -v)"))
+        limits.append(
+            (max(soft - psutil.Process().memory_info().vms, 0), "the address-space limit (ulimit -v)")
+        )
     return min(limits)
 
 
-def kv_cache_bytes(n_ctx: int, n_layer: int, n_head_kv: int, head_dim: int, bytes_per_value: float = 2) -> int:
+def kv_cache_bytes(
+    n_ctx: int, n_layer: int, n_head_kv: int, head_dim: int, bytes_per_value: float = 2
+) -> int:
     """Size of the K and V caches: 2 x layers x context x kv-heads x head size (f16: 2 bytes).
 
     `kv_cache_bytes(4096, 30, 3, 64)` -> 94371840 (SmolLM2-135M at a 4096-token context).

@@ -129,13 +129,20 @@ def list_models() -> list[dict]:
     rows = []
     for e in catalog().values():
         path = e.local_path()
-        rows.append({
-            "id": e.id, "name": e.name, "quant": e.quant, "params_b": e.params_b,
-            "size_mb": e.size / 2**20 if e.size else e.approx_size_mb,
-            "format": e.prompt_format, "license": e.license,
-            "present": path is not None, "path": str(path) if path else None,
-            "bundled": bool(e.bundled),
-        })
+        rows.append(
+            {
+                "id": e.id,
+                "name": e.name,
+                "quant": e.quant,
+                "params_b": e.params_b,
+                "size_mb": e.size / 2**20 if e.size else e.approx_size_mb,
+                "format": e.prompt_format,
+                "license": e.license,
+                "present": path is not None,
+                "path": str(path) if path else None,
+                "bundled": bool(e.bundled),
+            }
+        )
     return rows
 
 
@@ -149,4 +156,6 @@ def download_model(model_id: str, *, progress: bool = True) -> Path:
     if not entry.repo:
         raise KitError(f"catalog entry {model_id!r} names no repository to download from")
     url = dl.hub_url(entry.repo, entry.file, entry.revision)
-    return dl.download(url, models_dir() / entry.file, size=entry.size, sha256=entry.sha256, progress=progress)
+    return dl.download(
+        url, models_dir() / entry.file, size=entry.size, sha256=entry.sha256, progress=progress
+    )

@@ -41,7 +41,8 @@ def register_format(name: str, stops: tuple[str, ...] = ()):
 
 @register_format("chatml", stops=("<|im_end|>",))
 def chatml(messages: Sequence[Message]) -> str:
-    """`[{"role": "user", "content": "Hi"}]` -> `<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n`."""
+    """ChatML: `[{"role": "user", "content": "Hi"}]` ->
+    `<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n`."""
     parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
     return "".join(parts) + "<|im_start|>assistant\n"
 
@@ -57,10 +58,7 @@ def orca_mini(messages: Sequence[Message]) -> str:
 @register_format("llama3", stops=("<|eot_id|>",))
 def llama3(messages: Sequence[Message]) -> str:
     """Llama 3.x instruct format."""
-    parts = [
-        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>"
-        for m in messages
-    ]
+    parts = [f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in messages]
     return "<|begin_of_text|>" + "".join(parts) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
 
 

@@ -21,13 +21,27 @@ from research.models import data_dir
 SCHEMA = 1
 VERDICTS = ("correct", "partly correct", "wrong", "hallucinated", "refused")
 FIELDS = (
-    "schema", "id", "time", "source", "question_id", "question", "answer", "model", "model_sha256",
-    "settings", "thumbs", "score", "verdict", "comment", "rater",
+    "schema",
+    "id",
+    "time",
+    "source",
+    "question_id",
+    "question",
+    "answer",
+    "model",
+    "model_sha256",
+    "settings",
+    "thumbs",
+    "score",
+    "verdict",
+    "comment",
+    "rater",
 )
 
 
 def default_path() -> Path:
-    return data_dir() / "ratings" / "ratings.jsonl"
+    """$RESEARCH_RATINGS_FILE, else data/ratings/ratings.jsonl."""
+    return Path(os.environ.get("RESEARCH_RATINGS_FILE") or data_dir() / "ratings" / "ratings.jsonl")
 
 
 def make_record(
@@ -60,9 +74,18 @@ def make_record(
         "schema": SCHEMA,
         "id": uuid.uuid4().hex,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source, "question_id": question_id, "question": question, "answer": answer,
-        "model": model, "model_sha256": model_sha256, "settings": settings or {},
-        "thumbs": thumbs, "score": score, "verdict": verdict, "comment": comment, "rater": rater,
+        "source": source,
+        "question_id": question_id,
+        "question": question,
+        "answer": answer,
+        "model": model,
+        "model_sha256": model_sha256,
+        "settings": settings or {},
+        "thumbs": thumbs,
+        "score": score,
+        "verdict": verdict,
+        "comment": comment,
+        "rater": rater,
     }
 
 

@@ -1,0 +1,308 @@
+"""The chat page: ask questions of a model running on this device's CPU, with no network.
+
+Run `make demo`, `python -m research demo` or `python demo/app.py`, then open
+http://127.0.0.1:7860. Everything the page does lives in research.chat; this file lays it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+from research import server
+
+server.offline_environment()  # before gradio is imported: analytics off, no share link
+
+import gradio as gr  # noqa: E402
+
+from research import chat  # noqa: E402
+from research.engine import EngineConfig  # noqa: E402
+from research.errors import KitError  # noqa: E402
+
+host = chat.ModelHost(
+    os.environ.get("RESEARCH_MODEL"), EngineConfig(n_ctx=int(os.environ.get("RESEARCH_CTX", 4096)))
+)
+
+# System fonts only: the default theme pulls its fonts from Google, which would leave the device.
+THEME = gr.themes.Soft(
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+)
+CSS = """
+.gradio-container { max-width: 900px !important; margin: auto; }
+@media (max-width: 640px) {
+  .gradio-container { padding: 4px !important; }
+  #controls button { min-width: 0; }
+}
+"""
+
+
+def friendly(fn):
+    """Show KitError as a message on the page instead of a stack trace; the server keeps going."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+            if hasattr(result, "__next__"):
+                yield from result
+            else:
+                yield result
+        except KitError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return call
+
+
+@friendly
+def ask(
+    message,
+    history,
+    system,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repeat_penalty,
+    max_tokens,
+    seed,
+    request: gr.Request,
+):
+    """Add the question to the conversation and stream the answer into it."""
+    if not (message or "").strip():
+        raise KitError("empty question: type a question first")
+    history = list(history or []) + [{"role": "user", "content": message.strip()}]
+    yield history, ""
+    sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+    for shown in host.respond(history, system, sampling, _session(request)):
+        yield shown, ""
+
+
+@friendly
+def regenerate(
+    history, system, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, request: gr.Request
+):
+    """Answer the last question again (drops the last answer)."""
+    history = list(history or [])
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+    yield from host.respond(history, system, sampling, _session(request))
+
+
+@friendly
+def edited(
+    history,
+    system,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repeat_penalty,
+    max_tokens,
+    seed,
+    evt: gr.EditData,
+    request: gr.Request,
+):
+    """An edited question is answered again; an edited answer is kept as the user wrote it."""
+    history = list(history or [])[: evt.index + 1]
+    if history and history[-1]["role"] == "user":
+        sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+        yield from host.respond(history, system, sampling, _session(request))
+    else:
+        yield history
+
+
+def undo(history):
+    """Remove the last exchange and put its question back into the box."""
+    history = list(history or [])
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    question = chat.text_of(history.pop()["content"]) if history else ""
+    return history, question
+
+
+def stop(request: gr.Request):
+    host.cancel(_session(request))
+
+
+@friendly
+def thumbs(history, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, evt: gr.LikeData):
+    """A like or dislike on an answer becomes a rating record."""
+    if evt.liked is None or evt.liked == "":
+        return
+    liked = evt.liked if isinstance(evt.liked, bool) else str(evt.liked).lower().startswith("like")
+    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    chat.rate(history, _model(), settings, index=index, thumbs="up" if liked else "down", model_sha256=_sha())
+    gr.Info("Rating saved")
+
+
+@friendly
+def save_rating(
+    history, score, verdict, comment, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed
+):
+    """Rate the last answer 1-5 with an optional verdict and comment."""
+    if score is None and not verdict:
+        raise KitError("choose a score from 1 to 5 or a verdict first")
+    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+    path = chat.rate(
+        history,
+        _model(),
+        settings,
+        score=int(score) if score else None,
+        verdict=verdict or None,
+        comment=comment or "",
+        model_sha256=_sha(),
+    )
+    return f"Saved to `{path.name}`."
+
+
+@friendly
+def load_model(choice, path):
+    engine = host.switch(path or choice)
+    return _status(engine)
+
+
+@friendly
+def export(history, system, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed):
+    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+    md, js = chat.export(history, system, _model(), settings, folder=os.environ.get("GRADIO_TEMP_DIR"))
+    return [str(md), str(js)]
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", "") or ""
+
+
+def _model() -> str:
+    return host.engine.model_id if host.engine else chat.model_label(host.name)
+
+
+def _sha() -> str | None:
+    return host.engine.sha256 if host.engine else None
+
+
+def _settings(*values) -> dict:
+    return chat.settings_dict(chat.sampling_from(*values))
+
+
+def _status(engine) -> str:
+    info = engine.info
+    text = (
+        f"**Model:** `{engine.model_id}` · {info.file_type_name or '?'} · {info.file_size / 2**20:.0f} MB · "
+        f"context {engine.backend.n_ctx} · {engine.backend.n_threads} threads · format {engine.format.name}"
+    )
+    return text + (f"\n\n⚠️ {engine.warning}" if engine.warning else "")
+
+
+def _initial_status() -> str:
+    try:
+        return _status(host.get())
+    except KitError as e:
+        return f"⚠️ {e}"
+
+
+with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill_height=True) as demo:
+    gr.Markdown(
+        "## Offline question answering\n"
+        "A quantized model answers on this device's own CPU; nothing leaves it."
+    )
+    status = gr.Markdown()
+    chatbot = gr.Chatbot(
+        label="Conversation",
+        editable="all",
+        height="60vh",
+        buttons=["copy"],
+        feedback_options=("Like", "Dislike"),
+        placeholder="Ask a question below. Small models are often wrong: rate the answers.",
+    )
+    with gr.Row(elem_id="controls"):
+        question = gr.Textbox(
+            placeholder="Ask a question…", show_label=False, scale=6, autofocus=True, max_lines=6
+        )
+        send = gr.Button("Ask", variant="primary", scale=1, min_width=60)
+        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60)
+    with gr.Row():
+        regen_btn = gr.Button("Regenerate", size="sm")
+        undo_btn = gr.Button("Undo", size="sm")
+        clear_btn = gr.ClearButton([chatbot, question], value="Clear", size="sm")
+    with gr.Accordion("Rate the last answer", open=False):
+        score = gr.Radio([1, 2, 3, 4, 5], label="Score (5 = best)")
+        verdict = gr.Radio(list(chat.ratings.VERDICTS), label="Verdict")
+        comment = gr.Textbox(label="Comment", max_lines=3)
+        rate_btn = gr.Button("Save rating", size="sm")
+        rate_status = gr.Markdown()
+    with gr.Accordion("Settings", open=False):
+        system = gr.Textbox(chat.DEFAULT_SYSTEM, label="System prompt", max_lines=4)
+        with gr.Row():
+            temperature = gr.Slider(0, 2, 0.7, step=0.05, label="Temperature (0 = greedy)")
+            max_tokens = gr.Slider(16, 2048, 512, step=16, label="Max tokens")
+        with gr.Row():
+            top_k = gr.Slider(0, 200, 40, step=1, label="Top-k")
+            top_p = gr.Slider(0.05, 1, 0.95, step=0.01, label="Top-p")
+        with gr.Row():
+            min_p = gr.Slider(0, 0.5, 0.05, step=0.01, label="Min-p")
+            repeat_penalty = gr.Slider(1, 2, 1.1, step=0.01, label="Repeat penalty")
+        seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
+    with gr.Accordion("Model", open=False):
+        choice = gr.Dropdown(
+            chat.present_models(), value=chat.model_label(host.name), label="Model on this device"
+        )
+        path = gr.Textbox(label="…or a path to a .gguf file", placeholder="/path/to/model.gguf")
+        load_btn = gr.Button("Load", size="sm")
+    with gr.Accordion("Export the conversation", open=False):
+        export_btn = gr.Button("Export as Markdown and JSON", size="sm")
+        files = gr.File(label="Files", file_count="multiple", interactive=False)
+
+    knobs = [temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed]
+    model_queue = {
+        "concurrency_limit": 1,
+        "concurrency_id": "model",
+    }  # one answer at a time, others wait in line
+    send.click(ask, [question, chatbot, system, *knobs], [chatbot, question], api_name="ask", **model_queue)
+    question.submit(
+        ask, [question, chatbot, system, *knobs], [chatbot, question], api_visibility="private", **model_queue
+    )
+    regen_btn.click(regenerate, [chatbot, system, *knobs], chatbot, api_name="regenerate", **model_queue)
+    chatbot.retry(regenerate, [chatbot, system, *knobs], chatbot, api_visibility="private", **model_queue)
+    chatbot.edit(edited, [chatbot, system, *knobs], chatbot, api_visibility="private", **model_queue)
+    stop_btn.click(stop, None, None, api_name="stop", queue=False)
+    undo_btn.click(undo, chatbot, [chatbot, question], api_name="undo")
+    chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private")
+    chatbot.like(thumbs, [chatbot, *knobs], None, api_visibility="private")
+    rate_btn.click(save_rating, [chatbot, score, verdict, comment, *knobs], rate_status, api_name="rate")
+    load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
+    export_btn.click(export, [chatbot, system, *knobs], files, api_name="export")
+    demo.load(_initial_status, None, status, api_visibility="private")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="research demo", description="Serve the chat page on this device.")
+    p.add_argument("--model", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument(
+        "--listen-anywhere",
+        action="store_true",
+        help="allow a non-loopback --host; the page then asks for a printed token",
+    )
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    args = p.parse_args(argv)
+    host.name = args.model
+    host.config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads)
+    try:
+        engine = host.get()  # load now: a bad model fails here, not at the first question
+        print(_status(engine).replace("**", "").replace("`", ""), file=sys.stderr)
+        server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, theme=THEME, css=CSS)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""`python -m research`: the kit's commands. Errors a user can fix print one line, exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+import threading
+
+from research.errors import KitError
+
+
+def cmd_models(args) -> None:
+    from research.models import DEFAULT_MODEL, list_models, models_dir
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'id':24} {'quant':7} {'params':>7} {'size':>9}  {'format':10} here")
+    for r in rows:
+        size = f"{r['size_mb']:.0f} MB" if r["size_mb"] else "?"
+        params = f"{r['params_b']:g} B" if r["params_b"] else "?"
+        mark = ("bundled" if r["bundled"] else "yes") if r["present"] else "-"
+        default = " (default)" if r["id"] == DEFAULT_MODEL else ""
+        print(f"{r['id']:24} {r['quant']:7} {params:>7} {size:>9}  {r['format']:10} {mark}{default}")
+    print(f"\nDownloads go to {models_dir()}; fetch one with: python -m research download ID")
+
+
+def cmd_inspect(args) -> None:
+    from research.gguf_info import format_summary, read_gguf, summarize
+    from research.models import resolve
+
+    info = read_gguf(resolve(args.model).path)
+    print(json.dumps(summarize(info), indent=2) if args.json else format_summary(info))
+
+
+def cmd_download(args) -> None:
+    from research.models import download_model
+
+    path = download_model(args.id, progress=not args.quiet)
+    print(path)
+
+
+def _engine(args):
+    from research.engine import Engine, EngineConfig
+
+    return Engine.load(
+        args.model, EngineConfig(n_ctx=args.ctx, n_threads=args.threads, chat_format=args.format)
+    )
+
+
+def _sampling(args):
+    from research.engine import Sampling
+
+    return Sampling(
+        args.temperature, args.top_k, args.top_p, args.min_p, args.repeat_penalty, args.max_tokens, args.seed
+    )
+
+
+def cmd_chat(args) -> None:
+    from research.engine import Stats, conversation
+
+    engine = _engine(args)
+    if engine.warning:
+        print(f"warning: {engine.warning}", file=sys.stderr)
+    sampling = _sampling(args)
+    if args.prompt is not None:
+        pieces, stats = [], None
+        for item in engine.stream(conversation(args.prompt, args.system), sampling):
+            if isinstance(item, Stats):
+                stats = item
+            else:
+                pieces.append(item)
+                if not args.json:
+                    print(item, end="", flush=True)
+        if args.json:
+            print(json.dumps({"answer": "".join(pieces), **stats.as_dict()}, ensure_ascii=False))
+        else:
+            print(f"\n[{stats.line()}]", file=sys.stderr)
+        return
+    _interactive(engine, sampling, args.system)
+
+
+def _interactive(engine, sampling, system) -> None:
+    from research.engine import Stats, conversation
+
+    print(
+        f"Chatting with {engine.model_id}. Empty line or Ctrl-D ends; "
+        "Ctrl-C stops an answer; /reset forgets.",
+        file=sys.stderr,
+    )
+    history: list[dict] = []
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        if question == "/reset":
+            history = []
+            continue
+        answer, cancel = [], threading.Event()
+        try:
+            for item in engine.stream(conversation(question, system, history), sampling, cancel):
+                if isinstance(item, Stats):
+                    print(f"\n[{item.line()}]", file=sys.stderr)
+                else:
+                    answer.append(item)
+                    print(item, end="", flush=True)
+        except KeyboardInterrupt:
+            print("\n[stopped]", file=sys.stderr)
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(answer)}]
+
+
+def run_demo(rest: list[str]) -> int:
+    """Run demo/app.py as a script with the page's own options."""
+    from research.models import REPO_ROOT
+
+    app = REPO_ROOT / "demo" / "app.py"
+    if not app.is_file():
+        raise KitError(f"the page {app} is missing: run the kit from its repository checkout")
+    sys.argv = [str(app), *rest]
+    try:
+        runpy.run_path(str(app), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--format",
+        help="chat format: chatml, orca-mini, llama3, phi3, gemma, or template "
+        "(default: the file's own template)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="research", description="Offline question answering with quantized LLMs on this device's CPU."
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("models", help="list the model catalog and what is on this device")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("inspect", help="architecture, size, quantization mix and template of a GGUF")
+    s.add_argument("model", nargs="?", help="catalog id or path (default: the bundled model)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("download", help="fetch a catalog model from the Hugging Face hub (needs the network)")
+    s.add_argument("id", help="catalog id (see: python -m research models)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("chat", help="ask in the terminal: one answer with --prompt, else a conversation")
+    _model_options(s)
+    s.add_argument("--prompt", "-p", help="one question; prints the answer and a line of figures")
+    s.add_argument(
+        "--json", action="store_true", help="with --prompt: one JSON object with answer and figures"
+    )
+    s.add_argument("--system", help="system prompt")
+    s.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--top-p", type=float, default=0.95)
+    s.add_argument("--min-p", type=float, default=0.05)
+    s.add_argument("--repeat-penalty", type=float, default=1.1)
+    s.add_argument("--max-tokens", type=int, default=512)
+    s.add_argument("--seed", type=int, help="fix the sampling seed")
+    s.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("demo", help="serve the chat page on http://127.0.0.1:7860", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the page (see: research demo --help)")
+    s.set_defaults(func=lambda args: run_demo(args.rest))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["demo"]:  # the page parses its own options (research demo --help)
+            return run_demo(argv[1:])
+        args = parser().parse_args(argv)
+        args.func(args)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0

@@ -1,0 +1,53 @@
+"""Start the real chat page in a child process on a free loopback port, for tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PageServer:
+    def __init__(self, tmp: Path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.ratings = tmp / "ratings.jsonl"
+        self.log = tmp / "page.log"
+        env = os.environ | {
+            "RESEARCH_RATINGS_FILE": str(self.ratings),
+            "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+        }
+        cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", "2048", *args]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the page exited: {self.log.read_text()}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the page did not come up: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
