@@ -226,9 +226,9 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         send = gr.Button("Ask", variant="primary", scale=1, min_width=60)
         stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60)
     with gr.Row():
-        regen_btn = gr.Button("Regenerate", size="sm")
-        undo_btn = gr.Button("Undo", size="sm")
-        clear_btn = gr.ClearButton([chatbot, question], value="Clear", size="sm")
+        regen_btn = gr.Button("Regenerate", size="sm", min_width=80)
+        undo_btn = gr.Button("Undo", size="sm", min_width=60)
+        clear_btn = gr.ClearButton([chatbot, question], value="Clear", size="sm", min_width=60)
     with gr.Accordion("Rate the last answer", open=False):
         score = gr.Radio([1, 2, 3, 4, 5], label="Score (5 = best)")
         verdict = gr.Radio(list(chat.ratings.VERDICTS), label="Verdict")

@@ -50,7 +50,7 @@ def test_question_gets_a_streamed_answer_with_figures(client):
     assert len(updates) >= 5  # streamed, not delivered at once
     assert [m["role"] for m in history] == ["user", "assistant"]
     answer = text(history[-1])
-    assert "⏱" in answer and "t/s" in answer and "MB" in answer  # the answer's figures
+    assert "◷" in answer and "t/s" in answer and "MB" in answer  # the answer's figures
     assert len(answer.split("\n\n<sub>")[0].strip()) > 0
 
 
@@ -65,7 +65,7 @@ def test_rating_lands_in_the_ratings_file(client, page):
     assert len(lines) == before + 1
     rec = json.loads(lines[-1])
     assert rec["question"] == "Name a planet." and rec["score"] == 2 and rec["verdict"] == "wrong"
-    assert rec["answer"] and "⏱" not in rec["answer"]  # the figures line is not part of the answer
+    assert rec["answer"] and "◷" not in rec["answer"]  # the figures line is not part of the answer
     assert rec["model"] == "smollm2-135m-q4_1" and len(rec["model_sha256"]) == 64
     assert rec["settings"]["temperature"] == 0
 

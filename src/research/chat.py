@@ -21,7 +21,7 @@ from research.errors import KitError
 from research.models import catalog, resolve
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
-FIGURES = re.compile(r"\n\n<sub>⏱ [^\n]*</sub>\s*$")
+FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
 
 
 def text_of(content) -> str:
@@ -36,12 +36,12 @@ def text_of(content) -> str:
 
 
 def strip_figures(text: str) -> str:
-    """`"Paris.\\n\\n<sub>⏱ 3 prompt tokens …</sub>"` -> `"Paris."`."""
+    """`"Paris.\\n\\n<sub>◷ 3 prompt tokens …</sub>"` -> `"Paris."`."""
     return FIGURES.sub("", text)
 
 
 def with_figures(answer: str, stats: Stats) -> str:
-    return f"{answer}\n\n<sub>⏱ {stats.line()}</sub>"
+    return f"{answer}\n\n<sub>◷ {stats.line()}</sub>"
 
 
 def history_messages(history: list[dict]) -> list[dict]:

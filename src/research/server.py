@@ -96,7 +96,15 @@ def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app = gr.mount_gradio_app(
-        app, demo, path="", ssr_mode=False, auth=auth, pwa=False, mcp_server=False, **mount
+        app,
+        demo,
+        path="",
+        ssr_mode=False,
+        auth=auth,
+        pwa=False,
+        mcp_server=False,
+        footer_links=["settings"],
+        **mount,
     )
     return HostGuard(app, {host} | LOOPBACK_NAMES, any_host=host in ("0.0.0.0", "::"))
 

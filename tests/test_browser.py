@@ -1,0 +1,72 @@
+"""The page in a real headless Chromium: a streamed answer, a thumbs rating, no request off the device."""
+
+import json
+import os
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.page, pytest.mark.model]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags that keep Chromium itself from calling home (component updates, safe browsing, ...).
+QUIET = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it with apt")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=QUIET, headless=True)
+        yield b
+        b.close()
+
+
+def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp_path):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)  # phone width
+    tab = ctx.new_page()
+    hosts = []
+    tab.on("request", lambda r: hosts.append(urlsplit(r.url).hostname))
+    tab.on("websocket", lambda ws: hosts.append(urlsplit(ws.url).hostname))
+    tab.goto(page.url, wait_until="networkidle")
+
+    box = tab.get_by_placeholder("Ask a question…")
+    box.fill("What is the capital of France?")
+    box.press("Enter")
+    answer = tab.locator(".message.bot, [data-testid='bot']").last
+    answer.wait_for(timeout=60_000)
+    tab.wait_for_function("() => document.body.innerText.includes('◷')", timeout=90_000)
+    assert len(answer.inner_text().strip()) > 0
+
+    # At phone width nothing overflows sideways.
+    assert tab.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    tab.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+    before = page.ratings.read_text().count("\n") if page.ratings.exists() else 0
+    tab.get_by_label("Like").last.click()
+    tab.wait_for_function("() => document.body.innerText.includes('Rating saved')", timeout=20_000)
+    lines = page.ratings.read_text().splitlines()
+    assert len(lines) == before + 1
+    rec = json.loads(lines[-1])
+    assert rec["thumbs"] == "up" and rec["question"] == "What is the capital of France?"
+    ctx.close()
+
+    assert hosts, "the browser should have made requests"
+    off_device = sorted({h for h in hosts if h not in ("127.0.0.1", "localhost")})
+    assert off_device == [], f"requests left the device: {off_device}"
