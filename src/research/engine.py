@@ -245,7 +245,6 @@ class Engine:
         self.backend, self.format, self.model_id, self.info, self.ref = backend, fmt, model_id, info, ref
         self.warning = warning  # a message for the user about how the model was set up
         self._lock = threading.Lock()
-        self.waiting = 0  # requests queued behind the one being answered
 
     @classmethod
     def load(
@@ -288,11 +287,7 @@ class Engine:
         """Yield the answer's text pieces, then its Stats. Waits while another answer runs."""
         if not messages or messages[-1]["role"] != "user" or not str(messages[-1]["content"]).strip():
             raise KitError("empty question: type a question first")
-        self.waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            self.waiting -= 1
+        self._lock.acquire()
         try:
             yield from self._stream_locked(messages, sampling, cancel or threading.Event())
         finally:
