@@ -8,6 +8,7 @@ import runpy
 import sys
 import threading
 
+from research.build import DEFAULT_TARGETS, KINDS
 from research.errors import KitError
 
 
@@ -41,6 +42,20 @@ def cmd_download(args) -> None:
 
     path = download_model(args.id, progress=not args.quiet)
     print(path)
+
+
+def cmd_build(args) -> None:
+    from research import build
+
+    kind = args.kind or ("android" if args.android_ndk else "native")
+    if args.check:
+        ok, lines = build.check(kind)
+        print("\n".join(lines))
+        if not ok:
+            sys.exit(1)
+        return
+    record = build.build(args.targets, args.source, kind, args.android_ndk, args.jobs)
+    print(json.dumps(record, indent=2))
 
 
 def _engine(args):
@@ -160,6 +175,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="catalog id (see: python -m research models)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("build", help="build llama.cpp's tools (llama-cli, llama-bench, ...) from source")
+    s.add_argument(
+        "--source", help="a llama.cpp folder (default: the source of the installed llama-cpp-python)"
+    )
+    s.add_argument(
+        "--targets",
+        nargs="+",
+        default=list(DEFAULT_TARGETS),
+        metavar="T",
+        help=f"what to build (default: {' '.join(DEFAULT_TARGETS)})",
+    )
+    s.add_argument(
+        "--kind",
+        choices=KINDS,
+        help="native (default), termux (on the phone), android (NDK), aarch64-linux (cross, runs under qemu)",
+    )
+    s.add_argument("--android-ndk", metavar="PATH", help="cross-compile for Android arm64 with this NDK")
+    s.add_argument("--jobs", "-j", type=int, help="parallel compile jobs (default: all cores)")
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="say what is built and whether it matches the installed llama-cpp-python (exit 0 if so)",
+    )
+    s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("chat", help="ask in the terminal: one answer with --prompt, else a conversation")
     _model_options(s)
