@@ -131,3 +131,41 @@ def test_model_too_big_for_the_memory_limit_is_refused_before_loading():
     r = subprocess.run([sys.executable, "-c", TOO_BIG], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 3, r.stderr
     assert "needs about" in r.stdout and "address-space limit" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        Sampling(temperature=0, repeat_penalty=1.1, max_tokens=64),
+        Sampling(
+            temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, max_tokens=64, seed=7
+        ),
+        Sampling(temperature=0.8, top_k=0, top_p=0.9, min_p=0.0, repeat_penalty=1.3, max_tokens=64, seed=3),
+    ],
+    ids=["greedy", "default", "no-top-k"],
+)
+def test_cheaper_sampler_chain_picks_the_same_tokens(engine, sampling):
+    """The kit's chain (with its top-k pre-filter) equals llama-cpp-python's own, token for token."""
+    llm, b = engine.backend.llm, engine.backend
+    prompt = llm.tokenize(engine.format.render(conversation("Tell me about cats.")).encode(), special=True)
+
+    def tokens(make):
+        llm.reset()
+        llm.eval(prompt)
+        s, out = make(), []
+        for _ in range(sampling.max_tokens):
+            out.append(s.sample(llm._ctx, -1))
+            llm.eval([out[-1]])
+        return out
+
+    def theirs():
+        llm.set_seed(sampling.seed or 0)
+        return llm._init_sampler(
+            temp=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+        )
+
+    assert tokens(lambda: b.sampler(sampling, sampling.seed or 0)) == tokens(theirs)

@@ -7,6 +7,7 @@ import json
 import runpy
 import sys
 import threading
+from pathlib import Path
 
 from research.build import DEFAULT_TARGETS, KINDS
 from research.errors import KitError
@@ -56,6 +57,33 @@ def cmd_build(args) -> None:
         return
     record = build.build(args.targets, args.source, kind, args.android_ndk, args.jobs)
     print(json.dumps(record, indent=2))
+
+
+def cmd_bench(args) -> None:
+    from research import bench
+
+    if args.compare:
+        if len(args.models) > 1:
+            raise KitError("--compare takes one model at a time")
+        result = bench.compare(
+            args.models[0] if args.models else None, args.threads, args.pp, args.tg, args.reps
+        )
+        print(bench.format_compare(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+            print(f"\nJSON: {args.json}")
+        return
+    rows = []
+    for model in args.models or [None]:
+        rows += bench.kit_rows(model, args.threads, args.pp, args.tg, args.reps)
+    print(f"{'model':36} {'test':8} {'threads':>7} {'t/s':>16}")
+    for r in rows:
+        print(
+            f"{Path(r['model_filename']).name[:36]:36} {r['test']:8} {r['n_threads']:7} "
+            f"{r['avg_ts']:9.1f} ± {r['stddev_ts']:5.1f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 def _engine(args):
@@ -200,6 +228,22 @@ def parser() -> argparse.ArgumentParser:
         help="say what is built and whether it matches the installed llama-cpp-python (exit 0 if so)",
     )
     s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("bench", help="prompt and generation speed; --compare runs llama-bench side by side")
+    s.add_argument(
+        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
+    )
+    s.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run llama-bench (built from the same llama.cpp) and print the ratios",
+    )
+    s.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    s.add_argument("--pp", type=int, default=512, help="prompt tokens (default 512)")
+    s.add_argument("--tg", type=int, default=128, help="generated tokens (default 128)")
+    s.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
+    s.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("chat", help="ask in the terminal: one answer with --prompt, else a conversation")
     _model_options(s)

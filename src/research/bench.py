@@ -1,0 +1,318 @@
+"""Speed of the kit's chat path, measured side by side with llama.cpp's own llama-bench.
+
+Rows carry llama-bench's JSON field names where they overlap (model_filename, n_prompt, n_gen,
+n_threads, avg_ts, stddev_ts, samples_ts, build_commit), so figures from a phone, a laptop and
+llama-bench itself compare directly. The two sides run interleaved, one repetition each in
+turn, because on a small shared machine the speed drifts by 10-20 % from minute to minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from research import build, memory
+from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
+from research.errors import KitError
+from research.models import resolve
+
+#: A question of about 30 tokens with the chat template, for the time to first token.
+QUESTION = "In which year did the Berlin Wall fall, and which two countries were reunited as a result?"
+
+
+def _row(
+    side: str,
+    test: str,
+    path: Path,
+    threads: int,
+    n_prompt: int,
+    n_gen: int,
+    samples: list[float],
+    commit: str,
+) -> dict:
+    return {
+        "backend": side,
+        "test": test,
+        "model_filename": str(path),
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "n_threads": threads,
+        "avg_ts": statistics.fmean(samples),
+        "stddev_ts": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+        "samples_ts": samples,
+        "build_commit": commit,
+    }
+
+
+def llama_bench_once(exe: Path, path: Path, threads: int, pp: int, tg: int) -> dict[str, float]:
+    """One repetition of llama-bench (with its warm-up): {"pp": t/s, "tg": t/s}."""
+    cmd = [
+        str(exe),
+        "-m",
+        str(path),
+        "-t",
+        str(threads),
+        "-p",
+        str(pp),
+        "-n",
+        str(tg),
+        "-r",
+        "1",
+        "-o",
+        "json",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KitError(f"llama-bench failed on {path.name}: {last}")
+    out = {}
+    for row in json.loads(r.stdout):
+        out["pp" if row["n_prompt"] and not row["n_gen"] else "tg"] = row["avg_ts"]
+    return out
+
+
+def prompt_of(engine: Engine, n_tokens: int, salt: str) -> list[dict]:
+    """A one-question conversation whose whole prompt is `n_tokens` long (or just under).
+
+    `salt` starts the question so that no repetition reuses another's KV cache.
+    """
+    words = max(1, n_tokens - 40)
+    for _ in range(8):
+        msgs = conversation(f"{salt} " + "word " * words)
+        n = engine.count_tokens(engine.format.render(msgs))
+        if n == n_tokens:
+            break
+        words = max(1, words + n_tokens - n)
+    return msgs
+
+
+def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
+    """One repetition through the chat path (Engine.stream, text pieces and all)."""
+    stats = _last(
+        engine.stream(prompt_of(engine, pp, f"r{rep}x{time.time_ns()}"), Sampling(max_tokens=1, seed=rep))
+    )
+    pp_ts = stats.prompt_eval_tokens / stats.ttft_s
+    # Sampling as the page's defaults; the end-of-generation token is not allowed to stop it early.
+    sampling = Sampling(max_tokens=tg, seed=rep, ignore_eos=True)
+    # A short prompt: llama-bench's tg starts from an empty context.
+    stats = _last(engine.stream(conversation(f"Story {rep}."), sampling))
+    if stats.completion_tokens < tg:
+        raise KitError(
+            f"the chat path stopped after {stats.completion_tokens} of {tg} tokens ({stats.stop_reason})"
+        )
+    return {"pp": pp_ts, "tg": stats.decode_tps, "pp_tokens": stats.prompt_eval_tokens}
+
+
+def kit_rows(
+    model=None, threads: int | None = None, pp: int = 512, tg: int = 128, reps: int = 5
+) -> list[dict]:
+    """pp and tg rows of the kit's chat path alone, in llama-bench's field names."""
+    from research.engine import default_threads
+
+    ref = resolve(model)
+    threads = threads or default_threads()
+    engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
+    kit_once(engine, min(pp, 64), 8, -1)
+    runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
+    engine.close()
+    record = build.latest_record() or {}
+    commit = record.get("llama_cpp_commit", "unknown")
+    return [
+        _row("kit", f"pp{pp}", ref.path, threads, runs[-1]["pp_tokens"], 0, [r["pp"] for r in runs], commit),
+        _row("kit", f"tg{tg}", ref.path, threads, 0, tg, [r["tg"] for r in runs], commit),
+    ]
+
+
+def paired_ratio(kit: list[float], reference: list[float]) -> float:
+    """Median of kit[i] / reference[i]: `paired_ratio([90, 120], [100, 120])` -> 0.95."""
+    return statistics.median(k / r for k, r in zip(kit, reference, strict=True))
+
+
+def _last(stream) -> Stats:
+    stats = None
+    for item in stream:
+        if isinstance(item, Stats):
+            stats = item
+    return stats
+
+
+def read_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
+    """Memory read bandwidth in GB/s: `threads` threads summing a 512 MiB array, best of `reps`."""
+    import numpy as np
+
+    a = np.ones(mib * 2**20 // 8)
+    chunks = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(pool.map(np.sum, chunks))
+            best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def ttft_parts(engine: Engine, reps: int = 5) -> dict:
+    """Time to first token of a ~30-token question, with its parts (medians, seconds)."""
+    rows = []
+    for i in range(reps):
+        stats = _last(engine.stream(conversation(f"({i}) {QUESTION}"), Sampling(max_tokens=1, seed=i)))
+        rows.append(stats)
+    med = lambda key: statistics.median(getattr(s, key) for s in rows)  # noqa: E731
+    parts = {k: med(k) for k in ("ttft_s", "format_s", "tokenize_s", "prompt_eval_s", "first_sample_s")}
+    parts["other_s"] = max(parts["ttft_s"] - sum(v for k, v in parts.items() if k != "ttft_s"), 0.0)
+    parts["prompt_tokens"] = rows[-1].prompt_tokens
+    return parts
+
+
+def cold_start(model: str | None) -> dict:
+    """Wall time of `python -m research chat -p ... --json` in a fresh process, and its own figures."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "research",
+        "chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--json",
+        "-p",
+        QUESTION,
+    ] + (["--model", str(model)] if model else [])
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise KitError(f"cold start failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    out = json.loads(r.stdout)
+    return {"command_to_answer_s": wall, "ttft_s": out["ttft_s"], "peak_rss_mb": out["peak_rss_mb"]}
+
+
+def find_llama_bench(progress=print) -> tuple[Path, str]:
+    """llama-bench built from the installed llama-cpp-python's llama.cpp; builds it if needed."""
+    ok, _ = build.check()
+    exe = build.tool_path("llama-bench")
+    if exe is None or not ok:
+        progress(
+            "Building llama-bench from the installed llama-cpp-python's source (several minutes, once) ..."
+        )
+        build.build(["llama-bench"], progress=progress)
+        exe = build.tool_path("llama-bench")
+    return exe, build.latest_record()["llama_cpp_commit"]
+
+
+def compare(
+    model: str | None = None,
+    threads: int | None = None,
+    pp: int = 512,
+    tg: int = 128,
+    reps: int = 5,
+    progress=lambda s: print(s, file=sys.stderr, flush=True),
+) -> dict:
+    """Run llama-bench and the kit's chat path on the same file and threads; figures and ratios."""
+    ref = resolve(model)
+    exe, commit = find_llama_bench(progress)
+    from research.engine import default_threads
+
+    threads = threads or default_threads()
+    engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
+    progress(
+        f"Comparing on {ref.path.name}, {threads} threads, pp{pp}/tg{tg}, {reps} repetitions, interleaved"
+    )
+    kit_once(engine, min(pp, 64), 8, -1)  # warm-up, as llama-bench does its own
+    lb, kit = {"pp": [], "tg": []}, {"pp": [], "tg": []}
+    pp_tokens = pp
+    for rep in range(reps):
+        for k, v in llama_bench_once(exe, ref.path, threads, pp, tg).items():
+            lb[k].append(v)
+        one = kit_once(engine, pp, tg, rep)
+        pp_tokens = one["pp_tokens"]
+        kit["pp"].append(one["pp"])
+        kit["tg"].append(one["tg"])
+        progress(
+            f"  rep {rep + 1}/{reps}: llama-bench pp {lb['pp'][-1]:.1f} tg {lb['tg'][-1]:.1f} · "
+            f"kit pp {kit['pp'][-1]:.1f} tg {kit['tg'][-1]:.1f} t/s"
+        )
+    rows = [
+        _row("llama-bench", f"pp{pp}", ref.path, threads, pp, 0, lb["pp"], commit),
+        _row("llama-bench", f"tg{tg}", ref.path, threads, 0, tg, lb["tg"], commit),
+        _row("kit", f"pp{pp}", ref.path, threads, pp_tokens, 0, kit["pp"], commit),
+        _row("kit", f"tg{tg}", ref.path, threads, 0, tg, kit["tg"], commit),
+    ]
+    parts = ttft_parts(engine)
+    estimate = memory.estimate(engine.info, engine.backend.n_ctx)
+    engine_peak = memory.peak_rss_mb()
+    bandwidth = read_bandwidth(threads)
+    bytes_per_token = estimate.weights + estimate.kv_cache * (tg / 2) / engine.backend.n_ctx
+    roofline = bandwidth * 1e9 / bytes_per_token
+    engine.close()
+    cold = cold_start(model)
+    tg_kit, tg_lb = statistics.fmean(kit["tg"]), statistics.fmean(lb["tg"])
+    return {
+        "model": ref.id,
+        "model_filename": str(ref.path),
+        "n_threads": threads,
+        "llama_cpp_commit": commit,
+        # Median of the ratios of back-to-back pairs: the machine's speed drifts from minute to
+        # minute, and a pair measured seconds apart shares the drift.
+        "ratio_tg": paired_ratio(kit["tg"], lb["tg"]),
+        "ratio_pp": paired_ratio(kit["pp"], lb["pp"]),
+        "ratio_tg_of_means": tg_kit / tg_lb,
+        "ratio_pp_of_means": statistics.fmean(kit["pp"]) / statistics.fmean(lb["pp"]),
+        "rows": rows,
+        "roofline": {
+            "read_bandwidth_gbs": bandwidth,
+            "bytes_per_token": bytes_per_token,
+            "roofline_tps": roofline,
+            "ratio_kit": tg_kit / roofline,
+            "ratio_llama_bench": tg_lb / roofline,
+        },
+        "ttft": parts,
+        "memory": {
+            "peak_rss_mb": engine_peak,
+            "file_mb": ref.path.stat().st_size / memory.MB,
+            "kv_cache_mb": estimate.kv_cache / memory.MB,
+            "budget_mb": ref.path.stat().st_size / memory.MB + estimate.kv_cache / memory.MB + 100,
+        },
+        "cold_start": cold,
+        "machine": {"cpu_count": os.cpu_count(), "cpu_features": build.cpu_features()},
+    }
+
+
+def format_compare(r: dict) -> str:
+    """The comparison as a table of figures and ratios."""
+    rows = {(x["backend"], x["test"][:2]): x for x in r["rows"]}
+    lines = [
+        f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']}",
+        "",
+        f"{'test':8} {'llama-bench t/s':>18} {'kit chat path t/s':>20} {'ratio':>7}  (median of paired reps)",
+    ]
+    for key, ratio in (("pp", r["ratio_pp"]), ("tg", r["ratio_tg"])):
+        lb, kit = rows[("llama-bench", key)], rows[("kit", key)]
+        lines.append(
+            f"{lb['test']:8} {lb['avg_ts']:10.1f} ± {lb['stddev_ts']:5.1f} {kit['avg_ts']:12.1f} ± "
+            f"{kit['stddev_ts']:5.1f} {ratio:7.1%}"
+        )
+    roof, t, m, c = r["roofline"], r["ttft"], r["memory"], r["cold_start"]
+    lines += [
+        "",
+        f"roofline: read bandwidth {roof['read_bandwidth_gbs']:.1f} GB/s / "
+        f"{roof['bytes_per_token'] / 1e6:.0f} MB "
+        f"per token = {roof['roofline_tps']:.0f} t/s; kit decode at {roof['ratio_kit']:.0%} of it, "
+        f"llama-bench at {roof['ratio_llama_bench']:.0%}",
+        f"time to first token ({t['prompt_tokens']} tokens): {t['ttft_s'] * 1e3:.1f} ms = formatting "
+        f"{t['format_s'] * 1e3:.2f} + tokenization {t['tokenize_s'] * 1e3:.2f} + prompt evaluation "
+        f"{t['prompt_eval_s'] * 1e3:.1f} + first sample {t['first_sample_s'] * 1e3:.2f} + other "
+        f"{t['other_s'] * 1e3:.2f} ms",
+        f"memory: engine peak {m['peak_rss_mb']:.0f} MB; budget file {m['file_mb']:.0f} + KV cache "
+        f"{m['kv_cache_mb']:.0f} + 100 = {m['budget_mb']:.0f} MB",
+        f"cold start: command to answer {c['command_to_answer_s']:.2f} s (its ttft {c['ttft_s']:.2f} s, "
+        f"peak {c['peak_rss_mb']:.0f} MB)",
+    ]
+    return "\n".join(lines)

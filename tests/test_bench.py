@@ -1,0 +1,111 @@
+"""Benchmarks print figures and ratios; tests check their shape and sense, never a speed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from research import bench
+from research.engine import Engine, EngineConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_BENCH_FIELDS = {
+    "model_filename",
+    "n_prompt",
+    "n_gen",
+    "n_threads",
+    "avg_ts",
+    "stddev_ts",
+    "samples_ts",
+    "build_commit",
+}
+
+
+def test_paired_ratio_is_the_median_of_pairs():
+    assert bench.paired_ratio([90, 120], [100, 120]) == pytest.approx(0.95)
+    assert bench.paired_ratio([50, 100, 300], [100, 100, 100]) == pytest.approx(
+        1.0
+    )  # an outlier pair is outvoted
+
+
+@pytest.mark.model
+def test_prompt_of_builds_a_prompt_of_the_asked_length():
+    engine = Engine.load(None, EngineConfig(n_ctx=1024, n_threads=2))
+    for n in (64, 300):
+        msgs = bench.prompt_of(engine, n, "salt")
+        assert abs(engine.count_tokens(engine.format.render(msgs)) - n) <= 2
+    parts = bench.ttft_parts(engine, reps=2)
+    assert 20 <= parts["prompt_tokens"] <= 60
+    inner = parts["format_s"] + parts["tokenize_s"]
+    assert 0 < inner + parts["prompt_eval_s"] + parts["first_sample_s"] <= parts["ttft_s"]
+    engine.close()
+
+
+@pytest.mark.model
+def test_bench_rows_use_llama_bench_field_names(tmp_path):
+    out = tmp_path / "rows.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "research",
+            "bench",
+            "--reps",
+            "2",
+            "--pp",
+            "64",
+            "--tg",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [row["test"] for row in rows] == ["pp64", "tg16"]
+    for row in rows:
+        assert LLAMA_BENCH_FIELDS <= set(row) and row["avg_ts"] > 0 and len(row["samples_ts"]) == 2
+
+
+@pytest.mark.model
+def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
+    out = tmp_path / "compare.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "research",
+            "bench",
+            "--compare",
+            "--reps",
+            "2",
+            "--pp",
+            "64",
+            "--tg",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ratio" in r.stdout and "roofline" in r.stdout and "time to first token" in r.stdout
+    res = json.loads(out.read_text())
+    assert res["ratio_tg"] > 0 and res["ratio_pp"] > 0 and res["n_threads"] >= 1
+    assert res["llama_cpp_commit"] not in ("", "unknown")
+    sides = {(row["backend"], row["test"]) for row in res["rows"]}
+    assert sides == {("llama-bench", "pp64"), ("llama-bench", "tg16"), ("kit", "pp64"), ("kit", "tg16")}
+    for row in res["rows"]:
+        assert LLAMA_BENCH_FIELDS <= set(row) and all(s > 0 for s in row["samples_ts"])
+    assert res["roofline"]["read_bandwidth_gbs"] > 0 and res["roofline"]["roofline_tps"] > 0
+    assert res["memory"]["peak_rss_mb"] > res["memory"]["file_mb"]  # the weights are resident
+    assert res["cold_start"]["command_to_answer_s"] > res["cold_start"]["ttft_s"] > 0
