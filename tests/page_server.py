@@ -20,15 +20,17 @@ def free_port() -> int:
 
 
 class PageServer:
-    def __init__(self, tmp: Path, *args: str):
+    def __init__(self, tmp: Path, *args: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.ratings = tmp / "ratings.jsonl"
         self.log = tmp / "page.log"
+        extra = env or {}
         env = os.environ | {
             "RESEARCH_RATINGS_FILE": str(self.ratings),
             "GRADIO_TEMP_DIR": str(tmp / "gradio"),
         }
+        env |= extra
         cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", "2048", *args]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT

@@ -104,6 +104,7 @@ def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None
         pwa=False,
         mcp_server=False,
         footer_links=["settings"],
+        run_history=False,  # Gradio 6 keeps every event's inputs and outputs: questions and answers
         **mount,
     )
     return HostGuard(app, {host} | LOOPBACK_NAMES, any_host=host in ("0.0.0.0", "::"))
