@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
 
 from research import memory
@@ -103,6 +104,62 @@ class Backend(Protocol):
     def cached_prefix(self, tokens: Sequence[int]) -> int: ...
     def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]: ...
     def close(self) -> None: ...
+
+
+#: Run in a child process to try a model file before this process loads it.
+PROBE = """
+import sys
+from research.engine import EngineConfig, LlamaBackend
+from research.errors import KitError
+try:
+    b = LlamaBackend(sys.argv[1], EngineConfig(n_ctx=int(sys.argv[2]), n_threads=1))
+    b.llm.eval(b.tokenize("Hi")[:4] or [0])
+except KitError as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def trusted(ref: ModelRef) -> bool:
+    """Files the kit can vouch for: the bundled model and catalog downloads of the right size."""
+    entry = ref.entry
+    if entry is None:
+        return False
+    if entry.bundled:  # the package's own file, not any file of the same name
+        return ref.path.resolve() == (entry.local_path() or Path("/nonexistent")).resolve()
+    from research.models import models_dir
+
+    return ref.path.parent == models_dir().resolve() and entry.size == ref.path.stat().st_size
+
+
+def probe_load(path, n_ctx: int, timeout: float = 600, code: str = PROBE) -> None:
+    """Load `path` in a child process first: a crash inside llama.cpp ends the child, not us."""
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(path), str(n_ctx)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise KitError(
+            f"loading {path} did not finish within {timeout:.0f} s; the file may be hostile"
+        ) from None
+    if r.returncode == 3:
+        raise KitError((r.stderr.strip().splitlines() or ["llama.cpp refused the file"])[-1])
+    if r.returncode < 0:
+        name = signal.Signals(-r.returncode).name
+        raise KitError(
+            f"llama.cpp crashed ({name}) loading {Path(path).name}: the file is damaged or hostile; "
+            "it was tried in a separate process, so nothing else was affected"
+        )
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise KitError(f"trying {Path(path).name} failed (exit {r.returncode}): {last}")
 
 
 def default_threads() -> int:
@@ -333,6 +390,8 @@ class Engine:
         n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
         memory.check_fits(memory.estimate(info, n_ctx), f"model {ref.id} at a {n_ctx}-token context")
         config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx})
+        if not trusted(ref):
+            probe_load(ref.path, min(n_ctx, 512))
         backend = LlamaBackend(str(ref.path), config)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(

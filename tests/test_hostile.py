@@ -1,0 +1,128 @@
+"""Hostile and damaged model files against `chat --model` and the page: one clear line, no crash."""
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from test_gguf_info import DAMAGED
+
+ROOT = Path(__file__).resolve().parents[1]
+MEMORY_BOUND = 4 * 2**30  # address space a hostile file may make us use
+TIME_BOUND = 60  # seconds for one refusal, Python start-up and imports included
+
+
+def unusable_model(path: Path) -> bytes:
+    """A well-formed GGUF header for a 'llama' with one tensor: llama.cpp itself must refuse it."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_tensor("token_embd.weight", np.ones((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    files = {}
+    for i, (name, (data, _)) in enumerate(DAMAGED.items()):
+        files[name] = folder / f"case{i:02d}.gguf"
+        files[name].write_bytes(data)
+    files["valid header, unusable model"] = folder / "unusable.gguf"
+    unusable_model(files["valid header, unusable model"])
+    files["empty"] = folder / "empty.gguf"
+    files["empty"].write_bytes(b"")
+    return files
+
+
+def limited():
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
+
+
+def test_chat_refuses_every_hostile_file_in_one_line(corpus):
+    failures = []
+    for name, path in corpus.items():
+        r = subprocess.run(
+            [sys.executable, "-m", "research", "chat", "--model", str(path), "-p", "hi"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=TIME_BOUND,
+            preexec_fn=limited,
+        )
+        lines = r.stderr.strip().splitlines()
+        if (
+            r.returncode != 1
+            or len(lines) != 1
+            or not lines[0].startswith("error: ")
+            or "Traceback" in r.stderr
+        ):
+            failures.append((name, r.returncode, r.stderr[-300:]))
+    assert failures == []
+
+
+@pytest.mark.page
+@pytest.mark.model
+def test_page_refuses_every_hostile_file_and_keeps_serving(page, corpus):
+    client = Client(page.url, verbose=False)
+    for name, path in corpus.items():
+        with pytest.raises(Exception) as e:
+            client.predict("smollm2-135m-q4_1", str(path), api_name="/load_model")
+        assert str(path.name) in str(e.value) or "llama.cpp" in str(e.value) or "GGUF" in str(e.value), name
+    assert page.proc.poll() is None  # the page's process survived every file
+    history, _ = client.predict("What is 2 + 2?", [], "", 0, 40, 0.95, 0.05, 1.1, 16, 1, api_name="/ask")
+    assert history[-1]["content"]
+
+
+def test_inspect_refuses_in_one_line_within_bounds(corpus):
+    for name in ("huge array length", "tensor data cut short", "HTML page", "valid header, unusable model"):
+        r = subprocess.run(
+            [sys.executable, "-m", "research", "inspect", str(corpus[name])],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=TIME_BOUND,
+            preexec_fn=limited,
+        )
+        if name == "valid header, unusable model":
+            assert r.returncode == 0  # the header is fine: inspect describes it; loading is refused
+        else:
+            assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), name
+    assert os.path.exists(corpus["empty"])
+
+
+def test_a_crash_while_trying_a_file_is_reported_and_survived(tmp_path):
+    """What the parent does when llama.cpp aborts in the child (simulated with os.abort)."""
+    from research.engine import probe_load
+    from research.errors import KitError
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    with pytest.raises(KitError, match=r"crashed \(SIGABRT\).*separate process"):
+        probe_load(path, 64, code="import os; os.abort()")
+    with pytest.raises(KitError, match="did not finish"):
+        probe_load(path, 64, timeout=1, code="import time; time.sleep(30)")
+
+
+def test_untrusted_files_are_tried_in_a_child_first(tmp_path):
+    from research.engine import trusted
+    from research.models import ModelRef, resolve
+
+    bundled = resolve(None)
+    assert trusted(bundled)
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(bundled.path.read_bytes())
+    assert not trusted(resolve(str(copy)))  # same bytes, but a path the kit cannot vouch for
+    namesake = tmp_path / bundled.path.name
+    namesake.write_bytes(b"GGUF")
+    assert not trusted(resolve(str(namesake)))  # the bundled file's name is not enough
+    assert not trusted(ModelRef("x", copy))
