@@ -97,3 +97,19 @@ def test_template_refusing_system_role_gets_system_folded_in():
     fmt, warning = choose_format(None, template)
     assert warning is None
     assert fmt.render(CONVERSATION[:2]) == "<user>Be brief.\n\nCapital of France?"
+
+
+def test_old_jinja2_or_llama_cpp_python_is_refused(monkeypatch):
+    import importlib.metadata
+
+    from research import prompts
+
+    real = importlib.metadata.version
+    for pkg, old in (("jinja2", "3.1.4"), ("llama-cpp-python", "0.2.70")):
+        monkeypatch.setattr(
+            importlib.metadata, "version", lambda name, p=pkg, o=old: o if name == p else real(name)
+        )
+        with pytest.raises(KitError, match=f"{pkg} {old} has known security holes"):
+            choose_format(None, "{{ 1 }}")
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    prompts.check_versions()  # the installed versions pass

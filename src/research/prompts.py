@@ -96,6 +96,35 @@ def _raise(message: str):
     raise TemplateError(message)
 
 
+#: Oldest versions with the known fixes: Jinja2's sandbox escapes (CVE-2024-56326, CVE-2025-27516)
+#: and llama-cpp-python rendering templates unsandboxed (CVE-2024-34359).
+MIN_VERSIONS = {"jinja2": (3, 1, 6), "llama-cpp-python": (0, 2, 72)}
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """`"3.1.6rc1"` -> (3, 1, 6)."""
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def check_versions() -> None:
+    """Refuse to run templates with a Jinja2 or llama-cpp-python older than the known fixes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg, least in MIN_VERSIONS.items():
+        try:
+            have = version(pkg)
+        except PackageNotFoundError:
+            continue
+        if version_tuple(have) < least:
+            want = ".".join(map(str, least))
+            raise KitError(
+                f"{pkg} {have} has known security holes in chat templates; "
+                f"upgrade to {want} or newer (make install)"
+            )
+
+
 def _sandbox() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
@@ -171,6 +200,7 @@ def choose_format(
     `requested` is a named format or "template"; None means the GGUF's own template when the
     file has one that renders safely, else `fallback`.
     """
+    check_versions()
     if requested not in (None, "template") and requested not in FORMATS:
         known = ", ".join(sorted(FORMATS))
         raise KitError(f"unknown chat format {requested!r}; known formats: {known}, template")
