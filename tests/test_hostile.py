@@ -126,3 +126,56 @@ def test_untrusted_files_are_tried_in_a_child_first(tmp_path):
     namesake.write_bytes(b"GGUF")
     assert not trusted(resolve(str(namesake)))  # the bundled file's name is not enough
     assert not trusted(ModelRef("x", copy))
+
+
+HOSTILE_TEMPLATES = {
+    "os.popen via cycler globals": "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}",
+    "subclasses walk": "{% for c in ''.__class__.__mro__[1].__subclasses__() %}{% if 'Popen' in c.__name__ %}"
+    "{{ c(['touch', 'MARKER']) }}{% endif %}{% endfor %}",
+    "lipsum globals": "{{ lipsum.__globals__['os'].system('touch MARKER') }}",
+    "attr filter": "{{ (''|attr('__class__')|attr('__mro__'))[1] }}{{ joiner.__init__.__globals__ }}",
+}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("template", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
+def test_hostile_template_inside_a_real_gguf_runs_nothing(tmp_path, template):
+    """The bundled model with its chat template swapped for one that reaches for Python's insides."""
+    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.models import resolve
+
+    marker = tmp_path / "pwned"
+    template = template.replace("MARKER", str(marker))
+    data = resolve(None).path.read_bytes()
+    key = b"tokenizer.chat_template"
+    at = data.index(key) + len(key) + 4  # past the key and the value type: the string's length
+    start = at + 8
+    end = start + int.from_bytes(data[at:start], "little")
+    assert len(template) <= end - start
+    hostile = tmp_path / "hostile.gguf"
+    hostile.write_bytes(data[:start] + template.encode().ljust(end - start) + data[end:])
+
+    engine = Engine.load(hostile, EngineConfig(n_ctx=256, n_threads=2))
+    assert engine.format.name == "chatml" and (
+        "refused" in engine.warning or "failed to render" in engine.warning
+    )
+    text, _ = engine.answer(conversation("Say hi."), Sampling(temperature=0, max_tokens=8))
+    engine.close()
+    assert text.strip()
+    assert not marker.exists()
+
+
+@pytest.mark.model
+def test_template_with_a_syntax_error_does_not_stop_the_model(tmp_path):
+    from research.engine import Engine, EngineConfig
+    from research.models import resolve
+
+    data = resolve(None).path.read_bytes()
+    key = b"tokenizer.chat_template"
+    at = data.index(key) + len(key) + 4
+    n = int.from_bytes(data[at : at + 8], "little")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(data[: at + 8] + b"{% endfor %}".ljust(n) + data[at + 8 + n :])
+    engine = Engine.load(broken, EngineConfig(n_ctx=256, n_threads=2))
+    assert engine.format.name == "chatml" and "failed to render" in engine.warning
+    engine.close()

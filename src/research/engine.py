@@ -169,6 +169,20 @@ def default_threads() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, 8))
 
 
+class _NoTemplates:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model loads.
+
+    Llama() compiles every chat template in the file; a syntax error there aborts the load, and
+    the kit never uses those handlers: it renders templates itself, in its own sandbox.
+    """
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def to_chat_handler(self):
+        return None
+
+
 class LlamaBackend:
     """llama-cpp-python's Llama, used token by token through its native sampler chain."""
 
@@ -176,8 +190,11 @@ class LlamaBackend:
 
     def __init__(self, path: str, config: EngineConfig):
         import llama_cpp
+        from llama_cpp import llama_chat_format
 
         self.n_threads = config.n_threads or default_threads()
+        real_formatter = llama_chat_format.Jinja2ChatFormatter
+        llama_chat_format.Jinja2ChatFormatter = _NoTemplates
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
@@ -191,6 +208,8 @@ class LlamaBackend:
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise KitError(f"llama.cpp could not load {path}: {e}") from None
+        finally:
+            llama_chat_format.Jinja2ChatFormatter = real_formatter
         self.n_ctx = self.llm.n_ctx()
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
