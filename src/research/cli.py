@@ -86,6 +86,30 @@ def cmd_bench(args) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
+def cmd_eval(args) -> None:
+    from research import evaluate
+
+    columns = evaluate.Columns(
+        args.question_col,
+        args.answer_col,
+        args.alias_col or None,
+        args.id_col or None,
+        args.topic_col or None,
+    )
+    questions = evaluate.load_questions(args.questions, columns)
+    engine = _engine(args)
+    records = evaluate.run(engine, questions, args.out, limit=args.limit, progress=not args.json)
+    ids = {q["id"] for q in questions[: args.limit or len(questions)]}
+    summary = evaluate.summarize(
+        [r for r in records if r.get("id") in ids and r.get("model") == engine.model_id]
+    )
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(evaluate.format_summary(summary))
+        print(f"records: {args.out}")
+
+
 def _engine(args):
     from research.engine import Engine, EngineConfig
 
@@ -244,6 +268,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
     s.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")
+    _model_options(s)
+    s.add_argument("--questions", help="JSONL/CSV/Parquet file (default: the kit's data/qa set)")
+    s.add_argument("--out", required=True, help="JSONL records; a rerun into the same file resumes")
+    s.add_argument("--limit", type=int, help="only the first N questions")
+    s.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    s.add_argument("--question-col", default="question")
+    s.add_argument("--answer-col", default="answer", help="one string or a list of accepted strings")
+    s.add_argument("--alias-col", default="aliases", help="more accepted strings, if the file has them")
+    s.add_argument("--id-col", default="id", help="question ids (default: a hash of the question)")
+    s.add_argument("--topic-col", default="topic")
+    s.set_defaults(func=cmd_eval, ctx=1024)
 
     s = sub.add_parser("chat", help="ask in the terminal: one answer with --prompt, else a conversation")
     _model_options(s)

@@ -1,9 +1,9 @@
 """Ratings of answers by people: one append-only JSON Lines file, shared by page and notebooks.
 
-Each record is written with a single write() on a file opened O_APPEND and then fsync'ed, so a
-crash or kill -9 leaves at most one incomplete last line, which readers skip and the next
-append closes off. Spreadsheet formulas are neutralised when exporting to CSV, where they
-would run (Gradio's flagging had that hole: GHSA-f8xq-q7px-wg8c).
+Records go through research.jsonl: one fsync'ed write each, so a crash or kill -9 leaves at
+most one incomplete last line, which readers skip and the next append closes off.
+Spreadsheet formulas are neutralised when exporting to CSV, where they would run (Gradio's
+flagging had that hole: GHSA-f8xq-q7px-wg8c).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import uuid
 from pathlib import Path
 
+from research import jsonl
 from research.errors import KitError
 from research.models import data_dir
 
@@ -91,48 +92,14 @@ def make_record(
 
 def append(record: dict, path: str | os.PathLike | None = None) -> Path:
     """Append one record as one line, durably; returns the file's path."""
-    path = Path(path) if path else default_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        size = os.fstat(fd).st_size
-        if size and _last_byte(path, size) != b"\n":
-            line = b"\n" + line  # an earlier write was cut off: start on a fresh line
-        if os.write(fd, line) != len(line):
-            raise KitError(f"the disk is full: the rating was not saved to {path}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _last_byte(path: Path, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(size - 1)
-        return f.read(1)
+    return jsonl.append(record, path or default_path())
 
 
 def read(path: str | os.PathLike | None = None) -> tuple[list[dict], int]:
-    """All complete records and the number of damaged lines skipped."""
-    path = Path(path) if path else default_path()
-    if not path.exists():
-        return [], 0
-    records, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(rec, dict) and rec.get("schema") == SCHEMA:
-                records.append(rec)
-            else:
-                bad += 1
-    return records, bad
+    """All complete rating records and the number of damaged lines skipped."""
+    records, bad = jsonl.read(path or default_path())
+    good = [r for r in records if r.get("schema") == SCHEMA]
+    return good, bad + len(records) - len(good)
 
 
 def neutralise(value) -> str:

@@ -1,0 +1,306 @@
+"""Automatic evaluation of question answering: load a question set, run a model, score the answers.
+
+Runs are reproducible (temperature 0, fixed seed, the model's own prompt format, a system prompt
+asking for a short answer) and resumable: one JSON Lines record per question, appended durably,
+and a rerun into the same file skips what is done. A refusal ("I don't know") is counted apart
+from a wrong answer, so a hallucination is a confident wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import string
+import time
+import unicodedata
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from research import jsonl
+from research.engine import Engine, Sampling, Stats, conversation
+from research.errors import KitError
+from research.models import data_dir
+
+SYSTEM = "Answer the question with a few words only: a name, a place, a number or a date. No explanation."
+SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
+REFUSAL = re.compile(
+    r"\b(i (do not|don't|dont) know|i'?m not sure|i am not sure|i cannot (answer|say)|i can'?t (answer|say)|"
+    r"no information|not able to answer|unable to answer|i have no (idea|knowledge))\b",
+    re.I,
+)
+LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def default_questions() -> str:
+    return str(data_dir() / "qa" / "*.jsonl")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of a question set; the kit's own and NQ-open's shape work as they are."""
+
+    question: str = "question"
+    answer: str = "answer"  # one string or a list of accepted strings
+    aliases: str | None = "aliases"  # more accepted strings, when the set has them
+    id: str | None = "id"  # else a hash of the question
+    topic: str | None = "topic"  # else everything is "all"
+
+
+def load_questions(path: str | None = None, columns: Columns = Columns()) -> list[dict]:
+    """Questions as dicts (id, question, references, topic, difficulty) from JSONL/CSV/Parquet."""
+    from datasets import load_dataset
+
+    path = path or default_questions()
+    suffix = Path(path).suffix.lower()
+    if suffix not in LOADERS:
+        raise KitError(f"{path}: a question file is .jsonl, .json, .csv or .parquet")
+    if "*" not in path and not Path(path).is_file():
+        raise KitError(f"no such file: {path}")
+    if "*" not in path and Path(path).stat().st_size == 0:
+        raise KitError(f"{path} is empty: no questions to ask")
+    try:
+        ds = load_dataset(LOADERS[suffix], data_files=path, split="train")
+    except Exception as e:  # datasets raises many kinds for a malformed file
+        raise KitError(
+            f"cannot read {path} as {LOADERS[suffix]}: {type(e).__name__}: {str(e)[:200]}"
+        ) from None
+    missing = [c for c in (columns.question, columns.answer) if c not in ds.column_names]
+    if missing:
+        raise KitError(
+            f"{path} has no column {missing[0]!r}; its columns are {', '.join(ds.column_names)} "
+            "(name yours with --question-col / --answer-col)"
+        )
+    if len(ds) == 0:
+        raise KitError(f"{path} holds no questions")
+    rows = []
+    for row in ds:
+        refs = _strings(row[columns.answer])
+        if columns.aliases and columns.aliases in ds.column_names:
+            refs += [a for a in _strings(row[columns.aliases]) if a not in refs]
+        question = str(row[columns.question] or "").strip()
+        if not question or not refs:
+            continue
+        has_id = columns.id and columns.id in ds.column_names and row[columns.id]
+        qid = str(row[columns.id]) if has_id else hashlib.sha1(question.encode()).hexdigest()[:12]
+        topic = str(row[columns.topic]) if columns.topic and columns.topic in ds.column_names else "all"
+        rows.append(
+            {
+                "id": qid,
+                "question": question,
+                "references": refs,
+                "topic": topic,
+                "difficulty": row.get("difficulty"),
+            }
+        )
+    if not rows:
+        raise KitError(f"{path}: no row has both a question and an answer")
+    return interleave(rows)
+
+
+def interleave(rows: list[dict]) -> list[dict]:
+    """Round-robin over topics, so that the first N questions (--limit) span all of them."""
+    by_topic: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_topic[r["topic"]].append(r)
+    queues = list(by_topic.values())
+    out = []
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+def _strings(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [str(value).strip()] if str(value).strip() else []
+
+
+def normalize(text: str) -> str:
+    """SQuAD-style normalization: `"  The Nile."` -> `"nile"`; accents folded, `-` as a space."""
+    text = unicodedata.normalize("NFKD", text.lower().replace("\u2212", "-"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = "".join(" " if c in string.punctuation else c for c in text)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _f1(pred: list[str], ref: list[str]) -> float:
+    common = defaultdict(int)
+    for t in ref:
+        common[t] += 1
+    overlap = 0
+    for t in pred:
+        if common[t] > 0:
+            overlap += 1
+            common[t] -= 1
+    if not pred or not ref or overlap == 0:
+        return 0.0
+    p, r = overlap / len(pred), overlap / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def score(answer: str, references: list[str]) -> dict:
+    """Exact match, alias containment (whole tokens), token F1, refusal; best over references."""
+    pred = normalize(answer)
+    refs = [normalize(r) for r in references if normalize(r)]
+    ptoks = pred.split()
+    padded = f" {pred} "
+    contains = any(f" {r} " in padded for r in refs)  # whole tokens: "c" never matches inside "cat"
+    refused = bool(REFUSAL.search(answer)) and not contains
+    return {
+        "exact_match": float(any(pred == r for r in refs)),
+        "contains": float(contains),
+        "f1": max((_f1(ptoks, r.split()) for r in refs), default=0.0),
+        "refused": refused,
+        "hallucinated": not contains and not refused,
+    }
+
+
+def run(
+    engine: Engine,
+    questions: list[dict],
+    out: str | Path,
+    *,
+    limit: int | None = None,
+    system: str = SYSTEM,
+    sampling: Sampling = SETTINGS,
+    progress: bool = True,
+) -> list[dict]:
+    """Answer the questions not yet in `out`, appending one record each; returns all records."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    done, _bad = jsonl.read(out)
+    seen = {r.get("id") for r in done}
+    todo = [q for q in questions[: limit or len(questions)] if q["id"] not in seen]
+    meta = {
+        "model": engine.model_id,
+        "model_sha256": engine.sha256,
+        "settings": asdict(sampling),
+        "system": system,
+        "n_threads": engine.backend.n_threads,
+        "n_ctx": engine.backend.n_ctx,
+        "llama_cpp_python": _llama_cpp_version(),
+    }
+    for q in tqdm(
+        todo,
+        desc=f"{engine.model_id}",
+        unit="q",
+        disable=not progress,
+        initial=len(questions[: limit or len(questions)]) - len(todo),
+        total=len(questions[: limit or len(questions)]),
+    ):
+        record = {
+            "id": q["id"],
+            "question": q["question"],
+            "references": q["references"],
+            "topic": q["topic"],
+            "difficulty": q.get("difficulty"),
+            **meta,
+        }
+        t = time.perf_counter()
+        try:
+            text, stats = _answer(engine, q["question"], system, sampling)
+            record |= {
+                "answer": text,
+                "scores": score(text, q["references"]),
+                "error": None,
+                "timings": {
+                    "ttft_s": stats.ttft_s,
+                    "decode_tps": stats.decode_tps,
+                    "completion_tokens": stats.completion_tokens,
+                    "total_s": stats.total_s,
+                },
+            }
+        except KitError as e:  # a question longer than the context, say: recorded, not fatal
+            record |= {
+                "answer": None,
+                "scores": None,
+                "error": str(e),
+                "timings": {"total_s": time.perf_counter() - t},
+            }
+        jsonl.append(record, out)
+        done.append(record)
+    return done
+
+
+def _answer(engine: Engine, question: str, system: str, sampling: Sampling) -> tuple[str, Stats]:
+    pieces, stats = [], None
+    for item in engine.stream(conversation(question, system), sampling):
+        if isinstance(item, Stats):
+            stats = item
+        else:
+            pieces.append(item)
+    return "".join(pieces).strip(), stats
+
+
+def _llama_cpp_version() -> str:
+    from importlib.metadata import version
+
+    return version("llama-cpp-python")
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion: `wilson(5, 10)` -> (0.237, 0.763)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(records: list[dict]) -> dict:
+    """Overall and per-topic scores with 95 % intervals; errors counted apart."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    errors = 0
+    for r in records:
+        if r.get("scores") is None:
+            errors += 1
+            continue
+        groups["overall"].append(r["scores"])
+        groups[r.get("topic") or "all"].append(r["scores"])
+
+    def block(scores: list[dict]) -> dict:
+        n = len(scores)
+        out = {"n": n}
+        for key in ("exact_match", "contains", "refused", "hallucinated"):
+            k = sum(float(s[key]) for s in scores)
+            out[key] = k / n if n else 0.0
+            out[key + "_ci"] = wilson(k, n)
+        f1 = [s["f1"] for s in scores]
+        mean = sum(f1) / n if n else 0.0
+        sd = math.sqrt(sum((x - mean) ** 2 for x in f1) / (n - 1)) if n > 1 else 0.0
+        out["f1"] = mean
+        out["f1_ci"] = (
+            (max(0.0, mean - 1.96 * sd / math.sqrt(n)), min(1.0, mean + 1.96 * sd / math.sqrt(n)))
+            if n
+            else (0.0, 0.0)
+        )
+        return out
+
+    overall = block(groups.pop("overall", []))
+    return {**overall, "errors": errors, "per_topic": {t: block(s) for t, s in sorted(groups.items())}}
+
+
+def format_summary(summary: dict) -> str:
+    """A per-topic table of the summary."""
+    lines = [f"{'topic':12} {'n':>4} {'exact':>6} {'contains':>9} {'F1':>6} {'refused':>8} {'halluc.':>8}"]
+    rows = [*summary["per_topic"].items(), ("overall", summary)]
+    for name, s in rows:
+        lines.append(
+            f"{name:12} {s['n']:4} {s['exact_match']:6.1%} {s['contains']:9.1%} {s['f1']:6.2f} "
+            f"{s['refused']:8.1%} {s['hallucinated']:8.1%}"
+        )
+    lo, hi = summary["contains_ci"]
+    lines.append(
+        f"\ncontains (answer includes a reference): {summary['contains']:.1%}, 95 % CI {lo:.1%}-{hi:.1%}; "
+        f"{summary['errors']} questions could not be asked"
+    )
+    return "\n".join(lines)

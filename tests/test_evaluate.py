@@ -1,0 +1,125 @@
+"""Evaluation: loading any question set, scoring, resumable runs that survive kill -9."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import FakeBackend
+
+from research import evaluate
+from research.engine import Engine
+from research.errors import KitError
+from research.prompts import STOPS, ChatFormat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_normalize_and_score():
+    assert evaluate.normalize("  The Nile.") == "nile"
+    assert evaluate.normalize("Gabriel García Márquez") == "gabriel garcia marquez"
+    s = evaluate.score("The capital of Australia is Canberra.", ["Canberra"])
+    assert s["contains"] == 1 and s["exact_match"] == 0 and 0 < s["f1"] < 1 and not s["hallucinated"]
+    assert evaluate.score("Canberra", ["Canberra"])["exact_match"] == 1
+    assert evaluate.score("It was John F. Kennedy.", ["George Washington", "Washington"])["hallucinated"]
+    refusal = evaluate.score("I'm not sure, I don't know that.", ["Paris"])
+    assert refusal["refused"] and not refusal["hallucinated"]
+    assert evaluate.score("A cat sat.", ["C"])["contains"] == 0  # short aliases match whole tokens only
+    assert evaluate.score("It is written in C.", ["C"])["contains"] == 1
+
+
+def test_wilson_interval():
+    lo, hi = evaluate.wilson(5, 10)
+    assert lo == pytest.approx(0.237, abs=1e-3) and hi == pytest.approx(0.763, abs=1e-3)
+
+
+def test_kit_set_loads_and_a_slice_spans_the_topics():
+    qs = evaluate.load_questions()
+    assert len(qs) >= 300
+    assert len({q["topic"] for q in qs[:9]}) == 9  # --limit 9 already asks one of each topic
+
+
+def test_nq_open_shaped_file_works_as_is(tmp_path):
+    f = tmp_path / "nq.jsonl"
+    f.write_text(
+        '{"question": "who wrote hamlet", "answer": ["William Shakespeare", "Shakespeare"]}\n'
+        '{"question": "capital of peru", "answer": ["Lima"]}\n'
+    )
+    qs = evaluate.load_questions(str(f))
+    assert [q["references"] for q in qs] == [["William Shakespeare", "Shakespeare"], ["Lima"]]
+    assert len({q["id"] for q in qs}) == 2 and {q["topic"] for q in qs} == {"all"}
+
+
+def test_csv_with_named_columns(tmp_path):
+    f = tmp_path / "q.csv"
+    f.write_text("prompt,gold\nWhat is 2+2?,4\n")
+    qs = evaluate.load_questions(str(f), evaluate.Columns(question="prompt", answer="gold"))
+    assert qs[0]["question"] == "What is 2+2?" and qs[0]["references"] == ["4"]
+
+
+@pytest.mark.parametrize(
+    "content, name, match",
+    [
+        ('{"prompt": "x", "gold": "y"}\n', "q.jsonl", "no column 'question'"),
+        ("", "q.jsonl", "empty"),
+        ("x", "q.txt", ".jsonl, .json, .csv or .parquet"),
+    ],
+)
+def test_bad_question_files(tmp_path, content, name, match):
+    f = tmp_path / name
+    f.write_text(content)
+    with pytest.raises(KitError, match=match):
+        evaluate.load_questions(str(f))
+
+
+def fake_engine(n_ctx=400):
+    return Engine(
+        FakeBackend(["Paris.", "I don't know.", "Rome"], n_ctx=n_ctx),
+        ChatFormat("chatml", stops=STOPS["chatml"]),
+        "fake",
+    )
+
+
+def test_run_is_resumable_and_never_duplicates(tmp_path):
+    out = tmp_path / "records.jsonl"
+    qs = [
+        {"id": f"q{i}", "question": f"Question {i}?", "references": ["Paris"], "topic": "t"} for i in range(8)
+    ]
+    qs.append({"id": "long", "question": "word " * 500, "references": ["x"], "topic": "t"})
+    evaluate.run(fake_engine(), qs, out, limit=5, progress=False)
+    assert len(out.read_text().splitlines()) == 5
+    records = evaluate.run(fake_engine(), qs, out, progress=False)
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(q["id"] for q in qs) and len(ids) == len(set(ids))
+    long = next(r for r in records if r["id"] == "long")
+    assert long["error"] and "too long" in long["error"] and long["scores"] is None
+    summary = evaluate.summarize(records)
+    assert summary["n"] == 8 and summary["errors"] == 1
+    assert summary["refused"] > 0 and summary["contains"] > 0
+    assert set(summary["per_topic"]) == {"t"}
+
+
+@pytest.mark.model
+def test_eval_summary_and_kill_9_resume(tmp_path):
+    out = tmp_path / "run.jsonl"
+    cmd = [sys.executable, "-m", "research", "eval", "--limit", "36", "--out", str(out), "--json"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_at = len(out.read_text().splitlines())
+    assert 4 <= killed_at < 36
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["n"] == 36 and "exact_match" in summary and "f1" in summary
+    assert len(summary["per_topic"]) == 9 and all(
+        "exact_match" in t and "f1" in t for t in summary["per_topic"].values()
+    )
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip().endswith("}")]
+    assert len(ids) == len(set(ids)) == 36  # resumed, nothing lost, nothing twice
