@@ -37,7 +37,9 @@ FIELDS = (
     "verdict",
     "comment",
     "rater",
+    "ab",
 )
+AB_RESULTS = ("better", "worse", "tie", "both wrong")
 
 
 def default_path() -> Path:
@@ -59,6 +61,7 @@ def make_record(
     question_id: str | None = None,
     model_sha256: str | None = None,
     rater: str | None = None,
+    ab: dict | None = None,
 ) -> dict:
     """A validated rating record; KitError when the rating itself is malformed."""
     if thumbs not in (None, "up", "down"):
@@ -67,8 +70,12 @@ def make_record(
         raise KitError(f"a score is a whole number from 1 to 5, not {score!r}")
     if verdict is not None and verdict not in VERDICTS:
         raise KitError(f"verdict must be one of {', '.join(VERDICTS)}; not {verdict!r}")
-    if thumbs is None and score is None and verdict is None:
-        raise KitError("a rating needs thumbs, a score or a verdict")
+    if ab is not None and (ab.get("result") not in AB_RESULTS or not ab.get("against")):
+        raise KitError(
+            f"an A/B judgement needs 'against' (a model) and a result among {', '.join(AB_RESULTS)}"
+        )
+    if thumbs is None and score is None and verdict is None and ab is None:
+        raise KitError("a rating needs thumbs, a score, a verdict or an A/B judgement")
     if not str(question).strip() or not str(answer).strip():
         raise KitError("nothing to rate: there is no question and answer yet")
     return {
@@ -87,6 +94,7 @@ def make_record(
         "verdict": verdict,
         "comment": comment,
         "rater": rater,
+        "ab": ab,
     }
 
 
