@@ -171,8 +171,13 @@ def run(
     system: str = SYSTEM,
     sampling: Sampling = SETTINGS,
     progress: bool = True,
+    label: str | None = None,
 ) -> list[dict]:
-    """Answer the questions not yet in `out`, appending one record each; returns all records."""
+    """Answer the questions not yet in `out`, appending one record each; returns all records.
+
+    `label` names the run in the records' "model" field (default: the model id), so two runs
+    of one model with other settings can be compared blind.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -180,7 +185,7 @@ def run(
     seen = {r.get("id") for r in done}
     todo = [q for q in questions[: limit or len(questions)] if q["id"] not in seen]
     meta = {
-        "model": engine.model_id,
+        "model": label or engine.model_id,
         "model_sha256": engine.sha256,
         "settings": asdict(sampling),
         "system": system,
@@ -304,3 +309,16 @@ def format_summary(summary: dict) -> str:
         f"{summary['errors']} questions could not be asked"
     )
     return "\n".join(lines)
+
+
+def examples_markdown(records: list[dict], n: int = 3) -> str:
+    """A Markdown table of right, hallucinated and refused answers, like the paper's figure."""
+    rows = ["| | question | references | answer |", "|---|---|---|---|"]
+    kinds = (("right", "contains"), ("hallucinated", "hallucinated"), ("refused", "refused"))
+    for kind, key in kinds:
+        for r in [r for r in records if r.get("scores") and r["scores"][key]][:n]:
+            cells = (r["question"], ", ".join(r["references"][:3]), r["answer"][:160])
+            rows.append(
+                f"| {kind} | " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |"
+            )
+    return "\n".join(rows)
