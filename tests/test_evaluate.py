@@ -1,6 +1,7 @@
 """Evaluation: loading any question set, scoring, resumable runs that survive kill -9."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -123,3 +124,39 @@ def test_eval_summary_and_kill_9_resume(tmp_path):
     )
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip().endswith("}")]
     assert len(ids) == len(set(ids)) == 36  # resumed, nothing lost, nothing twice
+
+
+def test_hub_only_when_asked_and_a_failure_is_one_line(tmp_path):
+    """hf:NAME goes to the hub; here HF_ENDPOINT is a closed loopback port, set before anything imports."""
+    from test_network import audited_env, loopback
+
+    env, log = audited_env(tmp_path)
+    env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "research",
+            "eval",
+            "--questions",
+            "hf:nq_open",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env=os.environ | env,
+    )
+    assert r.returncode == 1 and "could not fetch 'nq_open' from the Hugging Face hub" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    off = [
+        e
+        for e in events
+        if e["event"] == "socket.connect"
+        and not isinstance(e["addr"], str)
+        and not loopback(str(e["addr"][0]))
+    ]
+    assert any(e["event"] == "start" for e in events) and off == []

@@ -271,7 +271,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")
     _model_options(s)
-    s.add_argument("--questions", help="JSONL/CSV/Parquet file (default: the kit's data/qa set)")
+    s.add_argument(
+        "--questions",
+        help="JSONL/CSV/Parquet file, or hf:NAME[:SPLIT] to fetch from the hub "
+        "(default: the kit's data/qa set)",
+    )
     s.add_argument("--out", required=True, help="JSONL records; a rerun into the same file resumes")
     s.add_argument("--limit", type=int, help="only the first N questions")
     s.add_argument("--json", action="store_true", help="print the summary as one JSON object")

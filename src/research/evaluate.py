@@ -53,6 +53,8 @@ def load_questions(path: str | None = None, columns: Columns = Columns()) -> lis
     from datasets import load_dataset
 
     path = path or default_questions()
+    if path.startswith("hf:"):
+        return _rows_from(_from_hub(path[3:]), path, columns)
     suffix = Path(path).suffix.lower()
     if suffix not in LOADERS:
         raise KitError(f"{path}: a question file is .jsonl, .json, .csv or .parquet")
@@ -66,6 +68,35 @@ def load_questions(path: str | None = None, columns: Columns = Columns()) -> lis
         raise KitError(
             f"cannot read {path} as {LOADERS[suffix]}: {type(e).__name__}: {str(e)[:200]}"
         ) from None
+    return _rows_from(ds, path, columns)
+
+
+def _from_hub(name: str):
+    """A question set from the Hugging Face hub, only when asked: `hf:nq_open` or `hf:nq_open:validation`."""
+    import os
+
+    import datasets
+    import huggingface_hub
+    from datasets import load_dataset
+
+    repo, _, split = name.partition(":")
+    saved = {k: os.environ.pop(k, None) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    datasets.logging.set_verbosity_error()  # retries are logged line by line: one message is ours
+    huggingface_hub.utils.logging.set_verbosity_error()
+    try:
+        return load_dataset(repo, split=split or "validation")
+    except Exception as e:  # no network, unknown repo, gated set
+        why = " ".join(str(e).split())[:160]
+        raise KitError(
+            f"could not fetch {repo!r} from the Hugging Face hub ({type(e).__name__}: {why}); "
+            "download it on a connected machine and pass the file instead"
+        ) from None
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+def _rows_from(ds, path: str, columns: Columns) -> list[dict]:
+    """Rows of a loaded dataset as the kit's question dicts, interleaved by topic."""
     missing = [c for c in (columns.question, columns.answer) if c not in ds.column_names]
     if missing:
         raise KitError(
