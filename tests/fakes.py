@@ -49,3 +49,18 @@ class FakeBackend:
 
     def close(self) -> None:
         pass
+
+
+def tiny_gguf(path, tensor: str = "token_embd.weight") -> bytes:
+    """A well-formed GGUF 'llama' holding one 4x32 F32 tensor (128 parameters); no usable model."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_tensor(tensor, np.ones((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()

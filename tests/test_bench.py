@@ -1,11 +1,10 @@
 """Benchmarks print figures and ratios; tests check their shape and sense, never a speed."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run
 
 from research import bench
 from research.engine import Engine, EngineConfig
@@ -46,26 +45,7 @@ def test_prompt_of_builds_a_prompt_of_the_asked_length():
 @pytest.mark.model
 def test_bench_rows_use_llama_bench_field_names(tmp_path):
     out = tmp_path / "rows.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "research",
-            "bench",
-            "--reps",
-            "2",
-            "--pp",
-            "64",
-            "--tg",
-            "16",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    r = run("bench", "--reps", "2", "--pp", "64", "--tg", "16", "--json", str(out), timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
     assert [row["test"] for row in rows] == ["pp64", "tg16"]
@@ -76,27 +56,7 @@ def test_bench_rows_use_llama_bench_field_names(tmp_path):
 @pytest.mark.model
 def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
     out = tmp_path / "compare.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "research",
-            "bench",
-            "--compare",
-            "--reps",
-            "2",
-            "--pp",
-            "64",
-            "--tg",
-            "16",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=1800,
-    )
+    r = run("bench", "--compare", "--reps", "2", "--pp", "64", "--tg", "16", "--json", str(out), timeout=1800)
     assert r.returncode == 0, r.stderr
     assert "ratio" in r.stdout and "roofline" in r.stdout and "time to first token" in r.stdout
     res = json.loads(out.read_text())

@@ -11,8 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import tiny_gguf
 
 from research.models import resolve
 
@@ -164,19 +164,6 @@ def test_models_lists_catalog_and_presence():
     rows = json.loads(run("models", "--json").stdout)
     assert any(r["id"].startswith("orca-mini-3b") for r in rows)
     assert all(r["present"] is False for r in rows if not r["bundled"])
-
-
-def tiny_gguf(path: Path) -> bytes:
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(64)
-    w.add_tensor("tok", np.ones((4, 32), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path.read_bytes()
 
 
 def test_download_from_a_local_hub_then_inspect(tmp_path):

@@ -6,28 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import tiny_gguf
 from gradio_client import Client
 from test_gguf_info import DAMAGED
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_BOUND = 4 * 2**30  # address space a hostile file may make us use
 TIME_BOUND = 60  # seconds for one refusal, Python start-up and imports included
-
-
-def unusable_model(path: Path) -> bytes:
-    """A well-formed GGUF header for a 'llama' with one tensor: llama.cpp itself must refuse it."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(64)
-    w.add_tensor("token_embd.weight", np.ones((4, 32), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +24,7 @@ def corpus(tmp_path_factory):
         files[name] = folder / f"case{i:02d}.gguf"
         files[name].write_bytes(data)
     files["valid header, unusable model"] = folder / "unusable.gguf"
-    unusable_model(files["valid header, unusable model"])
+    tiny_gguf(files["valid header, unusable model"])
     files["empty"] = folder / "empty.gguf"
     files["empty"].write_bytes(b"")
     return files
