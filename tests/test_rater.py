@@ -39,16 +39,14 @@ def test_rating_by_buttons_and_by_keyboard(tmp_path):
     rater.score.value, rater.verdict.value, rater.comment.value = 5, "correct", "spot on"
     rater.save_btn.click()
     second = rater.current["id"]
-    rater.quick.value = "1h made up"
-    rater._save_from_quick()  # what Enter in the quick box calls
+    rater.quick.value = "1h made up"  # Enter in the quick box saves and moves on
     got, bad = ratings.read(path)
     assert bad == 0 and [(r["question_id"], r["score"], r["verdict"], r["comment"]) for r in got] == [
         (first, 5, "correct", "spot on"),
         (second, 1, "hallucinated", "made up"),
     ]
     assert all(r["rater"] == "ann" and r["source"] == "notebook" and r["model"] == "m" for r in got)
-    rater.quick.value = "9z"
-    rater._save_from_quick()
+    rater.quick.value = "9z"  # Enter in the quick box
     assert "cannot read" in rater.status.value and len(ratings.read(path)[0]) == 2  # nothing saved
     with pytest.raises(KitError, match="no question 'nope'"):
         rater.rate("nope", score=3)
@@ -62,8 +60,7 @@ def test_blind_ab(tmp_path):
     assert len(ab.pairs) == 3 and "model-x" not in ab.text.value and "model-y" not in ab.text.value
     a, b = ab.pairs[0]
     ab.buttons[0].click()  # "A is better"
-    ab.quick.value = "t"
-    ab._quick()
+    ab.quick.value = "t"  # Enter in the quick box
     got, _ = ratings.read(path)
     assert len(got) == 4
     assert {(r["model"], r["ab"]["result"]) for r in got[:2]} == {

@@ -47,7 +47,10 @@ class Rater:
         )
         self.verdict = w.ToggleButtons(options=list(ratings.VERDICTS), value=None, description="Verdict")
         self.comment = w.Text(description="Comment")
-        self.quick = w.Text(description="Quick", placeholder="4c, 2h, r … then Enter")
+        # continuous_update=False: the value changes (and saves) on Enter, not on every key.
+        self.quick = w.Text(
+            description="Quick", placeholder="4c, 2h, r … then Enter", continuous_update=False
+        )
         self.show_refs = w.Checkbox(description="show reference answers", value=False)
         self.save_btn, self.skip_btn = (
             w.Button(description="Save and next", button_style="primary"),
@@ -56,7 +59,7 @@ class Rater:
         self.text, self.status = w.HTML(), w.HTML()
         self.save_btn.on_click(lambda _: self._save_from_widgets())
         self.skip_btn.on_click(lambda _: self._advance())
-        self.quick.on_submit(lambda _: self._save_from_quick())
+        self.quick.observe(lambda c: c["new"].strip() and self._save_from_quick(), names="value")
         self.show_refs.observe(lambda _: self._show(), names="value")
         self.widget = w.VBox(
             [
@@ -166,8 +169,10 @@ class ABRater:
         ]
         for btn, key in zip(self.buttons, "abtx", strict=True):
             btn.on_click(lambda _, k=key: self.choose(AB_KEYS[k]))
-        self.quick = w.Text(description="Quick", placeholder="a, b, t or x, then Enter")
-        self.quick.on_submit(lambda _: self._quick())
+        self.quick = w.Text(
+            description="Quick", placeholder="a, b, t or x, then Enter", continuous_update=False
+        )
+        self.quick.observe(lambda c: c["new"].strip() and self._quick(), names="value")
         self.widget = w.VBox([self.text, w.HBox(self.buttons), self.quick, self.status])
         self._show()
 
