@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from research import build, memory
-from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
+from research.engine import Engine, EngineConfig, Sampling, conversation, default_threads
 from research.errors import KitError
 from research.models import resolve
 
@@ -94,14 +94,14 @@ def prompt_of(engine: Engine, n_tokens: int, salt: str) -> list[dict]:
 
 def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
     """One repetition through the chat path (Engine.stream, text pieces and all)."""
-    stats = _last(
-        engine.stream(prompt_of(engine, pp, f"r{rep}x{time.time_ns()}"), Sampling(max_tokens=1, seed=rep))
+    _, stats = engine.answer(
+        prompt_of(engine, pp, f"r{rep}x{time.time_ns()}"), Sampling(max_tokens=1, seed=rep)
     )
     pp_ts = stats.prompt_eval_tokens / stats.ttft_s
     # Sampling as the page's defaults; the end-of-generation token is not allowed to stop it early.
     sampling = Sampling(max_tokens=tg, seed=rep, ignore_eos=True)
     # A short prompt: llama-bench's tg starts from an empty context.
-    stats = _last(engine.stream(conversation(f"Story {rep}."), sampling))
+    _, stats = engine.answer(conversation(f"Story {rep}."), sampling)
     if stats.completion_tokens < tg:
         raise KitError(
             f"the chat path stopped after {stats.completion_tokens} of {tg} tokens ({stats.stop_reason})"
@@ -113,8 +113,6 @@ def kit_rows(
     model=None, threads: int | None = None, pp: int = 512, tg: int = 128, reps: int = 5
 ) -> list[dict]:
     """pp and tg rows of the kit's chat path alone, in llama-bench's field names."""
-    from research.engine import default_threads
-
     ref = resolve(model)
     threads = threads or default_threads()
     engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
@@ -132,14 +130,6 @@ def kit_rows(
 def paired_ratio(kit: list[float], reference: list[float]) -> float:
     """Median of kit[i] / reference[i]: `paired_ratio([90, 120], [100, 120])` -> 0.95."""
     return statistics.median(k / r for k, r in zip(kit, reference, strict=True))
-
-
-def _last(stream) -> Stats:
-    stats = None
-    for item in stream:
-        if isinstance(item, Stats):
-            stats = item
-    return stats
 
 
 def read_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
@@ -161,8 +151,7 @@ def ttft_parts(engine: Engine, reps: int = 5) -> dict:
     """Time to first token of a ~30-token question, with its parts (medians, seconds)."""
     rows = []
     for i in range(reps):
-        stats = _last(engine.stream(conversation(f"({i}) {QUESTION}"), Sampling(max_tokens=1, seed=i)))
-        rows.append(stats)
+        rows.append(engine.answer(conversation(f"({i}) {QUESTION}"), Sampling(max_tokens=1, seed=i))[1])
     med = lambda key: statistics.median(getattr(s, key) for s in rows)  # noqa: E731
     parts = {k: med(k) for k in ("ttft_s", "format_s", "tokenize_s", "prompt_eval_s", "first_sample_s")}
     parts["other_s"] = max(parts["ttft_s"] - sum(v for k, v in parts.items() if k != "ttft_s"), 0.0)
@@ -218,8 +207,6 @@ def compare(
     """Run llama-bench and the kit's chat path on the same file and threads; figures and ratios."""
     ref = resolve(model)
     exe, commit = find_llama_bench(progress)
-    from research.engine import default_threads
-
     threads = threads or default_threads()
     engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
     progress(

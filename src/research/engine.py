@@ -242,13 +242,13 @@ class LlamaBackend:
         return bool(self._is_eog(self._vocab, token))
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        n = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(tokens) - 1)  # the last prompt token is always evaluated again
+        """How many leading `tokens` the KV cache holds already (one comparison, not a Python loop)."""
+        import numpy as np
+
+        n = min(self.llm.n_tokens, len(tokens))
+        differ = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(tokens[:n]))
+        same = int(differ[0]) if differ.size else n
+        return min(same, len(tokens) - 1)  # the last prompt token is always evaluated again
 
     def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]:
         """Evaluate what the KV cache lacks of `tokens`, then sample and evaluate token by token.

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from research import jsonl
-from research.engine import Engine, Sampling, Stats, conversation
+from research.engine import Engine, Sampling, conversation
 from research.errors import KitError
 from research.models import data_dir
 
@@ -214,7 +214,8 @@ def run(
     out = Path(out)
     done, _bad = jsonl.read(out)
     seen = {r.get("id") for r in done}
-    todo = [q for q in questions[: limit or len(questions)] if q["id"] not in seen]
+    asked = questions[: limit or len(questions)]
+    todo = [q for q in asked if q["id"] not in seen]
     meta = {
         "model": label or engine.model_id,
         "model_sha256": engine.sha256,
@@ -229,8 +230,8 @@ def run(
         desc=f"{engine.model_id}",
         unit="q",
         disable=not progress,
-        initial=len(questions[: limit or len(questions)]) - len(todo),
-        total=len(questions[: limit or len(questions)]),
+        initial=len(asked) - len(todo),
+        total=len(asked),
     ):
         record = {
             "id": q["id"],
@@ -242,7 +243,8 @@ def run(
         }
         t = time.perf_counter()
         try:
-            text, stats = _answer(engine, q["question"], system, sampling)
+            text, stats = engine.answer(conversation(q["question"], system), sampling)
+            text = text.strip()
             record |= {
                 "answer": text,
                 "scores": score(text, q["references"]),
@@ -264,16 +266,6 @@ def run(
         jsonl.append(record, out)
         done.append(record)
     return done
-
-
-def _answer(engine: Engine, question: str, system: str, sampling: Sampling) -> tuple[str, Stats]:
-    pieces, stats = [], None
-    for item in engine.stream(conversation(question, system), sampling):
-        if isinstance(item, Stats):
-            stats = item
-        else:
-            pieces.append(item)
-    return "".join(pieces).strip(), stats
 
 
 def _llama_cpp_version() -> str:
