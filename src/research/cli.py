@@ -59,31 +59,63 @@ def cmd_build(args) -> None:
     print(json.dumps(record, indent=2))
 
 
+def cmd_quantize(args) -> None:
+    from research import quantize
+    from research.models import resolve
+
+    results = quantize.quantize(
+        args.model,
+        args.types,
+        args.out,
+        threads=args.threads,
+        allow_upcast=args.allow_upcast,
+        force=args.force,
+    )
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(quantize.format_table(results, resolve(args.model).path))
+
+
 def cmd_bench(args) -> None:
     from research import bench
 
     if args.compare:
         if len(args.models) > 1:
             raise KitError("--compare takes one model at a time")
+        if args.threads and len(args.threads) > 1:
+            raise KitError("--compare takes one thread count at a time")
         result = bench.compare(
-            args.models[0] if args.models else None, args.threads, args.pp, args.tg, args.reps
+            args.models[0] if args.models else None,
+            args.threads[0] if args.threads else None,
+            args.pp,
+            args.tg,
+            args.reps,
         )
         print(bench.format_compare(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
             print(f"\nJSON: {args.json}")
         return
-    rows = []
-    for model in args.models or [None]:
-        rows += bench.kit_rows(model, args.threads, args.pp, args.tg, args.reps)
-    print(f"{'model':36} {'test':8} {'threads':>7} {'t/s':>16}")
-    for r in rows:
-        print(
-            f"{Path(r['model_filename']).name[:36]:36} {r['test']:8} {r['n_threads']:7} "
-            f"{r['avg_ts']:9.1f} ± {r['stddev_ts']:5.1f}"
-        )
+    rows = bench.sweep(args.models, args.threads, args.pp, args.tg, args.reps, not args.no_llama_bench)
+    print(bench.format_rows(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+        print(f"JSON: {args.json}")
+    if args.csv:
+        bench.write_csv(rows, args.csv)
+        print(f"CSV: {args.csv}")
+
+
+def _threads(text: str) -> list[int]:
+    """ "1,2" -> [1, 2]; argparse shows a ValueError/ArgumentTypeError as a one-line usage error."""
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads must be numbers like 1,2,4, not {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"threads must be numbers of 1 or more, like 1,2,4, not {text!r}")
+    return out
 
 
 def cmd_eval(args) -> None:
@@ -253,6 +285,45 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_build)
 
+    s = sub.add_parser(
+        "quantize", help="write a ladder of quantized files (Q4_0 ... Q8_0, k-quants) from one GGUF"
+    )
+    s.add_argument("model", nargs="?", help="catalog id or path of the source (default: the bundled model)")
+    s.add_argument(
+        "--types",
+        required=True,
+        help="comma-separated: "
+        + ", ".join(
+            [
+                "Q4_0",
+                "Q4_1",
+                "Q5_0",
+                "Q5_1",
+                "Q8_0",
+                "F16",
+                "Q2_K",
+                "Q3_K_S",
+                "Q3_K_M",
+                "Q3_K_L",
+                "Q4_K_S",
+                "Q4_K_M",
+                "Q5_K_S",
+                "Q5_K_M",
+                "Q6_K",
+            ]
+        ),
+    )
+    s.add_argument("--out", required=True, help="folder for the files (FILE.TYPE.gguf)")
+    s.add_argument(
+        "--allow-upcast",
+        action="store_true",
+        help="also write types above the source's precision (bigger, not better: speed or KLD reference)",
+    )
+    s.add_argument("--force", action="store_true", help="rewrite files that already exist")
+    s.add_argument("--threads", type=int, help="threads (default: all cores)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_quantize)
+
     s = sub.add_parser("bench", help="prompt and generation speed; --compare runs llama-bench side by side")
     s.add_argument(
         "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
@@ -262,11 +333,17 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run llama-bench (built from the same llama.cpp) and print the ratios",
     )
-    s.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    s.add_argument(
+        "--threads", type=_threads, help="CPU threads, a list sweeps them: 1,2,4 (default: physical cores)"
+    )
     s.add_argument("--pp", type=int, default=512, help="prompt tokens (default 512)")
     s.add_argument("--tg", type=int, default=128, help="generated tokens (default 128)")
     s.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
-    s.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    s.add_argument("--json", metavar="FILE", help="write the figures as JSON (llama-bench's field names)")
+    s.add_argument("--csv", metavar="FILE", help="write the rows as CSV (llama-bench's field names)")
+    s.add_argument(
+        "--no-llama-bench", action="store_true", help="measure the kit only, even if llama-bench is built"
+    )
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")

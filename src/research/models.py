@@ -98,11 +98,13 @@ class ModelRef:
         return self.entry.prompt_format if self.entry else None
 
 
-def resolve(name: str | os.PathLike | None = None) -> ModelRef:
+def resolve(name: str | os.PathLike | ModelRef | None = None) -> ModelRef:
     """Turn a catalog id or a path into a ModelRef; KitError says what to do when it cannot.
 
-    `resolve(None)` -> the bundled SmolLM2 model, found with no network.
+    `resolve(None)` -> the bundled SmolLM2 model, found with no network; a ModelRef is returned as is.
     """
+    if isinstance(name, ModelRef):
+        return name
     name = str(name) if name else DEFAULT_MODEL
     entry = catalog().get(name)
     if entry is not None:
