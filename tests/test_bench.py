@@ -1,5 +1,6 @@
 """Benchmarks print figures and ratios; tests check their shape and sense, never a speed."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -43,14 +44,58 @@ def test_prompt_of_builds_a_prompt_of_the_asked_length():
 
 
 @pytest.mark.model
-def test_bench_rows_use_llama_bench_field_names(tmp_path):
-    out = tmp_path / "rows.json"
-    r = run("bench", "--reps", "2", "--pp", "64", "--tg", "16", "--json", str(out), timeout=300)
+def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
+    out, csv_out = tmp_path / "rows.json", tmp_path / "rows.csv"
+    r = run(
+        "bench",
+        "--threads",
+        "1,2",
+        "--reps",
+        "2",
+        "--pp",
+        "64",
+        "--tg",
+        "16",
+        "--no-llama-bench",
+        "--json",
+        str(out),
+        "--csv",
+        str(csv_out),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
-    assert [row["test"] for row in rows] == ["pp64", "tg16"]
+    assert [(row["n_threads"], row["test"]) for row in rows] == [
+        (1, "pp64"),
+        (1, "tg16"),
+        (2, "pp64"),
+        (2, "tg16"),
+    ]
     for row in rows:
         assert LLAMA_BENCH_FIELDS <= set(row) and row["avg_ts"] > 0 and len(row["samples_ts"]) == 2
+        assert row["model_n_params"] > 1e8 and row["model_size"] < Path(row["model_filename"]).stat().st_size
+        assert 0 < row["ttft_ms"] < 10_000 and row["peak_rss_mb"] * 2**20 > row["model_size"]
+    assert rows[0]["n_prompt"] > 32  # the prompt tokens actually evaluated, not the next prompt's
+    with open(csv_out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [float(t["avg_ts"]) for t in table] == pytest.approx([row["avg_ts"] for row in rows])
+    assert len(table[0]["samples_ts"].split()) == 2
+    assert "pp64" in r.stdout and "ttft ms" in r.stdout
+
+
+@pytest.mark.model
+def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path):
+    bench.find_llama_bench()  # builds it once if this machine has not yet
+    rows = bench.sweep(None, [2], pp=32, tg=8, reps=1, progress=lambda s: None)
+    assert {(row["backend"], row["test"]) for row in rows} == {
+        ("kit", "pp32"),
+        ("kit", "tg8"),
+        ("llama-bench", "pp32"),
+        ("llama-bench", "tg8"),
+    }
+    kit, lb = rows[0], next(row for row in rows if row["backend"] == "llama-bench")
+    for key in ("model_filename", "model_size", "model_n_params", "n_threads", "build_commit"):
+        assert kit[key] == lb[key], key  # the two sides describe the same file and build alike
 
 
 @pytest.mark.model

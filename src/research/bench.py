@@ -8,8 +8,10 @@ turn, because on a small shared machine the speed drifts by 10-20 % from minute 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +28,48 @@ from research.models import resolve
 QUESTION = "In which year did the Berlin Wall fall, and which two countries were reunited as a result?"
 
 
+#: llama-bench's JSON fields the kit's rows share, in llama-bench's order, then the kit's own.
+FIELDS = (
+    "build_commit",
+    "cpu_info",
+    "model_filename",
+    "model_type",
+    "model_size",
+    "model_n_params",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "type_k",
+    "type_v",
+    "flash_attn",
+    "n_prompt",
+    "n_gen",
+    "n_depth",
+    "test_time",
+    "avg_ns",
+    "stddev_ns",
+    "avg_ts",
+    "stddev_ts",
+    "samples_ns",
+    "samples_ts",
+    "backend",
+    "test",
+    "ttft_ms",
+    "peak_rss_mb",
+)
+
+
+def cpu_info() -> str:
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC 7B13"), or the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Hardware", "Model"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def _row(
     side: str,
     test: str,
@@ -35,18 +79,28 @@ def _row(
     n_gen: int,
     samples: list[float],
     commit: str,
+    **extra,
 ) -> dict:
+    """One row in llama-bench's field names: `samples` are tokens/s of each repetition."""
+    n = n_prompt + n_gen
+    ns = [n / ts * 1e9 for ts in samples]
     return {
-        "backend": side,
-        "test": test,
+        "build_commit": commit,
         "model_filename": str(path),
         "n_prompt": n_prompt,
         "n_gen": n_gen,
+        "n_depth": 0,
         "n_threads": threads,
+        "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "avg_ns": statistics.fmean(ns),
+        "stddev_ns": statistics.stdev(ns) if len(ns) > 1 else 0.0,
         "avg_ts": statistics.fmean(samples),
         "stddev_ts": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+        "samples_ns": ns,
         "samples_ts": samples,
-        "build_commit": commit,
+        "backend": side,
+        "test": test,
+        **extra,
     }
 
 
@@ -97,7 +151,7 @@ def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
     _, stats = engine.answer(
         prompt_of(engine, pp, f"r{rep}x{time.time_ns()}"), Sampling(max_tokens=1, seed=rep)
     )
-    pp_ts = stats.prompt_eval_tokens / stats.ttft_s
+    pp_tokens, pp_ts = stats.prompt_eval_tokens, stats.prompt_eval_tokens / stats.ttft_s
     # Sampling as the page's defaults; the end-of-generation token is not allowed to stop it early.
     sampling = Sampling(max_tokens=tg, seed=rep, ignore_eos=True)
     # A short prompt: llama-bench's tg starts from an empty context.
@@ -106,25 +160,131 @@ def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
         raise KitError(
             f"the chat path stopped after {stats.completion_tokens} of {tg} tokens ({stats.stop_reason})"
         )
-    return {"pp": pp_ts, "tg": stats.decode_tps, "pp_tokens": stats.prompt_eval_tokens}
+    return {"pp": pp_ts, "tg": stats.decode_tps, "pp_tokens": pp_tokens}
+
+
+def _model_fields(engine: Engine, config: EngineConfig) -> dict:
+    """The model and settings columns of a row, as llama-bench names and writes them."""
+    info = engine.info
+    params = info.n_params
+    size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+    return {
+        "cpu_info": cpu_info(),
+        "model_type": f"{info.architecture} {size} {info.file_type_name or '?'}",
+        "model_size": sum(t.n_bytes for t in info.tensors),
+        "model_n_params": params,
+        "n_batch": config.n_batch,
+        "n_ubatch": config.n_batch,
+        "type_k": "f16",
+        "type_v": "f16",
+        "flash_attn": int(config.flash_attn),
+    }
 
 
 def kit_rows(
     model=None, threads: int | None = None, pp: int = 512, tg: int = 128, reps: int = 5
 ) -> list[dict]:
-    """pp and tg rows of the kit's chat path alone, in llama-bench's field names."""
+    """pp and tg rows of the kit's chat path at one thread count, in llama-bench's field names.
+
+    Both rows also carry the median time to first token of a ~30-token question (`ttft_ms`) and
+    the process's peak resident memory from loading to the last repetition (`peak_rss_mb`).
+    """
     ref = resolve(model)
     threads = threads or default_threads()
-    engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
-    kit_once(engine, min(pp, 64), 8, -1)
-    runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
-    engine.close()
-    record = build.latest_record() or {}
-    commit = record.get("llama_cpp_commit", "unknown")
+    config = EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads)
+    memory.reset_peak_rss()
+    engine = Engine.load(ref, config)
+    try:
+        kit_once(engine, min(pp, 64), 8, -1)
+        runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
+        ttft = ttft_parts(engine, reps=3)["ttft_s"]
+        extra = _model_fields(engine, config) | {"ttft_ms": ttft * 1e3, "peak_rss_mb": memory.peak_rss_mb()}
+    finally:
+        engine.close()
+    commit = (build.latest_record() or {}).get("llama_cpp_commit", "unknown")
     return [
-        _row("kit", f"pp{pp}", ref.path, threads, runs[-1]["pp_tokens"], 0, [r["pp"] for r in runs], commit),
-        _row("kit", f"tg{tg}", ref.path, threads, 0, tg, [r["tg"] for r in runs], commit),
+        _row(
+            "kit",
+            f"pp{pp}",
+            ref.path,
+            threads,
+            runs[-1]["pp_tokens"],
+            0,
+            [r["pp"] for r in runs],
+            commit,
+            **extra,
+        ),
+        _row("kit", f"tg{tg}", ref.path, threads, 0, tg, [r["tg"] for r in runs], commit, **extra),
     ]
+
+
+def llama_bench_rows(exe: Path, path: Path, threads: list[int], pp: int, tg: int, reps: int) -> list[dict]:
+    """llama-bench's own rows for one file and a thread sweep, cut to FIELDS."""
+    cmd = [str(exe), "-m", str(path), "-t", ",".join(map(str, threads))]
+    cmd += ["-p", str(pp), "-n", str(tg), "-r", str(reps), "-o", "json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KitError(f"llama-bench failed on {path.name}: {last}")
+    rows = []
+    for row in json.loads(r.stdout):
+        test = f"pp{row['n_prompt']}" if row["n_prompt"] and not row["n_gen"] else f"tg{row['n_gen']}"
+        rows.append({k: row.get(k) for k in FIELDS} | {"backend": "llama-bench", "test": test})
+    return rows
+
+
+def sweep(
+    models,
+    threads: list[int],
+    pp: int = 512,
+    tg: int = 128,
+    reps: int = 5,
+    llama_bench: bool = True,
+    progress=lambda s: print(s, file=sys.stderr, flush=True),
+) -> list[dict]:
+    """Rows for every model x thread count; llama-bench's own rows beside them when it is built."""
+    threads = threads or [default_threads()]
+    exe = build.tool_path("llama-bench") if llama_bench else None
+    if llama_bench and exe is None:
+        progress(
+            "llama-bench is not built, so only the kit is measured "
+            "(to add it: python -m research build --targets llama-bench)"
+        )
+    rows = []
+    for model in models or [None]:
+        ref = resolve(model)
+        for t in threads:
+            progress(f"{ref.path.name}: kit chat path, {t} threads, pp{pp}/tg{tg} x{reps} ...")
+            rows += kit_rows(ref, t, pp, tg, reps)
+        if exe is not None:
+            progress(f"{ref.path.name}: llama-bench, threads {','.join(map(str, threads))} ...")
+            rows += llama_bench_rows(exe, ref.path, threads, pp, tg, reps)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    """Rows as a table in llama-bench's spirit, with the kit's time to first token and memory."""
+    lines = [
+        f"{'model':34} {'size MB':>8} {'backend':11} {'threads':>7} {'test':>6} {'t/s':>16} "
+        f"{'ttft ms':>8} {'peak MB':>8}"
+    ]
+    for r in rows:
+        ttft = f"{r['ttft_ms']:8.0f}" if r.get("ttft_ms") is not None else f"{'':8}"
+        rss = f"{r['peak_rss_mb']:8.0f}" if r.get("peak_rss_mb") is not None else f"{'':8}"
+        lines.append(
+            f"{Path(r['model_filename']).name[:34]:34} {r['model_size'] / 1e6:8.1f} {r['backend']:11} "
+            f"{r['n_threads']:7} {r['test']:>6} {r['avg_ts']:9.1f} ± {r['stddev_ts']:5.1f} {ttft} {rss}"
+        )
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path) -> None:
+    """Rows as CSV with FIELDS as columns; lists of samples as space-separated numbers."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: " ".join(f"{x:g}" for x in v) if isinstance(v, list) else v for k, v in r.items()})
 
 
 def paired_ratio(kit: list[float], reference: list[float]) -> float:
