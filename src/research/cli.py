@@ -77,6 +77,37 @@ def cmd_quantize(args) -> None:
         print(quantize.format_table(results, resolve(args.model).path))
 
 
+def cmd_memory(args) -> None:
+    from research import memory
+    from research.gguf_info import read_gguf
+    from research.models import resolve
+
+    if args.measure:
+        rows = [r for kv in args.kv_type for r in memory.compare(args.models or [None], args.ctx, kv)]
+        print(json.dumps(rows, indent=2) if args.json else memory.format_compare(rows))
+        return
+    rows = []
+    for model in args.models or [None]:
+        ref = resolve(model)
+        for kv in args.kv_type:
+            est = memory.estimate(read_gguf(ref.path), args.ctx, kv, args.cpu)
+            rows.append({"model": ref.path.name, "n_ctx": args.ctx, "kv_type": kv, **est.as_dict()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(
+        f"{'model':36} {'ctx':>5} {'kv':5} {'weights':>8} {'repack':>7} {'KV':>6} {'other':>6} "
+        f"{'total MB':>8}"
+    )
+    for r in rows:
+        other = (r["compute"] + r["runtime"]) / memory.MB
+        print(
+            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['weights'] / memory.MB:8.0f} "
+            f"{r['repacked'] / memory.MB:7.0f} {r['kv_cache'] / memory.MB:6.0f} {other:6.0f} "
+            f"{r['total'] / memory.MB:8.0f}"
+        )
+
+
 def cmd_bench(args) -> None:
     from research import bench
 
@@ -323,6 +354,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="threads (default: all cores)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("memory", help="predict a model's peak memory before loading; --measure checks it")
+    s.add_argument(
+        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
+    )
+    s.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    s.add_argument(
+        "--kv-type",
+        type=lambda v: v.split(","),
+        default=["f16"],
+        help="KV-cache types: f16,q8_0,q4_0 (default f16)",
+    )
+    s.add_argument(
+        "--cpu",
+        choices=["x86-avx2", "x86-avx512", "arm-dotprod", "other"],
+        help="predict for this CPU kind's weight repacking (default: this machine's)",
+    )
+    s.add_argument(
+        "--measure", action="store_true", help="also load each model in a fresh process and measure"
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_memory)
 
     s = sub.add_parser("bench", help="prompt and generation speed; --compare runs llama-bench side by side")
     s.add_argument(

@@ -19,9 +19,41 @@ from research.errors import KitError
 
 MB = 1024 * 1024
 
-#: Compute buffers, logits and the Python side besides weights and KV cache; measured on the
-#: bundled model at n_ctx 4096 as ~60 MB, rounded up so small models are not refused late.
-OVERHEAD_BYTES = 128 * MB
+#: Bytes per cached value of each KV-cache type (block size 32: q8_0 = 34 bytes, q4_0 = 18).
+KV_TYPES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+#: Weight types llama.cpp's CPU backend copies into an interleaved layout at load time
+#: (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type): the copy lives beside the
+#: mapped file, so these weights count twice in resident memory. Keyed by CPU kind.
+REPACKED = {
+    "x86-avx512": {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4", "Q2_K"},
+    "x86-avx2": {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"},
+    "arm-dotprod": {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0"},  # Snapdragon 888 on
+    "other": set(),
+}
+
+#: The Python process with llama_cpp and numpy imported, before any model: 49 MiB measured here
+#: (CPython 3.11, x86-64). Used when the prediction is for another device.
+RUNTIME_BYTES = 52 * 10**6
+#: llama.cpp's own context, thread pool and allocator slack besides the sized buffers below;
+#: fitted on the bundled model (what remained of the measured peak), about 16 MB.
+CONTEXT_BYTES = 16 * 10**6
+
+
+def cpu_kind(features: list[str] | None = None) -> str:
+    """Which repack rules apply: "x86-avx2", "x86-avx512", "arm-dotprod" or "other"."""
+    if features is None:
+        from research.build import cpu_features
+
+        features = cpu_features()
+    f = set(features)
+    if "avx512f" in f and "avx512bw" in f:
+        return "x86-avx512"
+    if "avx2" in f:
+        return "x86-avx2"
+    if "asimddp" in f:
+        return "arm-dotprod"
+    return "other"
 
 
 def _read_int(path: str) -> int | None:
@@ -62,9 +94,17 @@ def kv_cache_bytes(
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    weights: int
+    """Predicted peak resident memory of the kit's engine answering a question, by part (bytes)."""
+
+    weights: int  # the mapped file, as far as a forward pass reads it
     kv_cache: int
-    overhead: int = OVERHEAD_BYTES
+    repacked: int = 0  # second copies of weights llama.cpp repacks for this CPU
+    compute: int = 0  # activations of one prompt batch, the logits row, vocabulary tables
+    runtime: int = RUNTIME_BYTES + CONTEXT_BYTES  # Python, llama_cpp, llama.cpp's context
+
+    @property
+    def overhead(self) -> int:
+        return self.repacked + self.compute + self.runtime
 
     @property
     def total(self) -> int:
@@ -76,15 +116,45 @@ class MemoryEstimate:
             f"{self.kv_cache / MB:.0f} MB + {self.overhead / MB:.0f} MB working memory)"
         )
 
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("weights", "kv_cache", "repacked", "compute", "runtime")}
+        return d | {"total": self.total}
 
-def estimate(info, n_ctx: int) -> MemoryEstimate:
-    """Estimate the memory a GGUF (a research.gguf_info.GGUFInfo) needs at a context size."""
+
+def estimate(
+    info, n_ctx: int, kv_type: str = "f16", cpu: str | None = None, n_batch: int = 512
+) -> MemoryEstimate:
+    """Predict the peak memory of answering with a GGUF (research.gguf_info.GGUFInfo), before loading.
+
+    Args:
+        n_ctx: context size in tokens; kv_type: "f16", "q8_0", "q4_0" or "f32".
+        cpu: the repack rules to apply (see REPACKED; default: this machine's).
+        n_batch: prompt tokens evaluated at once (the activations grow with it).
+    """
+    if kv_type not in KV_TYPES:
+        raise KitError(f"unknown KV-cache type {kv_type!r}; choose from: {', '.join(KV_TYPES)}")
     n_layer = info.block_count or 0
     n_head = info.head_count or 1
     n_head_kv = info.head_count_kv or n_head
-    head_dim = info.arch_value("attention.key_length") or ((info.embedding_length or 0) // n_head)
-    tensor_bytes = sum(t.n_bytes for t in info.tensors)
-    return MemoryEstimate(tensor_bytes, kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim))
+    n_embd = info.embedding_length or 0
+    head_dim = info.arch_value("attention.key_length") or (n_embd // n_head)
+    n_ff = info.arch_value("feed_forward_length") or 4 * n_embd
+    n_ff = max(n_ff) if isinstance(n_ff, list) else n_ff
+    names = {t.name: t for t in info.tensors}
+    weights = info.file_size
+    if "output.weight" in names and "token_embd.weight" in names:
+        weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
+    rules = REPACKED[cpu or cpu_kind()]
+    repacked = sum(
+        t.n_bytes
+        for t in info.tensors
+        if t.type_name in rules and len(t.shape) >= 2 and t.name not in ("token_embd.weight",)
+    )
+    n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
+    batch = min(n_batch, n_ctx)
+    compute = batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + 96)
+    kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
+    return MemoryEstimate(weights, kv, repacked, compute)
 
 
 def check_fits(need: MemoryEstimate, what: str) -> None:
@@ -122,3 +192,83 @@ def peak_rss_mb() -> float:
 def rss_mb() -> float:
     """Current resident memory of this process in MB."""
     return psutil.Process(os.getpid()).memory_info().rss / MB
+
+
+MEASURE = """
+import json, sys
+from research import memory
+from research.engine import Engine, EngineConfig, Sampling, conversation
+path, n_ctx, kv_type, n_batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+before = memory.rss_mb()
+engine = Engine.load(path, EngineConfig(n_ctx=n_ctx, n_threads=2, kv_type=kv_type, n_batch=n_batch))
+loaded = memory.rss_mb()
+question = "Summarize: " + "the quick brown fox jumps over the lazy dog " * 80
+msgs = conversation(question[: 4 * min(n_batch, n_ctx - 80)])
+engine.answer(msgs, Sampling(temperature=0, max_tokens=32, ignore_eos=True))
+print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": memory.peak_rss_mb()}))
+"""
+
+
+def measure(model, n_ctx: int = 4096, kv_type: str = "f16", n_batch: int = 512) -> dict:
+    """Peak resident memory of a fresh process that loads `model` and answers one long question.
+
+    A full prompt batch and 32 generated tokens: the engine's peak in chat use. Figures in MB
+    (2**20 bytes), from the child's VmHWM, so nothing this process holds is counted.
+    """
+    import json
+    import subprocess
+
+    from research.models import resolve
+
+    ref = resolve(model)
+    r = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(ref.path), str(n_ctx), kv_type, str(n_batch)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if r.returncode != 0:
+        raise KitError(f"measuring {ref.path.name} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
+    """Prediction against measurement for each model: one row each, with the error."""
+    from research.gguf_info import read_gguf
+    from research.models import resolve
+
+    rows = []
+    for model in models:
+        ref = resolve(model)
+        info = read_gguf(ref.path)
+        est = estimate(info, n_ctx, kv_type)
+        got = measure(ref, n_ctx, kv_type)
+        rows.append(
+            {
+                "model": ref.path.name,
+                "file_mb": info.file_size / MB,
+                "n_ctx": n_ctx,
+                "kv_type": kv_type,
+                **{f"{k}_mb": v / MB for k, v in est.as_dict().items()},
+                "predicted_mb": est.total / MB,
+                "measured_mb": got["peak_mb"],
+                "error": est.total / MB / got["peak_mb"] - 1,
+            }
+        )
+    return rows
+
+
+def format_compare(rows: list[dict]) -> str:
+    """Prediction and measurement side by side, with the parts of the prediction (MB)."""
+    lines = [
+        f"{'model':36} {'ctx':>5} {'kv':5} {'file':>6} {'weights':>7} {'repack':>6} {'KV':>5} "
+        f"{'compute':>7} {'runtime':>7} {'predicted':>9} {'measured':>8} {'error':>6}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['file_mb']:6.0f} "
+            f"{r['weights_mb']:7.0f} "
+            f"{r['repacked_mb']:6.0f} {r['kv_cache_mb']:5.0f} {r['compute_mb']:7.0f} {r['runtime_mb']:7.0f} "
+            f"{r['predicted_mb']:9.0f} {r['measured_mb']:8.0f} {r['error']:+6.1%}"
+        )
+    return "\n".join(lines)
