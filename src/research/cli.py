@@ -77,6 +77,22 @@ def cmd_quantize(args) -> None:
         print(quantize.format_table(results, resolve(args.model).path))
 
 
+def cmd_quality(args) -> None:
+    from research import quality
+
+    text = quality.load_corpus(args.corpus)
+    if args.reference:
+        rows = quality.compare(args.models, args.reference, text, args.ctx, args.chunks, args.threads)
+    else:
+        rows = [
+            quality.perplexity(m, text, args.ctx, args.chunks, args.threads) for m in args.models or [None]
+        ]
+        for r in rows:
+            r.update(delta_ppl=0.0, kld_mean=0.0, kld_stderr=0.0, kld_median=0.0, kld_p99=0.0, kld_max=0.0)
+            r["same_top_pct"] = 100.0
+    print(json.dumps(rows, indent=2) if args.json else quality.format_table(rows))
+
+
 def cmd_memory(args) -> None:
     from research import memory
     from research.gguf_info import read_gguf
@@ -354,6 +370,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="threads (default: all cores)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("quality", help="perplexity over a corpus; with --reference also KL divergence")
+    s.add_argument(
+        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
+    )
+    s.add_argument(
+        "--reference", help="model whose token distributions the others are compared with (e.g. the F16 file)"
+    )
+    s.add_argument("--corpus", help="a UTF-8 text file (default: data/corpus/persuasion.txt)")
+    s.add_argument(
+        "--ctx", type=int, default=512, help="tokens per chunk; the second half is scored (default 512)"
+    )
+    s.add_argument("--chunks", type=int, help="only the first N chunks (default: the whole text)")
+    s.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_quality)
 
     s = sub.add_parser("memory", help="predict a model's peak memory before loading; --measure checks it")
     s.add_argument(
