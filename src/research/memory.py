@@ -157,6 +157,39 @@ def estimate(
     return MemoryEstimate(weights, kv, repacked, compute)
 
 
+def estimate_shape(
+    file_bytes: int,
+    quant: str,
+    n_layer: int,
+    n_embd: int,
+    n_ff: int,
+    n_head_kv: int,
+    head_dim: int,
+    vocab: int,
+    tied: bool,
+    n_ctx: int,
+    kv_type: str = "f16",
+    cpu: str = "arm-dotprod",
+    n_batch: int = 512,
+) -> MemoryEstimate:
+    """estimate() for a model known only by its published size and shape (no file at hand).
+
+    The repacked copy is taken as all weights but the embeddings when the main type repacks.
+    """
+    embd = int(file_bytes * vocab * n_embd / max(1, _params(n_layer, n_embd, n_ff, vocab, tied)))
+    weights = file_bytes - (0 if tied else embd)
+    main_type = quant.upper().removesuffix("_S").removesuffix("_M").removesuffix("_L")  # Q4_K_M -> Q4_K
+    repacked = file_bytes - embd if main_type in REPACKED[cpu] else 0
+    compute = min(n_batch, n_ctx) * (4 * n_embd + 3 * n_ff) * 4 + vocab * (8 + 96)
+    kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
+    return MemoryEstimate(weights, kv, repacked, compute)
+
+
+def _params(n_layer: int, n_embd: int, n_ff: int, vocab: int, tied: bool) -> int:
+    """Parameters of a llama-style model: 4 attention + 3 feed-forward matrices a layer."""
+    return n_layer * (4 * n_embd * n_embd + 3 * n_embd * n_ff) + vocab * n_embd * (1 if tied else 2)
+
+
 def check_fits(need: MemoryEstimate, what: str) -> None:
     """Raise KitError when `need` does not fit in the memory this process may still use."""
     have, limiter = available_bytes()

@@ -158,6 +158,34 @@ def machine_roofline(info, tg_tps: float, bandwidth_gbs: float) -> dict:
     }
 
 
+def machine_rows(files, bench_rows: list[dict], threads: int, bandwidth_gbs: float) -> list[dict]:
+    """machine_roofline() for each file, with the kit's measured tg from research.bench rows."""
+    from research.gguf_info import read_gguf
+
+    out = []
+    for f in files:
+        path = str(Path(f).resolve())
+        tg = next(
+            r["avg_ts"]
+            for r in bench_rows
+            if r["backend"] == "kit"
+            and r["test"].startswith("tg")
+            and r["n_threads"] == threads
+            and str(Path(r["model_filename"]).resolve()) == path
+        )
+        out.append(machine_roofline(read_gguf(path), tg, bandwidth_gbs))
+    return out
+
+
+def format_machine(rows: list[dict]) -> str:
+    """This machine's decode speeds against its bandwidth roofline, one line a file."""
+    return "\n".join(
+        f"{r['model'][:36]:36} {r['bytes_per_token_mb']:6.0f} MB/token roofline {r['roofline_tps']:6.0f} t/s "
+        f"measured {r['measured_tps']:6.1f} = {r['efficiency']:.0%} of it"
+        for r in rows
+    )
+
+
 def format_check(rows: list[dict]) -> str:
     """The published-figure check as a table, with the median absolute error last."""
     lines = [
