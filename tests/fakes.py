@@ -64,3 +64,75 @@ def tiny_gguf(path, tensor: str = "token_embd.weight") -> bytes:
     w.write_tensors_to_file()
     w.close()
     return path.read_bytes()
+
+
+def random_model_gguf(
+    path,
+    arch: str = "qwen2",
+    n_layer: int = 4,
+    n_embd: int = 256,
+    n_ff: int = 768,
+    n_head: int = 4,
+    n_head_kv: int = 1,
+    seed: int = 0,
+):
+    """A loadable F16 GGUF of another architecture with random weights and the bundled tokenizer.
+
+    For speed and robustness only: llama.cpp runs it like any model of that architecture
+    (qwen2: biased q/k/v projections, grouped-query attention), but its answers are noise.
+    """
+    import gguf
+    import numpy as np
+
+    from research.models import resolve
+
+    src = gguf.GGUFReader(str(resolve(None).path))
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(f"random-{arch}-{n_layer}x{n_embd}")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(1e6)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for field in src.fields.values():  # the SmolLM2 tokenizer and chat template, as they are
+        if field.name.startswith("tokenizer."):
+            value = field.contents()
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(field.name, value, vtype, sub_type=sub)
+    n_vocab = len(src.fields["tokenizer.ggml.tokens"].data)
+    head_dim = n_embd // n_head
+
+    def t(name, *shape, scale=0.02, dtype=np.float16):
+        w.add_tensor(name, (rng.standard_normal(shape[::-1]) * scale).astype(dtype))
+
+    t("token_embd.weight", n_embd, n_vocab)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        t(p + "attn_q.weight", n_embd, n_embd)
+        t(p + "attn_k.weight", n_embd, n_head_kv * head_dim)
+        t(p + "attn_v.weight", n_embd, n_head_kv * head_dim)
+        if arch == "qwen2":
+            for name, n in (
+                ("attn_q", n_embd),
+                ("attn_k", n_head_kv * head_dim),
+                ("attn_v", n_head_kv * head_dim),
+            ):
+                w.add_tensor(p + name + ".bias", np.zeros(n, dtype=np.float32))
+        t(p + "attn_output.weight", n_embd, n_embd)
+        t(p + "ffn_gate.weight", n_embd, n_ff)
+        t(p + "ffn_up.weight", n_embd, n_ff)
+        t(p + "ffn_down.weight", n_ff, n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

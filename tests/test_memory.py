@@ -45,3 +45,40 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(tmp_path):
         q4_0, q4_1 = rows[0], rows[1]
         assert q4_0["repacked_mb"] > 40
         assert q4_0["measured_mb"] - q4_0["file_mb"] > q4_1["measured_mb"] - q4_1["file_mb"] + 30
+
+
+@pytest.mark.model
+def test_the_engine_releases_the_mapped_copy_of_repacked_weights(tmp_path):
+    from research.engine import Engine, EngineConfig, Sampling, conversation
+
+    if memory.cpu_kind() == "other":
+        pytest.skip("llama.cpp repacks nothing on this CPU")
+    [q4_0] = quantize.quantize(None, "Q4_0", tmp_path, progress=lambda s: None)
+    info = read_gguf(q4_0.path)
+    base = memory.rss_mb()
+    engine = Engine.load(q4_0.path, EngineConfig(n_ctx=2048, n_threads=2))
+    loaded = memory.rss_mb() - base
+    answer, stats = engine.answer(
+        conversation("What is the capital of France?"), Sampling(temperature=0, max_tokens=16)
+    )
+    assert "Paris" in answer  # the repacked copy computes; the dropped pages were not needed
+    repacked = sum(t.n_bytes for t in memory.repacked_tensors(info)) / memory.MB
+    kv = memory.estimate(info, 2048).kv_cache / memory.MB
+    # Without the release the mapped copy (57 MB) would still be resident beside the repacked one.
+    assert repacked > 40 and loaded < info.file_size / memory.MB + kv + 0.5 * repacked
+    assert stats.peak_rss_mb - base < info.file_size / memory.MB + kv + 40  # + activations, buffers
+    engine.close()
+
+
+@pytest.mark.model
+def test_the_memory_model_holds_for_another_architecture(tmp_path):
+    """A qwen2-shaped file (biased projections, grouped-query attention, k-quants that fit)."""
+    from fakes import random_model_gguf
+
+    src = random_model_gguf(
+        tmp_path / "qwen2.F16.gguf", n_layer=8, n_embd=512, n_ff=1536, n_head=8, n_head_kv=2
+    )
+    [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)
+    assert not q.fallbacks  # 512 and 1536 are multiples of 256
+    [row] = memory.compare([q.path], n_ctx=2048)
+    assert abs(row["error"]) < 0.15 and abs(row["error_answering"]) < 0.15, memory.format_compare([row])

@@ -422,6 +422,8 @@ class Engine:
         if not trusted(ref):
             probe_load(ref.path, min(n_ctx, 512))
         backend = LlamaBackend(str(ref.path), config)
+        if config.use_mmap:  # the file pages of weights llama.cpp copied for this CPU: not needed
+            memory.release_repacked(info)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(
             requested,

@@ -40,6 +40,57 @@ RUNTIME_BYTES = 52 * 10**6
 CONTEXT_BYTES = 16 * 10**6
 
 
+def repacked_tensors(info, cpu: str | None = None) -> list:
+    """Tensors of a GGUF that llama.cpp repacks for this CPU (weights of matrix products only)."""
+    rules = REPACKED[cpu or cpu_kind()]
+    return [
+        t
+        for t in info.tensors
+        if t.type_name in rules
+        and len(t.shape) >= 2
+        and t.name != "token_embd.weight"
+        and t.shape[1] % 8 == 0
+    ]
+
+
+def release_repacked(info) -> int:
+    """Drop this process's mapped pages of weights llama.cpp has repacked; returns bytes released.
+
+    After loading, llama.cpp computes with its interleaved copy, yet the file pages it copied
+    from stay mapped and count in resident memory: a Q4_0 file costs its bytes twice. Telling
+    the kernel we no longer need them (madvise DONTNEED) frees them from this process; they
+    are clean file pages, so had any still been needed the kernel would read them back from
+    the page cache: the worst case is a page fault, never wrong data. Linux/Android only.
+    """
+    import ctypes
+    import mmap as _mmap
+
+    path = str(Path(info.path).resolve())
+    maps = []  # (file offset, end, address) of each mapped piece of the file
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5] == path:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                off = int(parts[2], 16)
+                maps.append((off, off + hi - lo, lo))
+    except OSError:
+        return 0
+    if not maps:
+        return 0  # not memory-mapped (use_mmap off): nothing to drop
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page, released = _mmap.PAGESIZE, 0
+    for t in repacked_tensors(info):
+        lo = info.data_offset + t.offset
+        for m_lo, m_hi, addr in maps:
+            a = -(-max(lo, m_lo) // page) * page  # whole pages inside both the tensor and the piece
+            b = min(lo + t.n_bytes, m_hi) // page * page
+            if b > a and libc.madvise(addr + a - m_lo, b - a, 4) == 0:  # MADV_DONTNEED
+                released += b - a
+    return released
+
+
 def cpu_kind(features: list[str] | None = None) -> str:
     """Which repack rules apply: "x86-avx2", "x86-avx512", "arm-dotprod" or "other"."""
     if features is None:
@@ -107,8 +158,19 @@ class MemoryEstimate:
         return self.repacked + self.compute + self.runtime
 
     @property
+    def loading(self) -> int:
+        """While loading: repacked weights are mapped and copied at once, no activations yet."""
+        return self.weights + self.repacked + self.kv_cache + self.runtime
+
+    @property
+    def answering(self) -> int:
+        """While answering, once the engine has released the mapped pages of repacked weights."""
+        return self.weights + self.kv_cache + self.compute + self.runtime
+
+    @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.overhead
+        """The process's peak: loading or answering, whichever needs more."""
+        return max(self.loading, self.answering)
 
     def describe(self) -> str:
         return (
@@ -118,7 +180,7 @@ class MemoryEstimate:
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("weights", "kv_cache", "repacked", "compute", "runtime")}
-        return d | {"total": self.total}
+        return d | {"total": self.total, "answering": self.answering}
 
 
 def estimate(
@@ -144,12 +206,7 @@ def estimate(
     weights = info.file_size
     if "output.weight" in names and "token_embd.weight" in names:
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
-    rules = REPACKED[cpu or cpu_kind()]
-    repacked = sum(
-        t.n_bytes
-        for t in info.tensors
-        if t.type_name in rules and len(t.shape) >= 2 and t.name not in ("token_embd.weight",)
-    )
+    repacked = sum(t.n_bytes for t in repacked_tensors(info, cpu))
     n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
     batch = min(n_batch, n_ctx)
     compute = batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + 96)
@@ -235,10 +292,14 @@ path, n_ctx, kv_type, n_batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(
 before = memory.rss_mb()
 engine = Engine.load(path, EngineConfig(n_ctx=n_ctx, n_threads=2, kv_type=kv_type, n_batch=n_batch))
 loaded = memory.rss_mb()
+load_peak = memory.peak_rss_mb()
+memory.reset_peak_rss()
 question = "Summarize: " + "the quick brown fox jumps over the lazy dog " * 80
 msgs = conversation(question[: 4 * min(n_batch, n_ctx - 80)])
 engine.answer(msgs, Sampling(temperature=0, max_tokens=32, ignore_eos=True))
-print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": memory.peak_rss_mb()}))
+answer_peak = memory.peak_rss_mb()
+print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": max(load_peak, answer_peak),
+                  "answer_peak_mb": answer_peak}))
 """
 
 
@@ -286,6 +347,9 @@ def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
                 "predicted_mb": est.total / MB,
                 "measured_mb": got["peak_mb"],
                 "error": est.total / MB / got["peak_mb"] - 1,
+                "predicted_answering_mb": est.answering / MB,
+                "measured_answering_mb": got["answer_peak_mb"],
+                "error_answering": est.answering / MB / got["answer_peak_mb"] - 1,
             }
         )
     return rows
@@ -295,13 +359,16 @@ def format_compare(rows: list[dict]) -> str:
     """Prediction and measurement side by side, with the parts of the prediction (MB)."""
     lines = [
         f"{'model':36} {'ctx':>5} {'kv':5} {'file':>6} {'weights':>7} {'repack':>6} {'KV':>5} "
-        f"{'compute':>7} {'runtime':>7} {'predicted':>9} {'measured':>8} {'error':>6}"
+        f"{'compute':>7} {'runtime':>7} {'predicted':>9} {'measured':>8} {'error':>6}  "
+        f"{'answering: pred':>15} {'meas':>5} {'error':>6}"
     ]
     for r in rows:
         lines.append(
             f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['file_mb']:6.0f} "
             f"{r['weights_mb']:7.0f} "
             f"{r['repacked_mb']:6.0f} {r['kv_cache_mb']:5.0f} {r['compute_mb']:7.0f} {r['runtime_mb']:7.0f} "
-            f"{r['predicted_mb']:9.0f} {r['measured_mb']:8.0f} {r['error']:+6.1%}"
+            f"{r['predicted_mb']:9.0f} {r['measured_mb']:8.0f} {r['error']:+6.1%}  "
+            f"{r['predicted_answering_mb']:15.0f} {r['measured_answering_mb']:5.0f} "
+            f"{r['error_answering']:+6.1%}"
         )
     return "\n".join(lines)
