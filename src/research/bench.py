@@ -410,6 +410,10 @@ def compare(
         # minute, and a pair measured seconds apart shares the drift.
         "ratio_tg": paired_ratio(kit["tg"], lb["tg"]),
         "ratio_pp": paired_ratio(kit["pp"], lb["pp"]),
+        # The spread of the paired ratios: on a shared 2-core machine a single pair can be off by
+        # 10 %, so a ratio is only as good as the range its pairs fall in.
+        "ratio_tg_pairs": [k / b for k, b in zip(kit["tg"], lb["tg"], strict=True)],
+        "ratio_pp_pairs": [k / b for k, b in zip(kit["pp"], lb["pp"], strict=True)],
         "ratio_tg_of_means": tg_kit / tg_lb,
         "ratio_pp_of_means": statistics.fmean(kit["pp"]) / statistics.fmean(lb["pp"]),
         "rows": rows,
@@ -438,13 +442,15 @@ def format_compare(r: dict) -> str:
     lines = [
         f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']}",
         "",
-        f"{'test':8} {'llama-bench t/s':>18} {'kit chat path t/s':>20} {'ratio':>7}  (median of paired reps)",
+        f"{'test':8} {'llama-bench t/s':>18} {'kit chat path t/s':>20} {'ratio':>7}  "
+        "(median of paired reps; their range)",
     ]
-    for key, ratio in (("pp", r["ratio_pp"]), ("tg", r["ratio_tg"])):
+    for key in ("pp", "tg"):
         lb, kit = rows[("llama-bench", key)], rows[("kit", key)]
+        pairs = r.get(f"ratio_{key}_pairs") or [r[f"ratio_{key}"]]
         lines.append(
             f"{lb['test']:8} {lb['avg_ts']:10.1f} ± {lb['stddev_ts']:5.1f} {kit['avg_ts']:12.1f} ± "
-            f"{kit['stddev_ts']:5.1f} {ratio:7.1%}"
+            f"{kit['stddev_ts']:5.1f} {r[f'ratio_{key}']:7.1%}  ({min(pairs):.0%}-{max(pairs):.0%})"
         )
     roof, t, m, c = r["roofline"], r["ttft"], r["memory"], r["cold_start"]
     lines += [
