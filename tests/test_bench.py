@@ -114,3 +114,18 @@ def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
     assert res["roofline"]["read_bandwidth_gbs"] > 0 and res["roofline"]["roofline_tps"] > 0
     assert res["memory"]["peak_rss_mb"] > res["memory"]["file_mb"]  # the weights are resident
     assert res["cold_start"]["command_to_answer_s"] > res["cold_start"]["ttft_s"] > 0
+
+
+@pytest.mark.model
+def test_compare_runs_on_another_architecture(tmp_path):
+    """Not tuned to one file: a qwen2-shaped Q4_K_M goes through the same comparison."""
+    from fakes import random_model_gguf
+
+    from research import quantize
+
+    src = random_model_gguf(tmp_path / "qwen2.F16.gguf", n_layer=4, n_embd=256, n_ff=768)
+    [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)
+    res = bench.compare(str(q.path), 2, pp=32, tg=8, reps=1, progress=lambda s: None)
+    assert res["model_filename"] == str(q.path) and res["ratio_tg"] > 0 and res["ratio_pp"] > 0
+    assert {row["backend"] for row in res["rows"]} == {"kit", "llama-bench"}
+    assert res["memory"]["peak_rss_mb"] > 0 and len(res["ratio_tg_pairs"]) == 1
