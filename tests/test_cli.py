@@ -206,3 +206,18 @@ def test_download_from_a_local_hub_then_inspect(tmp_path):
         assert not list((tmp_path / "models").glob("*"))
     finally:
         server.shutdown()
+
+
+@pytest.mark.model
+def test_quality_and_memory_commands(tmp_path):
+    r = run("quality", "--ctx", "128", "--chunks", "2")
+    assert r.returncode == 0, r.stderr
+    assert "PPL" in r.stdout and "smollm2-135m-q4_1" in r.stdout
+    bad = tmp_path / "short.txt"
+    bad.write_text("Too short.")
+    assert_one_line_error(run("quality", "--corpus", str(bad)), "one chunk needs 512")
+    r = run("memory", "--kv-type", "f16,q8_0", "--json")
+    assert r.returncode == 0, r.stderr
+    f16, q8 = json.loads(r.stdout)
+    assert q8["kv_cache"] < f16["kv_cache"] and f16["weights"] == resolve(None).path.stat().st_size
+    assert_one_line_error(run("memory", "--kv-type", "q3"), "unknown KV-cache type 'q3'")

@@ -83,14 +83,18 @@ def cmd_quality(args) -> None:
     text = quality.load_corpus(args.corpus)
     if args.reference:
         rows = quality.compare(args.models, args.reference, text, args.ctx, args.chunks, args.threads)
-    else:
-        rows = [
-            quality.perplexity(m, text, args.ctx, args.chunks, args.threads) for m in args.models or [None]
-        ]
-        for r in rows:
-            r.update(delta_ppl=0.0, kld_mean=0.0, kld_stderr=0.0, kld_median=0.0, kld_p99=0.0, kld_max=0.0)
-            r["same_top_pct"] = 100.0
-    print(json.dumps(rows, indent=2) if args.json else quality.format_table(rows))
+        print(json.dumps(rows, indent=2) if args.json else quality.format_table(rows))
+        return
+    rows = [quality.perplexity(m, text, args.ctx, args.chunks, args.threads) for m in args.models or [None]]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'model':36} {'MB':>7} {'PPL':>16} {'chunks':>6} {'tokens scored':>13}")
+    for r in rows:
+        print(
+            f"{r['model'][:36]:36} {r['file_size'] / 2**20:7.1f} {r['ppl']:8.3f} ± {r['ppl_stderr']:5.3f} "
+            f"{r['n_chunks']:6} {r['n_tokens_scored']:13}"
+        )
 
 
 def cmd_memory(args) -> None:
