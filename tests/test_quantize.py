@@ -137,3 +137,7 @@ def test_quantize_command_prints_the_table_and_json(tmp_path):
     assert_one_line_error(r, "unknown quantization type 'Q9_9'")
     r = run("quantize", "--types", "Q8_0", "--out", str(tmp_path))
     assert_one_line_error(r, "--allow-upcast")
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    r = run("quantize", "--types", "Q4_0", "--out", str(a_file))
+    assert_one_line_error(r, f"cannot use {a_file} as the output folder")

@@ -254,7 +254,10 @@ def quantize(
             "the KL-divergence reference)"
         )
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KitError(f"cannot use {out} as the output folder: {e.strerror}") from None
     threads = threads or os.cpu_count() or 1
     requant = src_name not in ("F32", "F16", "BF16")
     results = []
