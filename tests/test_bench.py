@@ -81,6 +81,19 @@ def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
     assert [float(t["avg_ts"]) for t in table] == pytest.approx([row["avg_ts"] for row in rows])
     assert len(table[0]["samples_ts"].split()) == 2
     assert "pp64" in r.stdout and "ttft ms" in r.stdout
+    r = run(
+        "bench",
+        "--reps",
+        "1",
+        "--pp",
+        "16",
+        "--tg",
+        "4",
+        "--no-llama-bench",
+        "--csv",
+        str(tmp_path / "no" / "x.csv"),
+    )
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: cannot write")
 
 
 @pytest.mark.model

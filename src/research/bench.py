@@ -278,13 +278,15 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict], path) -> None:
-    """Rows as CSV with FIELDS as columns; lists of samples as space-separated numbers."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: " ".join(f"{x:g}" for x in v) if isinstance(v, list) else v for k, v in r.items()})
+def write_csv(rows: list[dict], out) -> None:
+    """Rows as CSV (a path or an open text file), FIELDS as columns; samples space-separated."""
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "w", newline="") as f:
+            return write_csv(rows, f)
+    w = csv.DictWriter(out, FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: " ".join(f"{x:g}" for x in v) if isinstance(v, list) else v for k, v in r.items()})
 
 
 def paired_ratio(kit: list[float], reference: list[float]) -> float:

@@ -131,6 +131,10 @@ def cmd_memory(args) -> None:
 def cmd_bench(args) -> None:
     from research import bench
 
+    for out in filter(None, (args.json, args.csv)):  # before minutes of measuring, not after
+        if not Path(out).expanduser().parent.is_dir():
+            raise KitError(f"cannot write {out}: no folder {Path(out).parent}")
+
     if args.compare:
         if len(args.models) > 1:
             raise KitError("--compare takes one model at a time")
@@ -145,17 +149,26 @@ def cmd_bench(args) -> None:
         )
         print(bench.format_compare(result))
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+            _write(args.json, lambda f: json.dump(result, f, indent=2))
             print(f"\nJSON: {args.json}")
         return
     rows = bench.sweep(args.models, args.threads, args.pp, args.tg, args.reps, not args.no_llama_bench)
     print(bench.format_rows(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        _write(args.json, lambda f: json.dump(rows, f, indent=2))
         print(f"JSON: {args.json}")
     if args.csv:
-        bench.write_csv(rows, args.csv)
+        _write(args.csv, lambda f: bench.write_csv(rows, f))
         print(f"CSV: {args.csv}")
+
+
+def _write(path: str, fill) -> None:
+    """Write an output file through fill(file); a path that cannot be written is one line."""
+    try:
+        with open(path, "w", newline="") as f:
+            fill(f)
+    except OSError as e:
+        raise KitError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _threads(text: str) -> list[int]:
