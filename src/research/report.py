@@ -174,7 +174,8 @@ def figures(
     label(a1, xs, [r["ppl"] for r in qual], [r["type"] for r in qual])
     a1.set(xlabel="bits per weight (true, from tensor types)", ylabel="perplexity", title="Perplexity")
     a2.scatter(xs, [max(r["kld_mean"], 1e-6) for r in qual])
-    label(a2, xs, [max(r["kld_mean"], 1e-6) for r in qual], [r["type"] for r in qual])
+    names = [r["type"] + (" (reference: 0)" if r["kld_mean"] <= 0 else "") for r in qual]
+    label(a2, xs, [max(r["kld_mean"], 1e-6) for r in qual], names)
     a2.set(
         xlabel="bits per weight", ylabel="mean KL divergence (log scale)", yscale="log", title="KL divergence"
     )
