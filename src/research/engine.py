@@ -220,8 +220,11 @@ class LlamaBackend:
         self.n_ctx = self.llm.n_ctx()
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._decode, self._batch_get_one = llama_cpp.llama_decode, llama_cpp.llama_batch_get_one
+        self._token_t = llama_cpp.llama_token
         self._to_piece = llama_cpp.llama_token_to_piece
         self._pieces: dict[int, bytes] = {}  # token -> bytes, filled as tokens are first seen
+        self._eog: dict[int, bool] = {}  # token -> end of generation?, likewise
         self.add_bos = self.llm._model.add_bos_token()
         self.bos_text = self._special_text(self.llm.token_bos())
         self.eos_text = self._special_text(self.llm.token_eos())
@@ -246,7 +249,10 @@ class LlamaBackend:
         return piece
 
     def is_eog(self, token: int) -> bool:
-        return bool(self._is_eog(self._vocab, token))
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(self._is_eog(self._vocab, token))
+        return eog
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading `tokens` the KV cache holds already (one comparison, not a Python loop)."""
@@ -276,11 +282,20 @@ class LlamaBackend:
         t1 = time.perf_counter()
         token = sampler.sample(llm._ctx, -1)
         self.prompt_eval_s, self.first_sample_s = t1 - t0, time.perf_counter() - t1
+        # One token a step straight through llama_decode: Llama.eval would also copy the whole
+        # vocabulary's logits into a NumPy array (196 KB a token for SmolLM2) that nobody reads,
+        # since the sampler reads them from the context. Positions follow the KV cache.
+        decode, ctx, one = self._decode, llm._ctx.ctx, (self._token_t * 1)()
+        batch = self._batch_get_one(one, 1)
         while True:
             yield token
             if llm.n_tokens >= self.n_ctx:
                 return
-            llm.eval([token])
+            one[0] = token
+            if decode(ctx, batch) != 0:
+                raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
+            llm.input_ids[llm.n_tokens] = token  # what cached_prefix compares the next prompt with
+            llm.n_tokens += 1
             token = sampler.sample(llm._ctx, -1)
 
     def sampler(self, sampling: Sampling, seed: int):
@@ -325,6 +340,7 @@ class StopScanner:
         self.stops = [s for s in stops if s]
         self.buf = ""
         self.stopped = False
+        self._starts = {c for s in self.stops for c in s[:-1]}  # a held tail must end in one of these
 
     def feed(self, text: str) -> str:
         self.buf += text
@@ -333,6 +349,9 @@ class StopScanner:
             if i >= 0:
                 out, self.buf, self.stopped = self.buf[:i], "", True
                 return out
+        if not self.buf or self.buf[-1] not in self._starts:  # the common case: nothing to hold
+            out, self.buf = self.buf, ""
+            return out
         hold = max((k for s in self.stops for k in range(1, len(s)) if self.buf.endswith(s[:k])), default=0)
         out, self.buf = self.buf[: len(self.buf) - hold], self.buf[len(self.buf) - hold :]
         return out
