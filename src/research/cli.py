@@ -293,6 +293,12 @@ def run_demo(rest: list[str]) -> int:
     return 0
 
 
+def _models_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
+    )
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
@@ -389,9 +395,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("quality", help="perplexity over a corpus; with --reference also KL divergence")
-    s.add_argument(
-        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
-    )
+    _models_option(s)
     s.add_argument(
         "--reference", help="model whose token distributions the others are compared with (e.g. the F16 file)"
     )
@@ -405,9 +409,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_quality)
 
     s = sub.add_parser("memory", help="predict a model's peak memory before loading; --measure checks it")
-    s.add_argument(
-        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
-    )
+    _models_option(s)
     s.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
     s.add_argument(
         "--kv-type",
@@ -427,9 +429,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_memory)
 
     s = sub.add_parser("bench", help="prompt and generation speed; --compare runs llama-bench side by side")
-    s.add_argument(
-        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
-    )
+    _models_option(s)
     s.add_argument(
         "--compare",
         action="store_true",

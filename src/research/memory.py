@@ -208,10 +208,14 @@ def estimate(
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
     repacked = sum(t.n_bytes for t in repacked_tensors(info, cpu))
     n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
-    batch = min(n_batch, n_ctx)
-    compute = batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + 96)
+    compute = _compute_bytes(n_embd, n_ff, n_vocab, min(n_batch, n_ctx))
     kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
     return MemoryEstimate(weights, kv, repacked, compute)
+
+
+def _compute_bytes(n_embd: int, n_ff: int, n_vocab: int, batch: int) -> int:
+    """Activations of one prompt batch (f32), the logits row and copy, vocabulary tables."""
+    return batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + 96)
 
 
 def estimate_shape(
@@ -237,7 +241,7 @@ def estimate_shape(
     weights = file_bytes - (0 if tied else embd)
     main_type = quant.upper().removesuffix("_S").removesuffix("_M").removesuffix("_L")  # Q4_K_M -> Q4_K
     repacked = file_bytes - embd if main_type in REPACKED[cpu] else 0
-    compute = min(n_batch, n_ctx) * (4 * n_embd + 3 * n_ff) * 4 + vocab * (8 + 96)
+    compute = _compute_bytes(n_embd, n_ff, vocab, min(n_batch, n_ctx))
     kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
     return MemoryEstimate(weights, kv, repacked, compute)
 

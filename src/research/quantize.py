@@ -109,8 +109,11 @@ def output_name(source: Path, qtype: QuantType) -> str:
 
 
 def estimate_bytes(info, qtype: QuantType) -> int:
-    """An upper bound of the output's size, for the disk-space check before writing."""
-    bpw = max(qtype.bpw, TYPES[qtype.fallback].bpw if qtype.fallback else 0.0, 8.5 if qtype.fallback else 0)
+    """An upper bound of the output's size, for the disk-space check before writing.
+
+    A k-quant's fallbacks and its mixed tensors go up to Q8_0 (8.5 bits/weight) at most.
+    """
+    bpw = max(qtype.bpw, 8.5 if qtype.fallback else 0.0)
     return int(info.n_params * bpw / 8 * 1.05) + (16 << 20)
 
 

@@ -93,10 +93,13 @@ def orca_rows(device: str = "galaxy-s21", n_ctx: int = 2048) -> list[dict]:
         if e.family != "orca-mini":
             continue
         size = e.size or int(e.approx_size_mb * 2**20)
-        bpw = projection.nominal_bpw(e.quant)
-        embd = int(ORCA_SHAPE["vocab"] * ORCA_SHAPE["n_embd"] * bpw / 8)
-        kv = memory.kv_cache_bytes(1, ORCA_SHAPE["n_layer"], ORCA_SHAPE["n_head_kv"], ORCA_SHAPE["head_dim"])
-        shape = projection.Shape(f"Orca-Mini-3B {e.quant}", e.quant, size - embd, kv, size)
+        published = {
+            "model": "Orca-Mini-3B",
+            "quant": e.quant,
+            "file_bytes": size,
+            "n_params": e.params_b * 1e9,
+        }
+        shape = projection.shape_of_published(published | ORCA_SHAPE | {"tied_embeddings": False})
         est = memory.estimate_shape(size, e.quant, **ORCA_SHAPE, tied=False, n_ctx=n_ctx)
         rows.append(
             {
