@@ -8,6 +8,7 @@ unsandboxed), and a template that reaches for Python internals is refused, not r
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -134,6 +135,12 @@ def _sandbox() -> ImmutableSandboxedEnvironment:
     return env
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> jinja2.Template:
+    """A template compiled once, not on every question (compiling costs ~2.5 ms)."""
+    return _sandbox().from_string(template)
+
+
 def render_template(
     template: str,
     messages: Sequence[Message],
@@ -144,7 +151,7 @@ def render_template(
 ) -> str:
     """Render a GGUF chat template in the sandbox; refuse it with KitError if it misbehaves."""
     try:
-        compiled = _sandbox().from_string(template)
+        compiled = _compiled(template)
         return compiled.render(
             messages=list(messages),
             bos_token=bos_token,
