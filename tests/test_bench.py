@@ -120,8 +120,16 @@ def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
     res = json.loads(out.read_text())
     assert res["ratio_tg"] > 0 and res["ratio_pp"] > 0 and res["n_threads"] >= 1
     assert res["llama_cpp_commit"] not in ("", "unknown")
-    sides = {(row["backend"], row["test"]) for row in res["rows"]}
-    assert sides == {("llama-bench", "pp64"), ("llama-bench", "tg16"), ("kit", "pp64"), ("kit", "tg16")}
+    d = res["tg_depth"]  # the chat path's answers start after its prompt; llama-bench -d matches it
+    sides = {(row["backend"], row["test"], row["n_depth"]) for row in res["rows"]}
+    assert {s for s in sides if s[1] != "pp64"} == {
+        ("llama-bench", "tg16", 0),
+        ("llama-bench", f"tg16@d{d}", d),
+        ("kit", f"tg16@d{d}", d),
+    }
+    assert ("llama-bench", "pp64", 0) in sides and ("kit", "pp64") in {s[:2] for s in sides}
+    assert 10 < d < 64 and res["ratio_tg_depth0"] > 0 and len(res["ratio_tg_pairs"]) == 2
+    assert f"tg16@d{d}" in r.stdout and "tg16@d0" in r.stdout
     for row in res["rows"]:
         assert LLAMA_BENCH_FIELDS <= set(row) and all(s > 0 for s in row["samples_ts"])
     assert res["roofline"]["read_bandwidth_gbs"] > 0 and res["roofline"]["roofline_tps"] > 0
