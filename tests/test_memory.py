@@ -41,10 +41,13 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(tmp_path):
     for row in rows:
         assert abs(row["error"]) < 0.15, memory.format_compare(rows)
         assert row["measured_mb"] > row["file_mb"]
-    if memory.cpu_kind() != "other":  # the repacked copy is real and is what the model adds
+    if memory.cpu_kind() != "other":  # the repacked copy is real ...
         q4_0, q4_1 = rows[0], rows[1]
         assert q4_0["repacked_mb"] > 40
-        assert q4_0["measured_mb"] - q4_0["file_mb"] > q4_1["measured_mb"] - q4_1["file_mb"] + 30
+        # ... yet the peak no longer holds the weights twice: the engine drops the copied file
+        # pages while loading (without that, Q4_0 measured 42 MB more than Q4_1 over its file).
+        extra = (q4_0["measured_mb"] - q4_0["file_mb"]) - (q4_1["measured_mb"] - q4_1["file_mb"])
+        assert extra < q4_0["repacked_mb"] / 2, memory.format_compare(rows)
 
 
 @pytest.mark.model

@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -193,13 +193,34 @@ class LlamaBackend:
 
     PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
 
-    def __init__(self, path: str, config: EngineConfig):
+    def __init__(self, path: str, config: EngineConfig, on_progress: Callable[[float], bool] | None = None):
+        """Load `path`; `on_progress(fraction)` is called as llama.cpp loads the tensors."""
         import llama_cpp
         from llama_cpp import llama_chat_format
 
         self.n_threads = config.n_threads or default_threads()
         real_formatter = llama_chat_format.Jinja2ChatFormatter
         llama_chat_format.Jinja2ChatFormatter = _NoTemplates
+        lib = llama_cpp.llama_cpp  # the module Llama() calls into
+        real_params = lib.llama_model_default_params
+        if on_progress is not None:
+            # Llama() has no argument for llama.cpp's load-progress callback: hand it over through
+            # the default parameters it starts from. An exception in a ctypes callback would
+            # return False and abort the load, so none escapes.
+            def progress(fraction, _user):
+                try:
+                    return bool(on_progress(fraction))
+                except Exception:
+                    return True
+
+            self._progress = lib.llama_progress_callback(progress)  # alive as long as we are
+
+            def default_params():
+                params = real_params()
+                params.progress_callback = self._progress
+                return params
+
+            lib.llama_model_default_params = default_params
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
@@ -217,6 +238,7 @@ class LlamaBackend:
             raise KitError(f"llama.cpp could not load {path}: {e}") from None
         finally:
             llama_chat_format.Jinja2ChatFormatter = real_formatter
+            lib.llama_model_default_params = real_params
         self.n_ctx = self.llm.n_ctx()
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
@@ -440,8 +462,11 @@ class Engine:
         config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx})
         if not trusted(ref):
             probe_load(ref.path, min(n_ctx, 512))
-        backend = LlamaBackend(str(ref.path), config)
-        if config.use_mmap:  # the file pages of weights llama.cpp copied for this CPU: not needed
+        # The file pages of weights llama.cpp copies for this CPU are not needed once copied:
+        # released during the load (so it never holds them twice) and once more at its end.
+        release = memory.ReleaseWhileLoading(info) if config.use_mmap else None
+        backend = LlamaBackend(str(ref.path), config, release)
+        if release is not None:
             memory.release_repacked(info)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(

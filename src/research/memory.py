@@ -7,6 +7,8 @@ first and refuses in plain words.
 
 from __future__ import annotations
 
+import ctypes
+import mmap as _mmap
 import os
 import resource
 import sys
@@ -53,18 +55,8 @@ def repacked_tensors(info, cpu: str | None = None) -> list:
     ]
 
 
-def release_repacked(info) -> int:
-    """Drop this process's mapped pages of weights llama.cpp has repacked; returns bytes released.
-
-    After loading, llama.cpp computes with its interleaved copy, yet the file pages it copied
-    from stay mapped and count in resident memory: a Q4_0 file costs its bytes twice. Telling
-    the kernel we no longer need them (madvise DONTNEED) frees them from this process; they
-    are clean file pages, so had any still been needed the kernel would read them back from
-    the page cache: the worst case is a page fault, never wrong data. Linux/Android only.
-    """
-    import ctypes
-    import mmap as _mmap
-
+def repacked_pages(info) -> list[tuple[int, int]]:
+    """(address, length) of the whole pages of repacked weights in this process's mappings of the file."""
     path = str(Path(info.path).resolve())
     maps = []  # (file offset, end, address) of each mapped piece of the file
     try:
@@ -75,20 +67,63 @@ def release_repacked(info) -> int:
                 off = int(parts[2], 16)
                 maps.append((off, off + hi - lo, lo))
     except OSError:
-        return 0
-    if not maps:
-        return 0  # not memory-mapped (use_mmap off): nothing to drop
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    page, released = _mmap.PAGESIZE, 0
-    for t in repacked_tensors(info):
+        return []
+    page, out = _mmap.PAGESIZE, []
+    for t in repacked_tensors(info) if maps else ():
         lo = info.data_offset + t.offset
         for m_lo, m_hi, addr in maps:
             a = -(-max(lo, m_lo) // page) * page  # whole pages inside both the tensor and the piece
             b = min(lo + t.n_bytes, m_hi) // page * page
-            if b > a and libc.madvise(addr + a - m_lo, b - a, 4) == 0:  # MADV_DONTNEED
-                released += b - a
-    return released
+            if b > a:
+                out.append((addr + a - m_lo, b - a))
+    return out
+
+
+def release_pages(pages: list[tuple[int, int]]) -> int:
+    """madvise(DONTNEED) each (address, length); returns the bytes released."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return sum(n for addr, n in pages if libc.madvise(addr, n, 4) == 0)  # MADV_DONTNEED
+
+
+def release_repacked(info) -> int:
+    """Drop this process's mapped pages of weights llama.cpp has repacked; returns bytes released.
+
+    After loading, llama.cpp computes with its interleaved copy, yet the file pages it copied
+    from stay mapped and count in resident memory: a Q4_0 file costs its bytes twice. Telling
+    the kernel we no longer need them (madvise DONTNEED) frees them from this process; they
+    are clean file pages, so had any still been needed the kernel would read them back from
+    the page cache: the worst case is a page fault, never wrong data. Linux/Android only.
+    """
+    return release_pages(repacked_pages(info))
+
+
+#: While loading, the mapped pages of repacked weights are dropped this many times, spread over
+#: the load: at most 1/RELEASE_STEPS of them are resident beside their copy at any moment.
+RELEASE_STEPS = 64
+
+
+class ReleaseWhileLoading:
+    """A load-progress callback that keeps a repacking load from holding the weights twice.
+
+    llama.cpp maps the whole file with MAP_POPULATE, then copies each repacked tensor into its
+    interleaved buffer: without help the process peaks at file + copies (1.5 GB for an 813 MB
+    Q4_K_M, twice a Q4_0 file on a phone). Dropping the repacked tensors' file pages every
+    1/RELEASE_STEPS of the load keeps the peak near the file's size. Pages not yet copied that
+    get dropped are read back from the page cache when llama.cpp reaches them: a page fault,
+    never wrong data.
+    """
+
+    def __init__(self, info):
+        self.info, self.pages, self.next = info, None, 0.0
+
+    def __call__(self, progress: float) -> bool:
+        if progress >= self.next:
+            if self.pages is None:  # the mapping exists by the first call and stays put
+                self.pages = repacked_pages(self.info)
+            release_pages(self.pages)
+            self.next = progress + 1 / RELEASE_STEPS
+        return True
 
 
 def cpu_kind(features: list[str] | None = None) -> str:
@@ -159,8 +194,9 @@ class MemoryEstimate:
 
     @property
     def loading(self) -> int:
-        """While loading: repacked weights are mapped and copied at once, no activations yet."""
-        return self.weights + self.repacked + self.kv_cache + self.runtime
+        """While loading, no activations yet; with the engine's release of repacked weights' pages
+        during the load (ReleaseWhileLoading) at most 1/RELEASE_STEPS of them are held twice."""
+        return self.weights + self.repacked // RELEASE_STEPS + self.kv_cache + self.runtime
 
     @property
     def answering(self) -> int:
