@@ -188,30 +188,34 @@ class _NoTemplates:
 KV_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 
 
+_PATCHING = threading.Lock()  # one load at a time may swap llama_cpp's module attributes
+
+
 class LlamaBackend:
     """llama-cpp-python's Llama, used token by token through its native sampler chain."""
 
     PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
 
-    def __init__(self, path: str, config: EngineConfig, on_progress: Callable[[float], bool] | None = None):
+    def __init__(self, path: str, config: EngineConfig, on_progress: Callable[[float], object] | None = None):
         """Load `path`; `on_progress(fraction)` is called as llama.cpp loads the tensors."""
         import llama_cpp
         from llama_cpp import llama_chat_format
 
         self.n_threads = config.n_threads or default_threads()
+        _PATCHING.acquire()  # the two module attributes below are swapped for this load only
         real_formatter = llama_chat_format.Jinja2ChatFormatter
         llama_chat_format.Jinja2ChatFormatter = _NoTemplates
         lib = llama_cpp.llama_cpp  # the module Llama() calls into
         real_params = lib.llama_model_default_params
         if on_progress is not None:
             # Llama() has no argument for llama.cpp's load-progress callback: hand it over through
-            # the default parameters it starts from. An exception in a ctypes callback would
-            # return False and abort the load, so none escapes.
+            # the default parameters it starts from. Returning False would abort the load, and so
+            # would an exception escaping a ctypes callback: the load always goes on.
             def progress(fraction, _user):
                 try:
-                    return bool(on_progress(fraction))
-                except Exception:
-                    return True
+                    on_progress(fraction)
+                finally:
+                    return True  # noqa: B012
 
             self._progress = lib.llama_progress_callback(progress)  # alive as long as we are
 
@@ -239,6 +243,7 @@ class LlamaBackend:
         finally:
             llama_chat_format.Jinja2ChatFormatter = real_formatter
             lib.llama_model_default_params = real_params
+            _PATCHING.release()
         self.n_ctx = self.llm.n_ctx()
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog

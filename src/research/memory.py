@@ -117,13 +117,12 @@ class ReleaseWhileLoading:
     def __init__(self, info):
         self.info, self.pages, self.next = info, None, 0.0
 
-    def __call__(self, progress: float) -> bool:
+    def __call__(self, progress: float) -> None:
         if progress >= self.next:
             if self.pages is None:  # the mapping exists by the first call and stays put
                 self.pages = repacked_pages(self.info)
             release_pages(self.pages)
             self.next = progress + 1 / RELEASE_STEPS
-        return True
 
 
 def cpu_kind(features: list[str] | None = None) -> str:
