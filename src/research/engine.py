@@ -468,11 +468,10 @@ class Engine:
         if not trusted(ref):
             probe_load(ref.path, min(n_ctx, 512))
         # The file pages of weights llama.cpp copies for this CPU are not needed once copied:
-        # released during the load (so it never holds them twice) and once more at its end.
-        release = memory.ReleaseWhileLoading(info) if config.use_mmap else None
-        backend = LlamaBackend(str(ref.path), config, release)
-        if release is not None:
-            memory.release_repacked(info)
+        # released as the load goes, so it never holds them twice.
+        backend = LlamaBackend(
+            str(ref.path), config, memory.ReleaseWhileLoading(info) if config.use_mmap else None
+        )
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(
             requested,

@@ -79,23 +79,12 @@ def repacked_pages(info) -> list[tuple[int, int]]:
     return out
 
 
-def release_pages(pages: list[tuple[int, int]]) -> int:
-    """madvise(DONTNEED) each (address, length); returns the bytes released."""
+def release_pages(pages: list[tuple[int, int]]) -> None:
+    """madvise(DONTNEED) each (address, length)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return sum(n for addr, n in pages if libc.madvise(addr, n, 4) == 0)  # MADV_DONTNEED
-
-
-def release_repacked(info) -> int:
-    """Drop this process's mapped pages of weights llama.cpp has repacked; returns bytes released.
-
-    After loading, llama.cpp computes with its interleaved copy, yet the file pages it copied
-    from stay mapped and count in resident memory: a Q4_0 file costs its bytes twice. Telling
-    the kernel we no longer need them (madvise DONTNEED) frees them from this process; they
-    are clean file pages, so had any still been needed the kernel would read them back from
-    the page cache: the worst case is a page fault, never wrong data. Linux/Android only.
-    """
-    return release_pages(repacked_pages(info))
+    for addr, n in pages:
+        libc.madvise(addr, n, 4)  # MADV_DONTNEED
 
 
 #: While loading, the mapped pages of repacked weights are dropped this many times, spread over
@@ -107,18 +96,20 @@ class ReleaseWhileLoading:
     """A load-progress callback that keeps a repacking load from holding the weights twice.
 
     llama.cpp maps the whole file with MAP_POPULATE, then copies each repacked tensor into its
-    interleaved buffer: without help the process peaks at file + copies (1.5 GB for an 813 MB
-    Q4_K_M, twice a Q4_0 file on a phone). Dropping the repacked tensors' file pages every
-    1/RELEASE_STEPS of the load keeps the peak near the file's size. Pages not yet copied that
-    get dropped are read back from the page cache when llama.cpp reaches them: a page fault,
-    never wrong data.
+    interleaved buffer and computes with the copy, yet the file pages stay mapped and count in
+    resident memory: without help the process peaks at file + copies (1.5 GB for an 813 MB
+    Q4_K_M, twice a Q4_0 file on a phone) and keeps both. Dropping the repacked tensors' file
+    pages (madvise DONTNEED) every 1/RELEASE_STEPS of the load and at its end (llama.cpp's last
+    call, 1.0, comes after every tensor is copied) keeps the peak near the file's size. They are
+    clean file pages: one dropped before llama.cpp copies it is read back from the page cache,
+    a page fault, never wrong data. Linux/Android only.
     """
 
     def __init__(self, info):
         self.info, self.pages, self.next = info, None, 0.0
 
     def __call__(self, progress: float) -> None:
-        if progress >= self.next:
+        if progress >= self.next or progress >= 1.0:
             if self.pages is None:  # the mapping exists by the first call and stays put
                 self.pages = repacked_pages(self.info)
             release_pages(self.pages)
