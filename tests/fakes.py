@@ -75,11 +75,14 @@ def random_model_gguf(
     n_head: int = 4,
     n_head_kv: int = 1,
     seed: int = 0,
+    n_vocab: int | None = None,
 ):
     """A loadable F16 GGUF of another architecture with random weights and the bundled tokenizer.
 
     For speed and robustness only: llama.cpp runs it like any model of that architecture
     (qwen2: biased q/k/v projections, grouped-query attention), but its answers are noise.
+    `n_vocab` pads the tokenizer to a larger vocabulary (Qwen2.5: 151936, Llama 3: 128256)
+    with tokens and merges of their own, for the memory a large vocabulary takes.
     """
     import gguf
     import numpy as np
@@ -99,13 +102,23 @@ def random_model_gguf(
     w.add_rope_freq_base(1e6)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    base = len(src.fields["tokenizer.ggml.tokens"].data)
+    pad = max(0, (n_vocab or base) - base)
+    extra = {  # per-token arrays grow with padding; merges "Ġp012 345" make "Ġp012345"
+        "tokenizer.ggml.tokens": [f"Ġp{i // 1000:03d}{i % 1000:03d}" for i in range(pad)],
+        "tokenizer.ggml.token_type": [1] * pad,
+        "tokenizer.ggml.scores": [0.0] * pad,
+        "tokenizer.ggml.merges": [f"Ġp{i // 1000:03d} {i % 1000:03d}" for i in range(pad)],
+    }
     for field in src.fields.values():  # the SmolLM2 tokenizer and chat template, as they are
         if field.name.startswith("tokenizer."):
             value = field.contents()
             vtype = field.types[0]
             sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            if pad and field.name in extra:
+                value = list(value) + extra[field.name]
             w.add_key_value(field.name, value, vtype, sub_type=sub)
-    n_vocab = len(src.fields["tokenizer.ggml.tokens"].data)
+    n_vocab = base + pad
     head_dim = n_embd // n_head
 
     def t(name, *shape, scale=0.02, dtype=np.float16):

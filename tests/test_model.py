@@ -9,7 +9,6 @@ import pytest
 
 from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
 from research.errors import KitError
-from research.models import resolve
 
 pytestmark = pytest.mark.model
 GREEDY = Sampling(temperature=0, seed=1, max_tokens=48)
@@ -171,24 +170,3 @@ def test_cheaper_sampler_chain_picks_the_same_tokens(engine, sampling):
         )
 
     assert tokens(lambda: b.sampler(sampling, sampling.seed or 0)) == tokens(theirs)
-
-
-def test_load_progress_reaches_the_callback_and_its_errors_do_not_abort_the_load():
-    """The engine's hook into llama.cpp's load (how it drops repacked pages while loading)."""
-    from research.engine import EngineConfig, LlamaBackend
-
-    path = str(resolve(None).path)
-    seen: list[float] = []
-    backend = LlamaBackend(path, EngineConfig(n_ctx=256, n_threads=2), seen.append)
-    assert len(seen) > 10 and seen == sorted(seen) and seen[-1] == 1.0
-    backend.close()
-
-    def broken(fraction):
-        raise RuntimeError("a bug in the callback")
-
-    backend = LlamaBackend(path, EngineConfig(n_ctx=256, n_threads=2), broken)  # loads all the same
-    assert backend.tokenize("Paris") and backend.n_ctx == 256
-    backend.close()
-    import llama_cpp
-
-    assert not llama_cpp.llama_cpp.llama_model_default_params().progress_callback  # NULL: put back

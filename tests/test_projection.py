@@ -74,10 +74,11 @@ def test_orca_mini_table_from_published_sizes():
     rows = {r["type"]: r for r in report.orca_rows("galaxy-s21", 2048)}
     assert set(rows) == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
     assert 5.5 < rows["Q5_0"]["bits_per_weight"] < 5.7  # the paper's "about 5.6 bits per weight"
-    # ARM with dotprod repacks Q4_0 and Q8_0, not Q4_1/Q5_x: only those carry a second copy,
-    # and the engine's release while loading keeps it from counting twice at the peak.
+    # ARM with dotprod repacks Q4_0 and Q8_0, not Q4_1/Q5_x: the engine reads those files in, so
+    # the copy never counts twice (mapped, a Q4_0 file would need its 1.9 GB twice).
     for t, r in rows.items():
-        assert (r["phone_repacked_mb"] > 1000) == (t in ("Q4_0", "Q8_0")), t
-        assert r["phone_memory_mb"] - r["phone_memory_answering_mb"] < r["phone_repacked_mb"] / 10 + 1, t
+        assert (r["phone_load"] == "read") == (t in ("Q4_0", "Q8_0")), t
+        assert r["phone_memory_mb"] - r["size_mb"] < 1000, t  # KV cache 680 MB + working memory
+        assert r["phone_memory_mb"] - r["phone_memory_answering_mb"] < 50, t  # one staged tensor
     speeds = [rows[t]["phone_tps"] for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")]
     assert speeds == sorted(speeds, reverse=True)  # bigger files decode slower

@@ -116,13 +116,14 @@ def cmd_memory(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     print(
-        f"{'model':36} {'ctx':>5} {'kv':5} {'weights':>8} {'repack':>7} {'KV':>6} {'other':>6} "
-        f"{'total MB':>8}"
+        f"{'model':36} {'ctx':>5} {'kv':5} {'load':>4} {'weights':>8} {'repack':>7} {'KV':>6} "
+        f"{'other':>6} {'total MB':>8}"
     )
     for r in rows:
         other = (r["compute"] + r["runtime"]) / memory.MB
+        load = "mmap" if r["mapped"] else "read"
         print(
-            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['weights'] / memory.MB:8.0f} "
+            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {load:>4} {r['weights'] / memory.MB:8.0f} "
             f"{r['repacked'] / memory.MB:7.0f} {r['kv_cache'] / memory.MB:6.0f} {other:6.0f} "
             f"{r['total'] / memory.MB:8.0f}"
         )

@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +47,13 @@ class EngineConfig:
     n_ctx: int = 4096  # enough for a conversation; KV cache of the bundled model: 90 MB
     n_threads: int | None = None  # None: the physical cores (hyper-threads slow decoding down)
     n_batch: int = 512  # prompt tokens per decode call, llama.cpp's default
-    use_mmap: bool = True  # weights stay in the page cache and load instantly the second time
+    # Prompt tokens llama.cpp evaluates at once; None: 512 (its default) unless the activations
+    # would not fit the engine's memory budget (research.memory.micro_batch).
+    n_ubatch: int | None = None
+    # None: map the file (it stays in the page cache and loads at once the second time) unless
+    # this CPU repacks some of its weights; then read it in, so they are not resident twice
+    # (research.memory.maps_file).
+    use_mmap: bool | None = None
     # llama-bench's default (-fa auto) turns it on for CPUs; measured here on the bundled model:
     # decode 130-153 t/s with it against 107-134 t/s without, prompt 283 against 243 t/s.
     flash_attn: bool = True
@@ -113,7 +119,8 @@ import sys
 from research.engine import EngineConfig, LlamaBackend
 from research.errors import KitError
 try:
-    b = LlamaBackend(sys.argv[1], EngineConfig(n_ctx=int(sys.argv[2]), n_threads=1))
+    mapped = sys.argv[3] == "mmap"
+    b = LlamaBackend(sys.argv[1], EngineConfig(n_ctx=int(sys.argv[2]), n_threads=1, use_mmap=mapped))
     b.llm.eval(b.tokenize("Hi")[:4] or [0])
 except KitError as e:
     print(e, file=sys.stderr)
@@ -133,15 +140,18 @@ def trusted(ref: ModelRef) -> bool:
     return ref.path.parent == models_dir().resolve() and entry.size == ref.path.stat().st_size
 
 
-def probe_load(path, n_ctx: int, timeout: float = 600, code: str = PROBE) -> None:
-    """Load `path` in a child process first: a crash inside llama.cpp ends the child, not us."""
+def probe_load(path, n_ctx: int, timeout: float = 600, code: str = PROBE, mapped: bool = True) -> None:
+    """Load `path` in a child process first: a crash inside llama.cpp ends the child, not us.
+
+    `mapped`: map the file or read it in, as the real load will.
+    """
     import signal
     import subprocess
     import sys
 
     try:
         r = subprocess.run(
-            [sys.executable, "-c", code, str(path), str(n_ctx)],
+            [sys.executable, "-c", code, str(path), str(n_ctx), "mmap" if mapped else "read"],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -188,7 +198,7 @@ class _NoTemplates:
 KV_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 
 
-_PATCHING = threading.Lock()  # one load at a time may swap llama_cpp's module attributes
+_PATCHING = threading.Lock()  # one load at a time may swap llama_cpp's chat formatter
 
 
 class LlamaBackend:
@@ -196,43 +206,23 @@ class LlamaBackend:
 
     PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
 
-    def __init__(self, path: str, config: EngineConfig, on_progress: Callable[[float], object] | None = None):
-        """Load `path`; `on_progress(fraction)` is called as llama.cpp loads the tensors."""
+    def __init__(self, path: str, config: EngineConfig):
         import llama_cpp
         from llama_cpp import llama_chat_format
 
         self.n_threads = config.n_threads or default_threads()
-        _PATCHING.acquire()  # the two module attributes below are swapped for this load only
+        _PATCHING.acquire()  # the module attribute below is swapped for this load only
         real_formatter = llama_chat_format.Jinja2ChatFormatter
         llama_chat_format.Jinja2ChatFormatter = _NoTemplates
-        lib = llama_cpp.llama_cpp  # the module Llama() calls into
-        real_params = lib.llama_model_default_params
-        if on_progress is not None:
-            # Llama() has no argument for llama.cpp's load-progress callback: hand it over through
-            # the default parameters it starts from. Returning False would abort the load, and so
-            # would an exception escaping a ctypes callback: the load always goes on.
-            def progress(fraction, _user):
-                try:
-                    on_progress(fraction)
-                finally:
-                    return True  # noqa: B012
-
-            self._progress = lib.llama_progress_callback(progress)  # alive as long as we are
-
-            def default_params():
-                params = real_params()
-                params.progress_callback = self._progress
-                return params
-
-            lib.llama_model_default_params = default_params
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
                 n_ctx=config.n_ctx,
                 n_batch=config.n_batch,
+                n_ubatch=config.n_ubatch or config.n_batch,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
-                use_mmap=config.use_mmap,
+                use_mmap=config.use_mmap is not False,
                 flash_attn=config.flash_attn,
                 type_k=KV_GGML_TYPES[config.kv_type],
                 type_v=KV_GGML_TYPES[config.kv_type],
@@ -242,9 +232,11 @@ class LlamaBackend:
             raise KitError(f"llama.cpp could not load {path}: {e}") from None
         finally:
             llama_chat_format.Jinja2ChatFormatter = real_formatter
-            lib.llama_model_default_params = real_params
             _PATCHING.release()
         self.n_ctx = self.llm.n_ctx()
+        self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
+        self.mapped = config.use_mmap is not False
+        self.flash_attn, self.kv_type = config.flash_attn, config.kv_type
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._decode, self._batch_get_one = llama_cpp.llama_decode, llama_cpp.llama_batch_get_one
@@ -460,18 +452,16 @@ class Engine:
         ref = model if isinstance(model, ModelRef) else resolve(model)
         info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
         n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
+        mapped = memory.maps_file(info) if config.use_mmap is None else config.use_mmap
+        ubatch = min(config.n_ubatch or memory.micro_batch(info, n_ctx, config.kv_type), config.n_batch)
         memory.check_fits(
-            memory.estimate(info, n_ctx, config.kv_type, n_batch=config.n_batch),
+            memory.estimate(info, n_ctx, config.kv_type, n_ubatch=ubatch, mapped=mapped),
             f"model {ref.id} at a {n_ctx}-token context",
         )
-        config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx})
+        config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx, "use_mmap": mapped, "n_ubatch": ubatch})
         if not trusted(ref):
-            probe_load(ref.path, min(n_ctx, 512))
-        # The file pages of weights llama.cpp copies for this CPU are not needed once copied:
-        # released as the load goes, so it never holds them twice.
-        backend = LlamaBackend(
-            str(ref.path), config, memory.ReleaseWhileLoading(info) if config.use_mmap else None
-        )
+            probe_load(ref.path, min(n_ctx, 512), mapped=mapped)
+        backend = LlamaBackend(str(ref.path), config)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(
             requested,

@@ -7,8 +7,6 @@ first and refuses in plain words.
 
 from __future__ import annotations
 
-import ctypes
-import mmap as _mmap
 import os
 import resource
 import sys
@@ -38,8 +36,12 @@ REPACKED = {
 #: (CPython 3.11, x86-64). Used when the prediction is for another device.
 RUNTIME_BYTES = 52 * 10**6
 #: llama.cpp's own context, thread pool and allocator slack besides the sized buffers below;
-#: fitted on the bundled model (what remained of the measured peak), about 16 MB.
-CONTEXT_BYTES = 16 * 10**6
+#: fitted on the bundled model (what remained of the measured peak), about 6 MB.
+CONTEXT_BYTES = 6 * 10**6
+#: llama.cpp's vocabulary per token: its text, the token-to-id map, the BPE merge ranks and the
+#: piece cache. 294-336 bytes measured (a tokenizer padded from 49,152 to 100,000, 151,936 and
+#: 200,000 tokens with a merge each, loaded vocab-only: 3.8, 21.0, 36.4, 50.4 MB).
+VOCAB_BYTES_PER_TOKEN = 300
 
 
 def repacked_tensors(info, cpu: str | None = None) -> list:
@@ -55,65 +57,18 @@ def repacked_tensors(info, cpu: str | None = None) -> list:
     ]
 
 
-def repacked_pages(info) -> list[tuple[int, int]]:
-    """(address, length) of the whole pages of repacked weights in this process's mappings of the file."""
-    path = str(Path(info.path).resolve())
-    maps = []  # (file offset, end, address) of each mapped piece of the file
-    try:
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5] == path:
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                off = int(parts[2], 16)
-                maps.append((off, off + hi - lo, lo))
-    except OSError:
-        return []
-    page, out = _mmap.PAGESIZE, []
-    for t in repacked_tensors(info) if maps else ():
-        lo = info.data_offset + t.offset
-        for m_lo, m_hi, addr in maps:
-            a = -(-max(lo, m_lo) // page) * page  # whole pages inside both the tensor and the piece
-            b = min(lo + t.n_bytes, m_hi) // page * page
-            if b > a:
-                out.append((addr + a - m_lo, b - a))
-    return out
+def maps_file(info, cpu: str | None = None) -> bool:
+    """Whether the engine maps the file (mmap) rather than reading it in: it reads it in when this
+    CPU repacks some of its weights.
 
-
-def release_pages(pages: list[tuple[int, int]]) -> None:
-    """madvise(DONTNEED) each (address, length)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    for addr, n in pages:
-        libc.madvise(addr, n, 4)  # MADV_DONTNEED
-
-
-#: While loading, the mapped pages of repacked weights are dropped this many times, spread over
-#: the load: at most 1/RELEASE_STEPS of them are resident beside their copy at any moment.
-RELEASE_STEPS = 64
-
-
-class ReleaseWhileLoading:
-    """A load-progress callback that keeps a repacking load from holding the weights twice.
-
-    llama.cpp maps the whole file with MAP_POPULATE, then copies each repacked tensor into its
-    interleaved buffer and computes with the copy, yet the file pages stay mapped and count in
-    resident memory: without help the process peaks at file + copies (1.5 GB for an 813 MB
-    Q4_K_M, twice a Q4_0 file on a phone) and keeps both. Dropping the repacked tensors' file
-    pages (madvise DONTNEED) every 1/RELEASE_STEPS of the load and at its end (llama.cpp's last
-    call, 1.0, comes after every tensor is copied) keeps the peak near the file's size. They are
-    clean file pages: one dropped before llama.cpp copies it is read back from the page cache,
-    a page fault, never wrong data. Linux/Android only.
+    llama.cpp copies repacked weights into an interleaved buffer and computes with the copy, yet
+    a mapped file's pages of them stay resident beside it (llama.cpp issue 16761): the weights
+    count twice. Dropping those pages (madvise) does not hold either: when the page cache keeps
+    the file in large folios, reading the tensors that are not repacked maps whole folios back,
+    repacked neighbours included (+216 MB measured on an 813 MB Q4_K_M). Read in, every weight
+    is resident once; decode speed is the same (llama-bench -lm none against mmap).
     """
-
-    def __init__(self, info):
-        self.info, self.pages, self.next = info, None, 0.0
-
-    def __call__(self, progress: float) -> None:
-        if progress >= self.next or progress >= 1.0:
-            if self.pages is None:  # the mapping exists by the first call and stays put
-                self.pages = repacked_pages(self.info)
-            release_pages(self.pages)
-            self.next = progress + 1 / RELEASE_STEPS
+    return not repacked_tensors(info, cpu)
 
 
 def cpu_kind(features: list[str] | None = None) -> str:
@@ -172,11 +127,13 @@ def kv_cache_bytes(
 class MemoryEstimate:
     """Predicted peak resident memory of the kit's engine answering a question, by part (bytes)."""
 
-    weights: int  # the mapped file, as far as a forward pass reads it
+    weights: int  # the weights once: the mapped file as far as a forward pass reads it, or read in
     kv_cache: int
-    repacked: int = 0  # second copies of weights llama.cpp repacks for this CPU
+    repacked: int = 0  # a mapped file's pages of weights llama.cpp also holds repacked: twice
     compute: int = 0  # activations of one prompt batch, the logits row, vocabulary tables
     runtime: int = RUNTIME_BYTES + CONTEXT_BYTES  # Python, llama_cpp, llama.cpp's context
+    staging: int = 0  # read in: the tensor being read before llama.cpp repacks it (loading only)
+    mapped: bool = True  # the engine maps the file (else reads it in: see maps_file)
 
     @property
     def overhead(self) -> int:
@@ -184,14 +141,12 @@ class MemoryEstimate:
 
     @property
     def loading(self) -> int:
-        """While loading, no activations yet; with the engine's release of repacked weights' pages
-        during the load (ReleaseWhileLoading) at most 1/RELEASE_STEPS of them are held twice."""
-        return self.weights + self.repacked // RELEASE_STEPS + self.kv_cache + self.runtime
+        """While loading: no activations yet, but one tensor staged when the file is read in."""
+        return self.weights + self.repacked + self.staging + self.kv_cache + self.runtime
 
     @property
     def answering(self) -> int:
-        """While answering, once the engine has released the mapped pages of repacked weights."""
-        return self.weights + self.kv_cache + self.compute + self.runtime
+        return self.weights + self.repacked + self.kv_cache + self.compute + self.runtime
 
     @property
     def total(self) -> int:
@@ -205,19 +160,26 @@ class MemoryEstimate:
         )
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("weights", "kv_cache", "repacked", "compute", "runtime")}
-        return d | {"total": self.total, "answering": self.answering}
+        keys = ("weights", "kv_cache", "repacked", "compute", "runtime", "staging", "mapped")
+        return {k: getattr(self, k) for k in keys} | {"total": self.total, "answering": self.answering}
 
 
 def estimate(
-    info, n_ctx: int, kv_type: str = "f16", cpu: str | None = None, n_batch: int = 512
+    info,
+    n_ctx: int,
+    kv_type: str = "f16",
+    cpu: str | None = None,
+    n_ubatch: int | None = None,
+    mapped: bool | None = None,
 ) -> MemoryEstimate:
     """Predict the peak memory of answering with a GGUF (research.gguf_info.GGUFInfo), before loading.
 
     Args:
         n_ctx: context size in tokens; kv_type: "f16", "q8_0", "q4_0" or "f32".
         cpu: the repack rules to apply (see REPACKED; default: this machine's).
-        n_batch: prompt tokens evaluated at once (the activations grow with it).
+        n_ubatch: prompt tokens evaluated at once, llama.cpp's micro-batch (the activations grow
+            with it; default: as the engine chooses, see micro_batch).
+        mapped: whether the file is mapped (default: as the engine chooses, see maps_file).
     """
     if kv_type not in KV_TYPES:
         raise KitError(f"unknown KV-cache type {kv_type!r}; choose from: {', '.join(KV_TYPES)}")
@@ -229,19 +191,46 @@ def estimate(
     n_ff = info.arch_value("feed_forward_length") or 4 * n_embd
     n_ff = max(n_ff) if isinstance(n_ff, list) else n_ff
     names = {t.name: t for t in info.tensors}
+    repacked = [t.n_bytes for t in repacked_tensors(info, cpu)]
+    mapped = not repacked if mapped is None else mapped
     weights = info.file_size
-    if "output.weight" in names and "token_embd.weight" in names:
+    if mapped and "output.weight" in names and "token_embd.weight" in names:
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
-    repacked = sum(t.n_bytes for t in repacked_tensors(info, cpu))
     n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
-    compute = _compute_bytes(n_embd, n_ff, n_vocab, min(n_batch, n_ctx))
+    if n_ubatch is None:
+        n_ubatch = micro_batch(info, n_ctx, kv_type)
+    compute = _compute_bytes(n_embd, n_ff, n_vocab, min(n_ubatch, n_ctx))
     kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
-    return MemoryEstimate(weights, kv, repacked, compute)
+    if mapped:
+        return MemoryEstimate(weights, kv, sum(repacked), compute)
+    return MemoryEstimate(weights, kv, 0, compute, staging=max(repacked, default=0), mapped=False)
 
 
 def _compute_bytes(n_embd: int, n_ff: int, n_vocab: int, batch: int) -> int:
     """Activations of one prompt batch (f32), the logits row and copy, vocabulary tables."""
-    return batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + 96)
+    return batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + VOCAB_BYTES_PER_TOKEN)
+
+
+#: The engine's working memory (runtime, activations, vocabulary tables) is kept within this:
+#: the budget is file + KV cache + 100 MB, less 10 MB for the prediction's error.
+WORKING_MEMORY = 90 * MB
+
+
+def micro_batch(info, n_ctx: int, kv_type: str = "f16") -> int:
+    """The largest micro-batch, 512, 256 or 128 prompt tokens, that keeps the engine's working
+    memory within WORKING_MEMORY (at least 128).
+
+    The activations of a prompt batch grow with the micro-batch and the model's width: 69 MB at
+    512 tokens on Qwen2.5-1.5B's shape, more than the budget leaves. Smaller micro-batches cost
+    those models nothing measurable here (llama-bench pp512 at -ub 128/256/512, 2 threads:
+    0.5B shape 121/119/116 t/s, 1.5B shape 51/55/46); SmolLM2 loses 8 % at 128 (230 against 251)
+    but keeps 512, whose activations are 14 MB.
+    """
+    for n in (512, 256):
+        est = estimate(info, n_ctx, kv_type, n_ubatch=n)
+        if est.compute + est.runtime <= WORKING_MEMORY:
+            return n
+    return 128
 
 
 def estimate_shape(
@@ -257,19 +246,22 @@ def estimate_shape(
     n_ctx: int,
     kv_type: str = "f16",
     cpu: str = "arm-dotprod",
-    n_batch: int = 512,
+    n_ubatch: int = 512,
 ) -> MemoryEstimate:
     """estimate() for a model known only by its published size and shape (no file at hand).
 
-    The repacked copy is taken as all weights but the embeddings when the main type repacks.
+    When the main type repacks on `cpu`, the engine reads the file in (see maps_file): every
+    weight resident once, one feed-forward matrix staged while loading.
     """
-    embd = int(file_bytes * vocab * n_embd / max(1, _params(n_layer, n_embd, n_ff, vocab, tied)))
-    weights = file_bytes - (0 if tied else embd)
+    params = max(1, _params(n_layer, n_embd, n_ff, vocab, tied))
+    embd = int(file_bytes * vocab * n_embd / params)
     main_type = quant.upper().removesuffix("_S").removesuffix("_M").removesuffix("_L")  # Q4_K_M -> Q4_K
-    repacked = file_bytes - embd if main_type in REPACKED[cpu] else 0
-    compute = _compute_bytes(n_embd, n_ff, vocab, min(n_batch, n_ctx))
+    compute = _compute_bytes(n_embd, n_ff, vocab, min(n_ubatch, n_ctx))
     kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
-    return MemoryEstimate(weights, kv, repacked, compute)
+    if main_type in REPACKED[cpu]:
+        staging = int(file_bytes * n_embd * n_ff / params)
+        return MemoryEstimate(file_bytes, kv, 0, compute, staging=staging, mapped=False)
+    return MemoryEstimate(file_bytes - (0 if tied else embd), kv, 0, compute)
 
 
 def _params(n_layer: int, n_embd: int, n_ff: int, vocab: int, tied: bool) -> int:
@@ -318,14 +310,14 @@ MEASURE = """
 import json, sys
 from research import memory
 from research.engine import Engine, EngineConfig, Sampling, conversation
-path, n_ctx, kv_type, n_batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+path, n_ctx, kv_type = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 before = memory.rss_mb()
-engine = Engine.load(path, EngineConfig(n_ctx=n_ctx, n_threads=2, kv_type=kv_type, n_batch=n_batch))
+engine = Engine.load(path, EngineConfig(n_ctx=n_ctx, n_threads=2, kv_type=kv_type))
 loaded = memory.rss_mb()
 load_peak = memory.peak_rss_mb()
 memory.reset_peak_rss()
 question = "Summarize: " + "the quick brown fox jumps over the lazy dog " * 80
-msgs = conversation(question[: 4 * min(n_batch, n_ctx - 80)])
+msgs = conversation(question[: 4 * min(512, n_ctx - 80)])
 engine.answer(msgs, Sampling(temperature=0, max_tokens=32, ignore_eos=True))
 answer_peak = memory.peak_rss_mb()
 print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": max(load_peak, answer_peak),
@@ -333,7 +325,7 @@ print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": max(load
 """
 
 
-def measure(model, n_ctx: int = 4096, kv_type: str = "f16", n_batch: int = 512) -> dict:
+def measure(model, n_ctx: int = 4096, kv_type: str = "f16") -> dict:
     """Peak resident memory of a fresh process that loads `model` and answers one long question.
 
     A full prompt batch and 32 generated tokens: the engine's peak in chat use. Figures in MB
@@ -346,7 +338,7 @@ def measure(model, n_ctx: int = 4096, kv_type: str = "f16", n_batch: int = 512) 
 
     ref = resolve(model)
     r = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(ref.path), str(n_ctx), kv_type, str(n_batch)],
+        [sys.executable, "-c", MEASURE, str(ref.path), str(n_ctx), kv_type],
         capture_output=True,
         text=True,
         timeout=900,
@@ -373,7 +365,8 @@ def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
                 "file_mb": info.file_size / MB,
                 "n_ctx": n_ctx,
                 "kv_type": kv_type,
-                **{f"{k}_mb": v / MB for k, v in est.as_dict().items()},
+                "load": "mmap" if est.mapped else "read",
+                **{f"{k}_mb": v / MB for k, v in est.as_dict().items() if k != "mapped"},
                 "predicted_mb": est.total / MB,
                 "measured_mb": got["peak_mb"],
                 "error": est.total / MB / got["peak_mb"] - 1,
@@ -388,13 +381,13 @@ def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
 def format_compare(rows: list[dict]) -> str:
     """Prediction and measurement side by side, with the parts of the prediction (MB)."""
     lines = [
-        f"{'model':36} {'ctx':>5} {'kv':5} {'file':>6} {'weights':>7} {'repack':>6} {'KV':>5} "
+        f"{'model':36} {'ctx':>5} {'kv':5} {'file':>6} {'load':>4} {'weights':>7} {'repack':>6} {'KV':>5} "
         f"{'compute':>7} {'runtime':>7} {'predicted':>9} {'measured':>8} {'error':>6}  "
         f"{'answering: pred':>15} {'meas':>5} {'error':>6}"
     ]
     for r in rows:
         lines.append(
-            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['file_mb']:6.0f} "
+            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['file_mb']:6.0f} {r['load']:>4} "
             f"{r['weights_mb']:7.0f} "
             f"{r['repacked_mb']:6.0f} {r['kv_cache_mb']:5.0f} {r['compute_mb']:7.0f} {r['runtime_mb']:7.0f} "
             f"{r['predicted_mb']:9.0f} {r['measured_mb']:8.0f} {r['error']:+6.1%}  "

@@ -42,7 +42,7 @@ class Shape:
 
 def shape_of(info, name: str | None = None) -> Shape:
     """The Shape of a GGUF from its header (research.gguf_info.GGUFInfo)."""
-    est = memory.estimate(info, 1)
+    est = memory.estimate(info, 1, mapped=True)  # mapped: weights as read per token, not as held
     return Shape(
         name or info.path.name, info.file_type_name or "?", est.weights, est.kv_cache, info.file_size
     )
