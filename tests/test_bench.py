@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_cli import run
 
-from research import bench
+from research import bench, memory
 from research.engine import Engine, EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +135,12 @@ def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
     assert res["roofline"]["read_bandwidth_gbs"] > 0 and res["roofline"]["roofline_tps"] > 0
     assert res["memory"]["peak_rss_mb"] > res["memory"]["file_mb"]  # the weights are resident
     assert res["cold_start"]["command_to_answer_s"] > res["cold_start"]["ttft_s"] > 0
+    kit = next(row for row in res["rows"] if row["backend"] == "kit")
+    assert kit["n_ubatch"] == 512 and kit["load_mode"] == "mmap"  # the bundled Q4_1: nothing repacks
+    # The page's process: the same engine plus Gradio, reported apart from the engine alone.
+    page = res["page"]
+    assert page["peak_rss_mb"] > res["cold_start"]["peak_rss_mb"] and page["adds_mb"] > 20
+    assert "chat page:" in r.stdout and f"adds {page['adds_mb']:.0f} MB" in r.stdout
 
 
 @pytest.mark.model
@@ -150,3 +156,7 @@ def test_compare_runs_on_another_architecture(tmp_path):
     assert res["model_filename"] == str(q.path) and res["ratio_tg"] > 0 and res["ratio_pp"] > 0
     assert {row["backend"] for row in res["rows"]} == {"kit", "llama-bench"}
     assert res["memory"]["peak_rss_mb"] > 0 and len(res["ratio_tg_pairs"]) == 1
+    kit = next(row for row in res["rows"] if row["backend"] == "kit")
+    repacks = memory.cpu_kind() != "other"  # Q4_K is repacked on x86 with AVX2 and on ARM
+    assert kit["load_mode"] == ("none" if repacks else "mmap") and kit["model_type"].startswith("qwen2")
+    assert res["page"]["peak_rss_mb"] > res["memory"]["file_mb"]

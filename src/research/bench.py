@@ -44,6 +44,7 @@ FIELDS = (
     "type_k",
     "type_v",
     "flash_attn",
+    "load_mode",
     "n_prompt",
     "n_gen",
     "n_depth",
@@ -177,9 +178,9 @@ def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
     }
 
 
-def _model_fields(engine: Engine, config: EngineConfig) -> dict:
+def _model_fields(engine: Engine) -> dict:
     """The model and settings columns of a row, as llama-bench names and writes them."""
-    info = engine.info
+    info, backend = engine.info, engine.backend
     params = info.n_params
     size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
     return {
@@ -187,11 +188,12 @@ def _model_fields(engine: Engine, config: EngineConfig) -> dict:
         "model_type": f"{info.architecture} {size} {info.file_type_name or '?'}",
         "model_size": sum(t.n_bytes for t in info.tensors),
         "model_n_params": params,
-        "n_batch": config.n_batch,
-        "n_ubatch": config.n_batch,
-        "type_k": "f16",
-        "type_v": "f16",
-        "flash_attn": int(config.flash_attn),
+        "n_batch": backend.n_batch,
+        "n_ubatch": backend.n_ubatch,
+        "type_k": backend.kv_type,
+        "type_v": backend.kv_type,
+        "flash_attn": int(backend.flash_attn),
+        "load_mode": "mmap" if backend.mapped else "none",
     }
 
 
@@ -212,7 +214,7 @@ def kit_rows(
         kit_once(engine, min(pp, 64), 8, -1)
         runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
         ttft = ttft_parts(engine, reps=3)["ttft_s"]
-        extra = _model_fields(engine, config) | {"ttft_ms": ttft * 1e3, "peak_rss_mb": memory.peak_rss_mb()}
+        extra = _model_fields(engine) | {"ttft_ms": ttft * 1e3, "peak_rss_mb": memory.peak_rss_mb()}
     finally:
         engine.close()
     commit = (build.latest_record() or {}).get("llama_cpp_commit", "unknown")
@@ -342,7 +344,11 @@ def ttft_parts(engine: Engine, reps: int = 5) -> dict:
     return parts
 
 
-def cold_start(model: str | None) -> dict:
+#: The context size of the cold start and the page's process: both commands' default.
+APP_CTX = 4096
+
+
+def cold_start(model: str | None, n_ctx: int = APP_CTX) -> dict:
     """Wall time of `python -m research chat -p ... --json` in a fresh process, and its own figures."""
     cmd = [
         sys.executable,
@@ -353,6 +359,8 @@ def cold_start(model: str | None) -> dict:
         "0",
         "--max-tokens",
         "16",
+        "--ctx",
+        str(n_ctx),
         "--json",
         "-p",
         QUESTION,
@@ -364,6 +372,59 @@ def cold_start(model: str | None) -> dict:
         raise KitError(f"cold start failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     out = json.loads(r.stdout)
     return {"command_to_answer_s": wall, "ttft_s": out["ttft_s"], "peak_rss_mb": out["peak_rss_mb"]}
+
+
+def page_memory(model: str | None, n_ctx: int = APP_CTX, timeout: float = 300) -> dict:
+    """Peak resident memory of the chat page's process after it answered QUESTION.
+
+    The page (`python -m research demo`, on a free loopback port) holds the same engine as
+    `research chat` plus Gradio, its web server and the page's state; its peak beside the cold
+    start's (the engine alone, same model, context and question) is what the page adds on top.
+    """
+    import socket
+    import tempfile
+    import urllib.request
+
+    import psutil
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "research", "demo", "--port", str(port), "--ctx", str(n_ctx)]
+    cmd += ["--model", str(model)] if model else []
+    with tempfile.TemporaryDirectory(prefix="research-page-") as tmp:
+        log = Path(tmp) / "page.log"
+        # Its own ratings file and Gradio folder: measuring must not write into the user's.
+        env = os.environ | {"RESEARCH_RATINGS_FILE": str(Path(tmp) / "r.jsonl"), "GRADIO_TEMP_DIR": tmp}
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            t, deadline = time.perf_counter(), time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    last = (log.read_text().strip().splitlines() or ["no output"])[-1]
+                    raise KitError(f"the chat page did not come up for measuring: {last}")
+                try:
+                    urllib.request.urlopen(url, timeout=2).read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            up = time.perf_counter() - t
+            Client(url, verbose=False).predict(QUESTION, temperature=0, max_tokens=16, api_name="/ask")
+            try:  # the peak (Linux, Android); elsewhere the resident memory now
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                status = f"VmHWM: {psutil.Process(proc.pid).memory_info().rss // 1024} kB"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return {"peak_rss_mb": peak * 1024 / memory.MB, "start_s": up, "n_ctx": n_ctx}
 
 
 def find_llama_bench(progress=print) -> tuple[Path, str]:
@@ -419,22 +480,29 @@ def compare(
             f"  rep {rep + 1}/{reps}: llama-bench pp {lb['pp'][-1]:.1f} tg {lb['tg'][-1]:.1f} "
             f"tg@d{depth} {lb['tg_depth'][-1]:.1f} · kit pp {kit['pp'][-1]:.1f} tg {kit['tg'][-1]:.1f} t/s"
         )
+    fields = _model_fields(engine)
     rows = [
         _row("llama-bench", f"pp{pp}", ref.path, threads, pp, 0, lb["pp"], commit),
         _row("llama-bench", f"tg{tg}", ref.path, threads, 0, tg, lb["tg"], commit),
         _row("llama-bench", f"tg{tg}@d{depth}", ref.path, threads, 0, tg, lb["tg_depth"], commit, depth),
-        _row("kit", f"pp{pp}", ref.path, threads, one["pp_tokens"], 0, kit["pp"], commit, one["pp_depth"]),
-        _row("kit", f"tg{tg}@d{depth}", ref.path, threads, 0, tg, kit["tg"], commit, depth),
+        _row("kit", f"pp{pp}", ref.path, threads, one["pp_tokens"], 0, kit["pp"], commit, one["pp_depth"])
+        | fields,
+        _row("kit", f"tg{tg}@d{depth}", ref.path, threads, 0, tg, kit["tg"], commit, depth) | fields,
     ]
     parts = ttft_parts(engine)
-    estimate = memory.estimate(engine.info, engine.backend.n_ctx)
+    b = engine.backend
+    estimate = memory.estimate(engine.info, b.n_ctx, b.kv_type, n_ubatch=b.n_ubatch, mapped=b.mapped)
     engine_peak = memory.peak_rss_mb()
     bandwidth = read_bandwidth(threads)
-    # Each step reads every weight once and the KV cache up to its position: depth + tg/2 on average.
-    bytes_per_token = estimate.weights + estimate.kv_cache * (depth + tg / 2) / engine.backend.n_ctx
+    # Each step reads every weight once (an untied token_embd only a row) and the KV cache up to
+    # its position: depth + tg/2 on average.
+    read = memory.estimate(engine.info, b.n_ctx, b.kv_type, mapped=True).weights
+    bytes_per_token = read + estimate.kv_cache * (depth + tg / 2) / b.n_ctx
     roofline = bandwidth * 1e9 / bytes_per_token
     engine.close()
     cold = cold_start(model)
+    progress("Measuring the chat page's process (Gradio and its server around the same engine) ...")
+    page = page_memory(model)
     mean = statistics.fmean
     pairs = lambda a, b: [x / y for x, y in zip(a, b, strict=True)]  # noqa: E731
     return {
@@ -471,6 +539,8 @@ def compare(
             "budget_mb": ref.path.stat().st_size / memory.MB + estimate.kv_cache / memory.MB + 100,
         },
         "cold_start": cold,
+        # What the page's process adds on top of the engine: same model, context and question.
+        "page": page | {"adds_mb": page["peak_rss_mb"] - cold["peak_rss_mb"]},
         "machine": {"cpu_count": os.cpu_count(), "cpu_features": build.cpu_features()},
     }
 
@@ -492,7 +562,9 @@ def format_compare(r: dict) -> str:
         row("llama-bench", "tg", kit_tg["n_depth"]),
     )
     lines = [
-        f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']}",
+        f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']} · kit: "
+        f"micro-batch {kit_pp.get('n_ubatch', '?')}, {kit_pp.get('load_mode', '?')} load "
+        "(llama-bench: its defaults, 512 and mmap)",
         "",
         f"{'test':12} {'llama-bench t/s':>16} {'kit chat path t/s':>18} {'ratio':>7}  "
         "(median of paired reps; their range)",
@@ -510,7 +582,8 @@ def format_compare(r: dict) -> str:
     roof, t, m, c = r["roofline"], r["ttft"], r["memory"], r["cold_start"]
     lines += [
         f"(the chat path's answers start after its {r['tg_depth']}-token prompt: the tg ratio compares "
-        f"llama-bench at that depth; the last line, against an empty context, is llama-bench's tg128)",
+        f"llama-bench at that depth; the last line, against an empty context, is llama-bench's plain "
+        f"{lb_tg['test']})",
         "",
         f"roofline: read bandwidth {roof['read_bandwidth_gbs']:.1f} GB/s / "
         f"{roof['bytes_per_token'] / 1e6:.0f} MB "
@@ -525,4 +598,11 @@ def format_compare(r: dict) -> str:
         f"cold start: command to answer {c['command_to_answer_s']:.2f} s (its ttft {c['ttft_s']:.2f} s, "
         f"peak {c['peak_rss_mb']:.0f} MB)",
     ]
+    if "page" in r:
+        p = r["page"]
+        lines.append(
+            f"chat page: its process peaks at {p['peak_rss_mb']:.0f} MB after one answer (context "
+            f"{p['n_ctx']}), the engine alone (the cold start) at {c['peak_rss_mb']:.0f} MB: the page "
+            f"adds {p['adds_mb']:.0f} MB (Gradio, its web server); up in {p['start_s']:.1f} s"
+        )
     return "\n".join(lines)
