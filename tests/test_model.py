@@ -76,6 +76,24 @@ def test_cancel_stops_it(engine):
     assert stats.stop_reason == "cancelled" and stats.completion_tokens <= 6
 
 
+def test_each_answer_frees_its_sampler_chain_at_once(engine, monkeypatch):
+    """llama-cpp-python's LlamaSampler is freed through a reference cycle, i.e. only when the
+    garbage collector runs; the engine frees each chain as its answer ends, however it ends."""
+    made = []
+    real = type(engine.backend).sampler
+
+    def recording(self, sampling, seed):
+        made.append(real(self, sampling, seed))
+        return made[-1]
+
+    monkeypatch.setattr(type(engine.backend), "sampler", recording)
+    engine.answer(conversation("Name a colour."), Sampling(temperature=0, max_tokens=8))
+    stream = engine.stream(conversation("Write a long story."), Sampling(temperature=0.8, seed=1))
+    next(stream)
+    stream.close()  # a reader that walks away mid-answer (the page's stop, a closed tab)
+    assert len(made) == 2 and all(s.sampler is None for s in made)
+
+
 def test_trimming_keeps_the_reply_inside_the_context(engine):
     history = []
     for i in range(12):
