@@ -121,11 +121,10 @@ def cmd_memory(args) -> None:
     )
     for r in rows:
         other = (r["compute"] + r["runtime"]) / memory.MB
-        load = "mmap" if r["mapped"] else "read"
         print(
-            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {load:>4} {r['weights'] / memory.MB:8.0f} "
-            f"{r['repacked'] / memory.MB:7.0f} {r['kv_cache'] / memory.MB:6.0f} {other:6.0f} "
-            f"{r['total'] / memory.MB:8.0f}"
+            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['load']:>4} "
+            f"{r['weights'] / memory.MB:8.0f} {r['repacked'] / memory.MB:7.0f} "
+            f"{r['kv_cache'] / memory.MB:6.0f} {other:6.0f} {r['total'] / memory.MB:8.0f}"
         )
 
 

@@ -211,6 +211,7 @@ class LlamaBackend:
         from llama_cpp import llama_chat_format
 
         self.n_threads = config.n_threads or default_threads()
+        self.mapped = config.use_mmap is not False  # None, the engine's "decide", reaches here decided
         _PATCHING.acquire()  # the module attribute below is swapped for this load only
         real_formatter = llama_chat_format.Jinja2ChatFormatter
         llama_chat_format.Jinja2ChatFormatter = _NoTemplates
@@ -222,7 +223,7 @@ class LlamaBackend:
                 n_ubatch=config.n_ubatch or config.n_batch,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
-                use_mmap=config.use_mmap is not False,
+                use_mmap=self.mapped,
                 flash_attn=config.flash_attn,
                 type_k=KV_GGML_TYPES[config.kv_type],
                 type_v=KV_GGML_TYPES[config.kv_type],
@@ -235,7 +236,6 @@ class LlamaBackend:
             _PATCHING.release()
         self.n_ctx = self.llm.n_ctx()
         self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
-        self.mapped = config.use_mmap is not False
         self.flash_attn, self.kv_type = config.flash_attn, config.kv_type
         self._vocab = self.llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
@@ -462,7 +462,7 @@ class Engine:
         info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
         n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
         mapped = memory.maps_file(info) if config.use_mmap is None else config.use_mmap
-        ubatch = min(config.n_ubatch or memory.micro_batch(info, n_ctx, config.kv_type), config.n_batch)
+        ubatch = min(config.n_ubatch or memory.micro_batch(info, n_ctx), config.n_batch)
         memory.check_fits(
             memory.estimate(info, n_ctx, config.kv_type, n_ubatch=ubatch, mapped=mapped),
             f"model {ref.id} at a {n_ctx}-token context",

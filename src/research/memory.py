@@ -140,6 +140,10 @@ class MemoryEstimate:
         return self.repacked + self.compute + self.runtime
 
     @property
+    def load(self) -> str:
+        return "mmap" if self.mapped else "read"
+
+    @property
     def loading(self) -> int:
         """While loading: no activations yet, but one tensor staged when the file is read in."""
         return self.weights + self.repacked + self.staging + self.kv_cache + self.runtime
@@ -160,8 +164,8 @@ class MemoryEstimate:
         )
 
     def as_dict(self) -> dict:
-        keys = ("weights", "kv_cache", "repacked", "compute", "runtime", "staging", "mapped")
-        return {k: getattr(self, k) for k in keys} | {"total": self.total, "answering": self.answering}
+        keys = ("weights", "kv_cache", "repacked", "compute", "runtime", "staging", "total", "answering")
+        return {k: getattr(self, k) for k in keys} | {"load": self.load}
 
 
 def estimate(
@@ -183,27 +187,35 @@ def estimate(
     """
     if kv_type not in KV_TYPES:
         raise KitError(f"unknown KV-cache type {kv_type!r}; choose from: {', '.join(KV_TYPES)}")
-    n_layer = info.block_count or 0
-    n_head = info.head_count or 1
-    n_head_kv = info.head_count_kv or n_head
-    n_embd = info.embedding_length or 0
-    head_dim = info.arch_value("attention.key_length") or (n_embd // n_head)
-    n_ff = info.arch_value("feed_forward_length") or 4 * n_embd
-    n_ff = max(n_ff) if isinstance(n_ff, list) else n_ff
+    n_layer, n_head_kv, head_dim, n_embd, n_ff, n_vocab = _dims(info)
     names = {t.name: t for t in info.tensors}
     repacked = [t.n_bytes for t in repacked_tensors(info, cpu)]
     mapped = not repacked if mapped is None else mapped
     weights = info.file_size
     if mapped and "output.weight" in names and "token_embd.weight" in names:
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
-    n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
     if n_ubatch is None:
-        n_ubatch = micro_batch(info, n_ctx, kv_type)
+        n_ubatch = micro_batch(info, n_ctx)
     compute = _compute_bytes(n_embd, n_ff, n_vocab, min(n_ubatch, n_ctx))
     kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
     if mapped:
         return MemoryEstimate(weights, kv, sum(repacked), compute)
     return MemoryEstimate(weights, kv, 0, compute, staging=max(repacked, default=0), mapped=False)
+
+
+def _dims(info) -> tuple[int, int, int, int, int, int]:
+    """(layers, KV heads, head size, width, feed-forward width, vocabulary) from a GGUF header."""
+    n_head = info.head_count or 1
+    n_embd = info.embedding_length or 0
+    n_ff = info.arch_value("feed_forward_length") or 4 * n_embd
+    return (
+        info.block_count or 0,
+        info.head_count_kv or n_head,
+        info.arch_value("attention.key_length") or (n_embd // n_head),
+        n_embd,
+        max(n_ff) if isinstance(n_ff, list) else n_ff,
+        next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000),
+    )
 
 
 def _compute_bytes(n_embd: int, n_ff: int, n_vocab: int, batch: int) -> int:
@@ -216,7 +228,7 @@ def _compute_bytes(n_embd: int, n_ff: int, n_vocab: int, batch: int) -> int:
 WORKING_MEMORY = 90 * MB
 
 
-def micro_batch(info, n_ctx: int, kv_type: str = "f16") -> int:
+def micro_batch(info, n_ctx: int) -> int:
     """The largest micro-batch, 512, 256 or 128 prompt tokens, that keeps the engine's working
     memory within WORKING_MEMORY (at least 128).
 
@@ -226,9 +238,10 @@ def micro_batch(info, n_ctx: int, kv_type: str = "f16") -> int:
     0.5B shape 121/119/116 t/s, 1.5B shape 51/55/46); SmolLM2 loses 8 % at 128 (230 against 251)
     but keeps 512, whose activations are 14 MB.
     """
+    _, _, _, n_embd, n_ff, n_vocab = _dims(info)
+    runtime = MemoryEstimate.runtime  # the dataclass field's default
     for n in (512, 256):
-        est = estimate(info, n_ctx, kv_type, n_ubatch=n)
-        if est.compute + est.runtime <= WORKING_MEMORY:
+        if _compute_bytes(n_embd, n_ff, n_vocab, min(n, n_ctx)) + runtime <= WORKING_MEMORY:
             return n
     return 128
 
@@ -365,8 +378,8 @@ def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
                 "file_mb": info.file_size / MB,
                 "n_ctx": n_ctx,
                 "kv_type": kv_type,
-                "load": "mmap" if est.mapped else "read",
-                **{f"{k}_mb": v / MB for k, v in est.as_dict().items() if k != "mapped"},
+                "load": est.load,
+                **{f"{k}_mb": v / MB for k, v in est.as_dict().items() if k != "load"},
                 "predicted_mb": est.total / MB,
                 "measured_mb": got["peak_mb"],
                 "error": est.total / MB / got["peak_mb"] - 1,

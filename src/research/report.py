@@ -108,7 +108,7 @@ def orca_rows(device: str = "galaxy-s21", n_ctx: int = 2048) -> list[dict]:
                 "bits_per_weight": size * 8 / (e.params_b * 1e9),
                 "phone_memory_mb": est.total / 1e6,  # the peak: loading or answering
                 "phone_memory_answering_mb": est.answering / 1e6,
-                "phone_load": "mmap" if est.mapped else "read",  # read in where ARM repacks it
+                "phone_load": est.load,  # read in where ARM repacks it
                 "phone_tps": projection.project(shape, device, eff)["projected_tps"],
                 "published_delta_ppl_llama3_8b": PUBLISHED_DELTA_PPL.get(e.quant),
                 "exact_size": e.size is not None,
