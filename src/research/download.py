@@ -3,6 +3,10 @@
 The file is written to ``dest + ".part"`` and becomes ``dest`` only after its size, hash and
 GGUF magic have been checked, so a half-written or wrong file never sits under the real name.
 A network failure or Ctrl-C keeps the part file; the next run resumes it with an HTTP Range.
+
+Gated models need the user's Hugging Face token. It is read as huggingface_hub reads it, without
+touching the network, and sent only to the hub itself, never to the CDN hosts the hub redirects
+file downloads to, nor to any other host; it is never printed.
 """
 
 from __future__ import annotations
@@ -18,16 +22,26 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 import research
 from research.errors import KitError
+from research.hashing import sha256_file
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RESUME = "run the same command again to resume"
 RESUME_HINT = f"the partial download was kept: {RESUME}"
+TOKEN_HELP = (
+    "set HF_TOKEN to a Hugging Face access token or run `hf auth login` (older: `huggingface-cli login`)"
+)
+
+
+def hub_endpoint() -> str:
+    """The hub's base URL: $HF_ENDPOINT (mirrors), else https://huggingface.co; no trailing "/"."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def hub_url(repo: str, filename: str, revision: str = "main", endpoint: str | None = None) -> str:
@@ -36,19 +50,124 @@ def hub_url(repo: str, filename: str, revision: str = "main", endpoint: str | No
     The endpoint is the argument, else $HF_ENDPOINT (mirrors), else huggingface.co.
     Example: ("a/b", "m Q4.gguf") -> "https://huggingface.co/a/b/resolve/main/m%20Q4.gguf"
     """
-    base = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    base = (endpoint or hub_endpoint()).rstrip("/")
     quote = urllib.parse.quote
     # Filenames may sit in sub-folders, so "/" stays; a revision like "refs/pr/1" is one part.
     return f"{base}/{quote(repo)}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so a 4 GB model needs no 4 GB of memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class HubToken:
+    """A Hugging Face access token and where it came from; its repr leaves the value out."""
+
+    value: str = field(repr=False)
+    source: str  # "HF_TOKEN", or the token file's path: safe to show in messages
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hf_token_path() -> Path:
+    """huggingface_hub's token file, found as it finds it, but at call time.
+
+    $HF_TOKEN_PATH, else $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
+    ~/.cache/huggingface/token (`hf auth login` writes it).
+    """
+
+    def expand(path: str) -> str:
+        return os.path.expandvars(os.path.expanduser(path))
+
+    if os.environ.get("HF_TOKEN_PATH"):
+        return Path(expand(os.environ["HF_TOKEN_PATH"]))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(expand(os.environ.get("HF_HOME") or os.path.join(cache, "huggingface"))) / "token"
+
+
+def hub_token() -> HubToken | None:
+    """The user's Hugging Face token: $HF_TOKEN (or the older $HUGGING_FACE_HUB_TOKEN), else
+    the token file `hf auth login` wrote; None when there is none.
+
+    The sources huggingface_hub.get_token() reads, in its order, minus the ones that reach
+    the network (its CI token exchange, $HF_OIDC_RESOURCE, and its refresh of expiring
+    browser-login tokens) and the Colab vault. Not get_token() itself, for those, and because
+    it fixes the file's path when huggingface_hub is first imported.
+    """
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if value := _clean_token(os.environ.get(name)):
+            return _checked(HubToken(value, name))
+    path = hf_token_path()
+    try:
+        value = _clean_token(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        msg = f"cannot read the Hugging Face token file {path} ({why}); fix or delete it, or {TOKEN_HELP}"
+        raise KitError(msg) from None
+    return _checked(HubToken(value, str(path))) if value else None
+
+
+def _clean_token(text: str | None) -> str | None:
+    """As huggingface_hub cleans it: line breaks dropped, blanks stripped, "" -> None."""
+    return (text or "").replace("\r", "").replace("\n", "").strip() or None
+
+
+def _checked(token: HubToken) -> HubToken:
+    # http.client would refuse such a value with an error that quotes it.
+    if not re.fullmatch(r"[!-~]+", token.value):
+        raise KitError(
+            f"the Hugging Face token from {token.source} has characters an HTTP header cannot "
+            "carry; copy the token again from the hub's settings page"
+        )
+    return token
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port is no one's origin
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, port or {"http": 80, "https": 443}.get(scheme)
+
+
+def on_hub(url: str) -> bool:
+    """True when ``url`` is on the hub's own origin (scheme, host and port of hub_endpoint()).
+
+    Example: "https://huggingface.co/a/b/resolve/main/m.gguf" -> True; "https://cdn-lfs.hf.co/x" -> False
+    """
+    origin = _origin(url)
+    return origin is not None and origin == _origin(hub_endpoint())
+
+
+def _token_for(url: str) -> HubToken | None:
+    """The token to send with a request for ``url``: only to the hub, and not when the user
+    turned implicit tokens off as huggingface_hub allows ($HF_HUB_DISABLE_IMPLICIT_TOKEN)."""
+    if not on_hub(url) or _env_true("HF_HUB_DISABLE_IMPLICIT_TOKEN"):
+        return None
+    return hub_token()
+
+
+class _HubRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, with the token following only redirects that stay on the hub.
+
+    The token travels as an unredirected header, which urllib does not copy onto the next
+    request, so the CDN hosts the hub sends file downloads to never see it. A redirect within
+    the hub (a renamed repository) gets it again. Range and the other headers follow as usual.
+    """
+
+    def __init__(self, token: HubToken | None):
+        self.token = token
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and self.token is not None and on_hub(new.full_url):
+            new.add_unredirected_header("Authorization", f"Bearer {self.token.value}")
+        return new
 
 
 def _mb(n: int) -> str:
@@ -71,9 +190,22 @@ def _network_error(url: str, exc: BaseException, part: Path, timeout: float) -> 
     return KitError(f"download failed: {what}; " + (RESUME_HINT if has_part else "try again"))
 
 
-def _http_error(url: str, exc: urllib.error.HTTPError) -> KitError:
+def _http_error(url: str, exc: urllib.error.HTTPError, token: HubToken | None) -> KitError:
+    """One line for an HTTP error; for 401/403, how to get access (never the token itself)."""
     if exc.code in (401, 403):
-        hint = "this model may need a Hugging Face login/licence acceptance"
+        page = url.split("/resolve/")[0] if "/resolve/" in url else "the model's page"
+        failed_url = getattr(exc, "filename", None) or url
+        if token is not None and on_hub(failed_url):
+            hint = (
+                f"the Hugging Face token from {token.source} was refused: if it expired or "
+                f"cannot read this repository, {TOKEN_HELP} with a new one; and accept the "
+                f"model's licence on {page}"
+            )
+        else:
+            hint = (
+                f"the model is gated or private and no Hugging Face token was sent: {TOKEN_HELP}, "
+                f"and accept the model's licence on {page}"
+            )
     elif exc.code == 404:
         hint = "check the repository id, file name and revision"
     else:
@@ -103,8 +235,9 @@ def download(
         sha256: expected hex digest; the file is hashed while it is written.
         timeout: seconds to wait for the connection and for each read.
 
-    Raises KitError for HTTP errors, network failures, a full disk, an HTML page or a
-    non-GGUF body where a .gguf was asked for, and size or hash mismatches.
+    The user's Hugging Face token (hub_token) goes with requests to the hub's own origin
+    (hub_endpoint) only. Raises KitError for HTTP errors, network failures, a full disk, an
+    HTML page or a non-GGUF body where a .gguf was asked for, and size or hash mismatches.
     """
     dest = Path(dest)
     want = sha256.lower() if sha256 else None
@@ -171,14 +304,19 @@ def _fetch(
     headers = {"User-Agent": f"research-kit/{research.__version__}", "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
+    token = _token_for(url)
+    request = urllib.request.Request(url, headers=headers)
+    if token is not None:
+        request.add_unredirected_header("Authorization", f"Bearer {token.value}")
+    opener = urllib.request.build_opener(_HubRedirects(token))
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        resp = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to send: the part may already be whole
             match = re.search(r"/(\d+)", exc.headers.get("Content-Range", ""))
             exc.close()
             return (int(match.group(1)) if match else None), hasher
-        raise _http_error(url, exc) from None
+        raise _http_error(url, exc, token) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise _network_error(url, exc, part, timeout) from None
 

@@ -157,7 +157,10 @@ def list_models() -> list[dict]:
 
 
 def download_model(model_id: str, *, progress: bool = True) -> Path:
-    """Fetch a catalog model into models_dir(), checked against the catalog's size and hash."""
+    """Fetch a catalog model into models_dir(), checked against the catalog's size and hash.
+
+    The user's Hugging Face token, if any, goes to the hub only (see research.download).
+    """
     entry = catalog().get(model_id)
     if entry is None:
         raise KitError(f"unknown catalog id {model_id!r}; list them with: python -m research models")
