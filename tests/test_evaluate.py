@@ -76,12 +76,74 @@ def test_bad_question_files(tmp_path, content, name, match):
         evaluate.load_questions(str(f))
 
 
-def fake_engine(n_ctx=400):
-    return Engine(
-        FakeBackend(["Paris.", "I don't know.", "Rome"], n_ctx=n_ctx),
-        ChatFormat("chatml", stops=STOPS["chatml"]),
-        "fake",
-    )
+def fake_engine(n_ctx=400, name="fake", answers=("Paris.", "I don't know.", "Rome")):
+    e = Engine(FakeBackend(list(answers), n_ctx=n_ctx), ChatFormat("chatml", stops=STOPS["chatml"]), name)
+    e.__dict__["sha256"] = f"{name}-sha"  # a stand-in file hash (cached_property's slot)
+    return e
+
+
+def questions(n=6):
+    return [
+        {"id": f"q{i}", "question": f"Question {i}?", "references": ["Paris"], "topic": "t"} for i in range(n)
+    ]
+
+
+def test_two_models_and_two_system_prompts_in_one_file_stay_apart(tmp_path):
+    out = tmp_path / "records.jsonl"
+    qs = questions()
+    a = evaluate.run(fake_engine(name="a", answers=["Paris."]), qs, out, progress=False)
+    b = evaluate.run(fake_engine(name="b", answers=["Rome."]), qs, out, progress=False)
+    c = evaluate.run(fake_engine(name="a", answers=["Paris."]), qs, out, progress=False, system="Be terse.")
+    assert len(a) == len(b) == len(c) == 6  # each run answered everything, none skipped as "done"
+    assert len(out.read_text().splitlines()) == 18
+    assert len({r["run"] for r in a + b + c}) == 3 and all(r["run"] == a[0]["run"] for r in a)
+    runs = evaluate.summarize_file(out)
+    by_model = {(r["provenance"]["model"], r["provenance"]["system"]): r["summary"] for r in runs}
+    assert by_model[("a", evaluate.SYSTEM)]["contains"] == 1.0 and by_model[("a", evaluate.SYSTEM)]["n"] == 6
+    assert by_model[("b", evaluate.SYSTEM)]["contains"] == 0.0 and by_model[("b", evaluate.SYSTEM)]["n"] == 6
+    assert by_model[("a", "Be terse.")]["n"] == 6
+    again = evaluate.run(fake_engine(name="b", answers=["Lyon."]), qs, out, progress=False)
+    assert [r["answer"] for r in again] == ["Rome."] * 6  # the same run resumes: nothing asked twice
+    assert len(out.read_text().splitlines()) == 18
+
+
+class FlakyBackend(FakeBackend):
+    """Fails the first time it is asked about "flaky", as a transient fault would."""
+
+    failed = False
+
+    def generate(self, tokens, sampling):
+        if "flaky" in "".join(chr(t) for t in tokens) and not self.failed:
+            self.failed = True
+            raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
+        return super().generate(tokens, sampling)
+
+
+def test_errors_are_retried_when_their_cause_may_have_changed(tmp_path):
+    out = tmp_path / "records.jsonl"
+    qs = [*questions(2), {"id": "f", "question": "A flaky one?", "references": ["Paris"], "topic": "t"}]
+    engine = Engine(FlakyBackend(["Paris."]), ChatFormat("chatml", stops=STOPS["chatml"]), "fake")
+    engine.__dict__["sha256"] = "x"
+    first = evaluate.run(engine, qs, out, progress=False)
+    assert [r["error"] is not None for r in first] == [False, False, True]
+    second = evaluate.run(engine, qs, out, progress=False)
+    assert [r["error"] for r in second] == [None, None, None]
+    assert len(out.read_text().splitlines()) == 4  # only the error was asked again
+    [run] = evaluate.summarize_file(out)
+    assert run["summary"]["n"] == 3 and run["summary"]["errors"] == 0  # the retry replaced the error
+
+
+def test_records_say_what_produced_them(tmp_path):
+    out = tmp_path / "records.jsonl"
+    [rec, *_] = evaluate.run(fake_engine(), questions(1), out, progress=False)
+    for key in ("model", "model_sha256", "prompt_format", "system", "sampling", "n_ctx", "llama_cpp", "run"):
+        assert rec[key] not in (None, ""), key
+    assert rec["sampling"]["temperature"] == 0 and rec["sampling"]["seed"] == 0
+
+
+def test_out_must_be_a_file(tmp_path):
+    with pytest.raises(KitError, match="is a folder"):
+        evaluate.run(fake_engine(), questions(1), tmp_path, progress=False)
 
 
 def test_run_is_resumable_and_never_duplicates(tmp_path):
@@ -98,7 +160,7 @@ def test_run_is_resumable_and_never_duplicates(tmp_path):
     long = next(r for r in records if r["id"] == "long")
     assert long["error"] and "too long" in long["error"] and long["scores"] is None
     summary = evaluate.summarize(records)
-    assert summary["n"] == 8 and summary["errors"] == 1
+    assert summary["n"] == 8 and summary["errors"] == 1 and len(records) == 9
     assert summary["refused"] > 0 and summary["contains"] > 0
     assert set(summary["per_topic"]) == {"t"}
 
@@ -160,3 +222,26 @@ def test_hub_only_when_asked_and_a_failure_is_one_line(tmp_path):
         and not loopback(str(e["addr"][0]))
     ]
     assert any(e["event"] == "start" for e in events) and off == []
+
+
+@pytest.mark.model
+def test_eval_cli_two_models_two_system_prompts_one_file(tmp_path):
+    from fakes import random_model_gguf
+
+    other = random_model_gguf(tmp_path / "other.gguf", n_layer=2, n_embd=64, n_ff=128, n_head=2)
+    out = tmp_path / "mixed.jsonl"
+    base = [sys.executable, "-m", "research", "eval", "--limit", "3", "--out", str(out), "--json"]
+    runs = [[], ["--system", "Reply with one word."], ["--model", str(other)]]
+    summaries = []
+    for extra in runs:
+        r = subprocess.run(base + extra, capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr
+        summaries.append(json.loads(r.stdout))
+    assert [s["n"] for s in summaries] == [3, 3, 3]  # no run found the others' answers "done"
+    assert len({s["run"] for s in summaries}) == 3
+    assert len(summaries[-1]["other_runs"]) == 2
+    models = {r["provenance"]["model"] for r in summaries[-1]["other_runs"]}
+    assert models == {"smollm2-135m-q4_1"}
+    again = subprocess.run(base + runs[1], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert json.loads(again.stdout)["run"] == summaries[1]["run"]
+    assert len(out.read_text().splitlines()) == 9  # the rerun resumed: nothing asked twice

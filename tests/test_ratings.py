@@ -12,12 +12,12 @@ import pytest
 from research import ratings
 from research.errors import KitError
 
+PROVENANCE = {"model": "smollm2-135m-q4_1", "model_sha256": "ab" * 32, "sampling": {"temperature": 0}}
+
 
 def record(**kw):
     args = {"thumbs": "up"} | kw
-    return ratings.make_record(
-        "Capital of France?", "Paris.", "smollm2-135m-q4_1", {"temperature": 0}, **args
-    )
+    return ratings.make_record("Capital of France?", "Paris.", PROVENANCE, **args)
 
 
 def test_append_and_read_back(tmp_path):
@@ -63,7 +63,7 @@ from research import ratings
 long = "x" * 20000
 i = 0
 while True:
-    ratings.append(ratings.make_record(f"q{i}", long, "m", {}, score=3), sys.argv[1])
+    ratings.append(ratings.make_record(f"q{i}", long, {"model": "m"}, score=3), sys.argv[1])
     i += 1
 """
 
@@ -83,9 +83,43 @@ def test_kill_9_during_writes_leaves_a_readable_file(tmp_path):
 
 
 def test_csv_export_neutralises_formulas(tmp_path):
-    rec = ratings.make_record('=HYPERLINK("http://x")', "+1 and @SUM(A1)", "m", {}, score=1, comment="-2")
+    rec = ratings.make_record(
+        '=HYPERLINK("http://x")', "+1 and @SUM(A1)", {"model": "m"}, score=1, comment="-2"
+    )
     out = ratings.export_csv([rec], tmp_path / "r.csv")
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert rows[0]["question"].startswith("'=") and rows[0]["answer"].startswith("'+")
     assert rows[0]["comment"] == "'-2"
     assert ratings.neutralise("Paris") == "Paris"
+
+
+def test_ratings_live_outside_the_checkout_and_old_ones_are_adopted(tmp_path, monkeypatch):
+    checkout_data = tmp_path / "checkout" / "data"
+    (checkout_data / "ratings").mkdir(parents=True)
+    monkeypatch.setenv("RESEARCH_DATA_DIR", str(checkout_data))
+    monkeypatch.setenv("RESEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RESEARCH_RATINGS_FILE", raising=False)
+    legacy = checkout_data / "ratings" / "ratings.jsonl"
+    old = [record(comment=f"old {i}") for i in range(3)]
+    for r in old:
+        ratings.append(r, legacy)
+    path = ratings.default_path()
+    assert path == tmp_path / "home" / "ratings.jsonl"
+    assert [r["id"] for r in ratings.read(path)[0]] == [r["id"] for r in old]  # nothing lost
+    assert not legacy.exists() and (checkout_data / "ratings" / "ratings.adopted.jsonl").exists()
+    ratings.append(record(comment="new"), ratings.default_path())  # adopted once, not again
+    assert [r["comment"] for r in ratings.read(path)[0]] == ["old 0", "old 1", "old 2", "new"]
+    # git clean -xfd removes the checkout's ignored files: the ratings are elsewhere.
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkout")
+    assert len(ratings.read(ratings.default_path())[0]) == 4
+
+
+def test_schema_1_records_are_still_read(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(
+        '{"schema": 1, "id": "x", "question": "q", "answer": "a", "model": "m", "thumbs": "up"}\n'
+    )
+    got, bad = ratings.read(path)
+    assert bad == 0 and got[0]["model"] == "m"

@@ -1,7 +1,8 @@
 """Agreement between raters, and between people and the automatic scores.
 
 Cohen's kappa for two raters, Krippendorff's alpha for any number (and missing ratings), on
-the shared ratings file: a rating's item is its question id (or question text) and model.
+the shared ratings file: a rating's item is one answer, known by its run (research.provenance;
+the model for ratings older than run keys) and its question id (or question text).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def krippendorff_alpha(units: dict, level: str = "nominal") -> float:
 
 
 def item_key(record: dict) -> tuple:
-    return (record.get("question_id") or record.get("question"), record.get("model"))
+    """The answer a rating is about: (run or answer id or model, question id or question)."""
+    who = record.get("run") or record.get("answer_id") or record.get("model")
+    return (who, record.get("question_id") or record.get("question"))
 
 
 def rater_agreement(ratings: list[dict], field: str = "verdict") -> dict:
@@ -78,11 +81,15 @@ def rater_agreement(ratings: list[dict], field: str = "verdict") -> dict:
 
 def human_vs_automatic(ratings: list[dict], records: list[dict]) -> dict:
     """How often a person's verdict (correct or not) agrees with the automatic 'contains' score."""
-    auto = {(r["id"], r.get("model")): int(r["scores"]["contains"]) for r in records if r.get("scores")}
+    auto = {
+        (r.get("run") or r.get("model"), r["id"]): int(r["scores"]["contains"])
+        for r in records
+        if r.get("scores")
+    }
     pairs = [
-        (CORRECT[r["verdict"]], auto[(r["question_id"], r.get("model"))])
+        (CORRECT[r["verdict"]], auto[item_key(r)])
         for r in ratings
-        if r.get("verdict") in CORRECT and (r.get("question_id"), r.get("model")) in auto
+        if r.get("verdict") in CORRECT and item_key(r) in auto
     ]
     if not pairs:
         return {"n": 0, "agreement": None, "cohen_kappa": None}

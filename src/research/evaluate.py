@@ -2,8 +2,10 @@
 
 Runs are reproducible (temperature 0, fixed seed, the model's own prompt format, a system prompt
 asking for a short answer) and resumable: one JSON Lines record per question, appended durably,
-and a rerun into the same file skips what is done. A refusal ("I don't know") is counted apart
-from a wrong answer, so a hallucination is a confident wrong answer.
+each carrying the key of the run that produced it (research.provenance), so a rerun of the same
+run skips what is done and a file holding several runs is summarized per run, never mixed.
+A refusal ("I don't know") and an empty answer are counted apart; "hallucinated" is every other
+answer that contains no reference (see score()).
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import string
 import time
 import unicodedata
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from research import jsonl
+from research import jsonl, paths, provenance
 from research.engine import Engine, Sampling, conversation
 from research.errors import KitError
-from research.models import data_dir
 
 SYSTEM = "Answer the question with a few words only: a name, a place, a number or a date. No explanation."
 SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
@@ -34,7 +35,7 @@ LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parque
 
 
 def default_questions() -> str:
-    return str(data_dir() / "qa" / "*.jsonl")
+    return str(paths.kit_data_dir() / "qa" / "*.jsonl")
 
 
 @dataclass(frozen=True)
@@ -177,20 +178,39 @@ def _f1(pred: list[str], ref: list[str]) -> float:
 
 
 def score(answer: str, references: list[str]) -> dict:
-    """Exact match, alias containment (whole tokens), token F1, refusal; best over references."""
+    """Exact match, alias containment (whole tokens), token F1, refusal; best over references.
+
+    `hallucinated` is what is left: an answer that is not empty, contains no reference and does
+    not refuse. That is mostly wrong answers stated as answers, but it also counts right answers
+    the automatic check cannot see (a paraphrase, "JFK" for "John F. Kennedy") and answers cut
+    off before the name came; the rate is an upper bound on confident wrong answers.
+    """
     pred = normalize(answer)
     refs = [normalize(r) for r in references if normalize(r)]
     ptoks = pred.split()
     padded = f" {pred} "
     contains = any(f" {r} " in padded for r in refs)  # whole tokens: "c" never matches inside "cat"
     refused = bool(REFUSAL.search(answer)) and not contains
+    empty = not pred
     return {
         "exact_match": float(any(pred == r for r in refs)),
         "contains": float(contains),
         "f1": max((_f1(ptoks, r.split()) for r in refs), default=0.0),
         "refused": refused,
-        "hallucinated": not contains and not refused,
+        "empty": empty,
+        "hallucinated": not contains and not refused and not empty,
     }
+
+
+def records_by_run(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by run key, the latest record of each question kept (a retried error
+    replaces the record before it). Records written before run keys existed group by model
+    under "legacy:MODEL" and are never resumed."""
+    runs: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        key = r.get("run") or f"legacy:{r.get('model')}"
+        runs[key][r.get("id")] = r  # later lines win
+    return {key: list(by_id.values()) for key, by_id in runs.items()}
 
 
 def run(
@@ -204,30 +224,29 @@ def run(
     progress: bool = True,
     label: str | None = None,
 ) -> list[dict]:
-    """Answer the questions not yet in `out`, appending one record each; returns all records.
+    """Answer the questions this run has not answered yet in `out`, appending one record each.
 
-    `label` names the run in the records' "model" field (default: the model id), so two runs
-    of one model with other settings can be compared blind.
+    A run is what produced the answers (model file hash, prompt format, system prompt, sampling,
+    context, llama.cpp build: research.provenance); every record carries its key, and only
+    records of the same key count as done, so another model or setting evaluated into the same
+    file answers everything anew. Records of errors (a question longer than the context, say)
+    are asked again, since their cause may have changed. Returns this run's records for the
+    asked questions, one per question. `label` is a display name kept in the records (the
+    notebook's blind A/B names its runs with it).
     """
     from tqdm import tqdm
 
-    out = Path(out)
+    out = _out_file(out)
     done, _bad = jsonl.read(out)
-    seen = {r.get("id") for r in done}
+    meta = provenance.of(engine, system, sampling)
+    key = meta["run"]
+    mine = {r["id"]: r for r in records_by_run(done).get(key, []) if r.get("error") is None}
     asked = questions[: limit or len(questions)]
-    todo = [q for q in asked if q["id"] not in seen]
-    meta = {
-        "model": label or engine.model_id,
-        "model_sha256": engine.sha256,
-        "settings": asdict(sampling),
-        "system": system,
-        "n_threads": engine.backend.n_threads,
-        "n_ctx": engine.backend.n_ctx,
-        "llama_cpp_python": _llama_cpp_version(),
-    }
+    todo = [q for q in asked if q["id"] not in mine]
+    meta = {"label": label or engine.model_id, **meta}
     for q in tqdm(
         todo,
-        desc=f"{engine.model_id}",
+        desc=f"{label or engine.model_id}",
         unit="q",
         disable=not progress,
         initial=len(asked) - len(todo),
@@ -253,6 +272,7 @@ def run(
                     "ttft_s": stats.ttft_s,
                     "decode_tps": stats.decode_tps,
                     "completion_tokens": stats.completion_tokens,
+                    "stop_reason": stats.stop_reason,
                     "total_s": stats.total_s,
                 },
             }
@@ -264,14 +284,32 @@ def run(
                 "timings": {"total_s": time.perf_counter() - t},
             }
         jsonl.append(record, out)
-        done.append(record)
-    return done
+        mine[q["id"]] = record
+    return [mine[q["id"]] for q in asked if q["id"] in mine]
 
 
-def _llama_cpp_version() -> str:
-    from importlib.metadata import version
+def _out_file(out: str | Path) -> Path:
+    """The records file; KitError when it is a folder or its folder cannot be made."""
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise KitError(f"{out} is a folder; name a .jsonl file for the records (e.g. {out / 'run.jsonl'})")
+    return out
 
-    return version("llama-cpp-python")
+
+def default_out(engine: Engine) -> Path:
+    """Where `eval` keeps records when no --out is given: the user's data folder, one file a model."""
+    return paths.user_data_dir() / "evaluations" / f"{engine.model_id}.jsonl"
+
+
+def summarize_file(path: str | Path) -> list[dict]:
+    """Every run in a records file, each summarized on its own: [{"run", "provenance", "summary"}]."""
+    records, _bad = jsonl.read(_out_file(path))
+    out = []
+    for key, recs in records_by_run(records).items():
+        first = recs[0]
+        prov = {k: first.get(k) for k in ("label", *provenance.KEYED, "model")}
+        out.append({"run": key, "provenance": prov, "summary": summarize(recs)})
+    return out
 
 
 def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -298,8 +336,8 @@ def summarize(records: list[dict]) -> dict:
     def block(scores: list[dict]) -> dict:
         n = len(scores)
         out = {"n": n}
-        for key in ("exact_match", "contains", "refused", "hallucinated"):
-            k = sum(float(s[key]) for s in scores)
+        for key in ("exact_match", "contains", "refused", "empty", "hallucinated"):
+            k = sum(float(s.get(key, False)) for s in scores)
             out[key] = k / n if n else 0.0
             out[key + "_ci"] = wilson(k, n)
         f1 = [s["f1"] for s in scores]
@@ -319,18 +357,37 @@ def summarize(records: list[dict]) -> dict:
 
 def format_summary(summary: dict) -> str:
     """A per-topic table of the summary."""
-    lines = [f"{'topic':12} {'n':>4} {'exact':>6} {'contains':>9} {'F1':>6} {'refused':>8} {'halluc.':>8}"]
+    lines = [
+        f"{'topic':12} {'n':>4} {'exact':>6} {'contains':>9} {'F1':>6} {'refused':>8} {'empty':>6} "
+        f"{'halluc.':>8}"
+    ]
     rows = [*summary["per_topic"].items(), ("overall", summary)]
     for name, s in rows:
         lines.append(
             f"{name:12} {s['n']:4} {s['exact_match']:6.1%} {s['contains']:9.1%} {s['f1']:6.2f} "
-            f"{s['refused']:8.1%} {s['hallucinated']:8.1%}"
+            f"{s['refused']:8.1%} {s.get('empty', 0):6.1%} {s['hallucinated']:8.1%}"
         )
     lo, hi = summary["contains_ci"]
     lines.append(
         f"\ncontains (answer includes a reference): {summary['contains']:.1%}, 95 % CI {lo:.1%}-{hi:.1%}; "
         f"{summary['errors']} questions could not be asked"
     )
+    lines.append(
+        "halluc.: not empty, no reference, no refusal: mostly wrong answers, but also right answers in other "
+        "words (a paraphrase, an abbreviation) and cut-off ones"
+    )
+    return "\n".join(lines)
+
+
+def format_runs(runs: list[dict], current: str | None = None) -> str:
+    """One line per run of a records file (research.evaluate.summarize_file)."""
+    lines = []
+    for r in runs:
+        s, mark = r["summary"], " (this run)" if r["run"] == current else ""
+        lines.append(
+            f"  run {r['run']}{mark}: {provenance.describe(r['provenance'])} · {s['n']} answers, "
+            f"contains {s['contains']:.1%}, {s['errors']} errors"
+        )
     return "\n".join(lines)
 
 

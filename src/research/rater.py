@@ -34,14 +34,34 @@ def parse_quick(text: str) -> tuple[int | None, str | None, str]:
     return score, VERDICT_KEYS.get(rest), comment.strip()
 
 
+def _key(record: dict) -> tuple:
+    """An answer of an evaluation: its run and its question (a question id alone is ambiguous when
+    a file holds several runs)."""
+    return (record.get("run") or record.get("model"), record["id"])
+
+
+def one_run(records: list[dict], what: str) -> list[dict]:
+    """The records of exactly one run; KitError when `records` mixes runs."""
+    runs = {r.get("run") or r.get("model") for r in records}
+    if len(runs) > 1:
+        raise KitError(
+            f"{what} holds {len(runs)} runs; pass the records of one run (what evaluate.run returns)"
+        )
+    return records
+
+
 class Rater:
-    """Rate evaluation records one by one; each rating is appended to the shared ratings file."""
+    """Rate evaluation records one by one; each rating is appended to the shared ratings file.
+
+    `records` may hold several runs (each answer is known by its run and question); the model
+    and the run are never shown.
+    """
 
     def __init__(self, records: list[dict], rater: str, path=None, seed: int = 0):
         self.items = [r for r in records if r.get("answer")]
         random.Random(seed).shuffle(self.items)  # the order says nothing about the model
         self.rater, self.path, self.pos, self.saved = rater, path, 0, 0
-        self.known = {r["id"] for r in records}
+        self.by_key = {_key(r): r for r in self.items}
         self.score = w.ToggleButtons(
             options=[("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5)], value=None, description="Score"
         )
@@ -100,27 +120,38 @@ class Rater:
         )
 
     def rate(
-        self, question_id: str, *, score: int | None = None, verdict: str | None = None, comment: str = ""
-    ) -> None:
-        """Rate the answer to `question_id` (the current one); KitError for an unknown question."""
-        if question_id not in self.known:
-            raise KitError(f"no question {question_id!r} in this evaluation run: nothing was saved")
-        rec = next(r for r in self.items if r["id"] == question_id)
+        self,
+        question_id: str,
+        *,
+        run: str | None = None,
+        score: int | None = None,
+        verdict: str | None = None,
+        comment: str = "",
+    ) -> dict:
+        """Rate the answer of `run` (default: the only run holding the question) to `question_id`.
+
+        KitError, and nothing saved, for an unknown question or one several runs answered.
+        """
+        found = [r for k, r in self.by_key.items() if k[1] == question_id and run in (None, k[0])]
+        if not found:
+            raise KitError(f"no answer to question {question_id!r} in these records: nothing was saved")
+        if len(found) > 1:
+            raise KitError(f"{len(found)} runs answered question {question_id!r}: name the run")
+        rec = found[0]
         record = ratings.make_record(
             rec["question"],
             rec["answer"],
-            rec["model"],
-            rec.get("settings"),
+            rec,
             score=score,
             verdict=verdict,
             comment=comment,
             source="notebook",
             question_id=question_id,
-            model_sha256=rec.get("model_sha256"),
             rater=self.rater,
         )
         ratings.append(record, self.path)
         self.saved += 1
+        return record
 
     def _save_from_widgets(self) -> None:
         self._save(self.score.value, self.verdict.value, self.comment.value)
@@ -135,7 +166,8 @@ class Rater:
         if self.current is None:
             return
         try:
-            self.rate(self.current["id"], score=score, verdict=verdict, comment=comment or "")
+            rec = self.current
+            self.rate(rec["id"], run=_key(rec)[0], score=score, verdict=verdict, comment=comment or "")
         except KitError as e:
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
             return
@@ -153,6 +185,9 @@ class ABRater:
     """Blind A/B: two runs' answers to the same question, in random order; pick the better one."""
 
     def __init__(self, run_a: list[dict], run_b: list[dict], rater: str, path=None, seed: int = 0):
+        one_run(run_a, "run_a"), one_run(run_b, "run_b")
+        if run_a and run_b and _key(run_a[0])[0] == _key(run_b[0])[0]:
+            raise KitError("both sides of the A/B are the same run: compare two different runs")
         b_by_id = {r["id"]: r for r in run_b if r.get("answer")}
         rng = random.Random(seed)
         self.pairs = []
@@ -200,30 +235,38 @@ class ABRater:
         self.choose(AB_KEYS[key])
 
     def choose(self, outcome: str) -> None:
-        """Record the judgement of the current pair as two ratings (one per answer, same pair id)."""
+        """Record the judgement of the current pair: one record, both answers in the order shown."""
         if self.pos >= len(self.pairs):
             return
-        pair = self.pairs[self.pos]
-        verdicts = {
-            "A": ("better", "worse"),
-            "B": ("worse", "better"),
-            "tie": ("tie", "tie"),
-            "both wrong": ("both wrong", "both wrong"),
-        }[outcome]
-        for rec, other, result in ((pair[0], pair[1], verdicts[0]), (pair[1], pair[0], verdicts[1])):
-            record = ratings.make_record(
-                rec["question"],
-                rec["answer"],
-                rec["model"],
-                rec.get("settings"),
-                verdict="wrong" if result == "both wrong" else None,
-                source="notebook-ab",
-                question_id=rec["id"],
-                rater=self.rater,
-                ab={"against": other["model"], "result": result},
-            )
-            ratings.append(record, self.path)
+        first, second = self.pairs[self.pos]
+        record = ratings.make_ab_record(
+            first["question"], (first, second), outcome, question_id=first["id"], rater=self.rater
+        )
+        ratings.append(record, self.path)
         self.saved += 1
         self.pos += 1
         self.status.value = f"saved ({self.saved} so far)"
         self._show()
+
+
+def tally(records: list[dict]) -> dict:
+    """Blind A/B choices counted per pair of runs: which side won how often, ties, both wrong.
+
+    Returns {(label or run of one, of the other): {"wins": {label: n, ...}, "tie": n, "both wrong": n,
+    "n": n}}; the pair's names are sorted, so A/B order on screen does not matter.
+    """
+    out: dict = {}
+    for r in records:
+        ab = r.get("ab") or {}
+        shown = ab.get("shown")
+        if not shown or ab.get("result") not in ratings.AB_RESULTS:
+            continue
+        names = {side: v.get("label") or v.get("run") or v.get("model") for side, v in shown.items()}
+        pair = tuple(sorted(names.values()))
+        t = out.setdefault(pair, {"wins": dict.fromkeys(pair, 0), "tie": 0, "both wrong": 0, "n": 0})
+        t["n"] += 1
+        if ab["result"] in ("A", "B"):
+            t["wins"][names[ab["result"]]] += 1
+        else:
+            t[ab["result"]] += 1
+    return out

@@ -12,15 +12,20 @@ import csv
 import datetime
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 
-from research import jsonl
+from research import jsonl, paths
 from research.errors import KitError
-from research.models import data_dir
 
-SCHEMA = 1
+#: 2: records carry the provenance of the rated answer (research.provenance) and A/B choices are
+#: one record each; records of schema 1 are still read.
+SCHEMA = 2
+SCHEMAS = (1, 2)
 VERDICTS = ("correct", "partly correct", "wrong", "hallucinated", "refused")
+#: What the answer came from, copied from its provenance into every rating of it.
+PROVENANCE = ("model", "model_sha256", "prompt_format", "system", "n_ctx", "llama_cpp", "run", "answer_id")
 FIELDS = (
     "schema",
     "id",
@@ -29,8 +34,7 @@ FIELDS = (
     "question_id",
     "question",
     "answer",
-    "model",
-    "model_sha256",
+    *PROVENANCE,
     "settings",
     "thumbs",
     "score",
@@ -39,44 +43,53 @@ FIELDS = (
     "rater",
     "ab",
 )
-AB_RESULTS = ("better", "worse", "tie", "both wrong")
+#: The outcome of a blind A/B choice: the first answer shown, the second, a tie, or both wrong.
+AB_RESULTS = ("A", "B", "tie", "both wrong")
 
 
 def default_path() -> Path:
-    """$RESEARCH_RATINGS_FILE, else data/ratings/ratings.jsonl."""
-    return Path(os.environ.get("RESEARCH_RATINGS_FILE") or data_dir() / "ratings" / "ratings.jsonl")
+    """$RESEARCH_RATINGS_FILE, else ratings.jsonl in the user's data folder (research.paths).
+
+    Ratings used to live in the checkout (data/ratings/ratings.jsonl), where `git clean -xfd` or
+    a fresh clone loses them; such a file is adopted the first time the default is used.
+    """
+    named = os.environ.get("RESEARCH_RATINGS_FILE", "").strip()
+    if named:
+        return Path(named).expanduser()
+    path = paths.user_data_dir() / "ratings.jsonl"
+    adopt_legacy(legacy_path(), path)
+    return path
 
 
-def make_record(
-    question: str,
-    answer: str,
-    model: str,
-    settings: dict | None = None,
-    *,
-    thumbs: str | None = None,
-    score: int | None = None,
-    verdict: str | None = None,
-    comment: str = "",
-    source: str = "chat",
-    question_id: str | None = None,
-    model_sha256: str | None = None,
-    rater: str | None = None,
-    ab: dict | None = None,
-) -> dict:
-    """A validated rating record; KitError when the rating itself is malformed."""
-    if thumbs not in (None, "up", "down"):
-        raise KitError(f"thumbs must be 'up' or 'down', not {thumbs!r}")
-    if score is not None and not (isinstance(score, int) and 1 <= score <= 5):
-        raise KitError(f"a score is a whole number from 1 to 5, not {score!r}")
-    if verdict is not None and verdict not in VERDICTS:
-        raise KitError(f"verdict must be one of {', '.join(VERDICTS)}; not {verdict!r}")
-    if ab is not None and (ab.get("result") not in AB_RESULTS or not ab.get("against")):
-        raise KitError(
-            f"an A/B judgement needs 'against' (a model) and a result among {', '.join(AB_RESULTS)}"
-        )
-    if thumbs is None and score is None and verdict is None and ab is None:
-        raise KitError("a rating needs thumbs, a score, a verdict or an A/B judgement")
-    if not str(question).strip() or not str(answer).strip():
+def legacy_path() -> Path:
+    """Where ratings were kept before they moved out of the checkout."""
+    return paths.kit_data_dir() / "ratings" / "ratings.jsonl"
+
+
+def adopt_legacy(legacy: Path, path: Path) -> int:
+    """Move the records of a ratings file kept in the checkout into `path`; returns how many.
+
+    Records already in `path` (same id) are not copied twice. The old file is then renamed to
+    ratings.adopted.jsonl beside it (still git-ignored), so nothing is lost and nothing is
+    adopted again.
+    """
+    if not legacy.is_file():
+        return 0
+    have = {r.get("id") for r in jsonl.read(path)[0]}
+    records = [r for r in jsonl.read(legacy)[0] if r.get("id") not in have]
+    for r in records:
+        jsonl.append(r, path)
+    legacy.rename(legacy.with_name("ratings.adopted.jsonl"))
+    print(
+        f"ratings: {len(records)} ratings moved from {legacy} to {path} (people's data lives outside "
+        "the checkout now)",
+        file=sys.stderr,
+    )
+    return len(records)
+
+
+def _base(source: str, question: str, question_id: str | None, rater: str | None, comment: str) -> dict:
+    if not str(question).strip():
         raise KitError("nothing to rate: there is no question and answer yet")
     return {
         "schema": SCHEMA,
@@ -85,16 +98,84 @@ def make_record(
         "source": source,
         "question_id": question_id,
         "question": question,
+        "comment": comment,
+        "rater": rater,
+    }
+
+
+def make_record(
+    question: str,
+    answer: str,
+    provenance: dict,
+    *,
+    thumbs: str | None = None,
+    score: int | None = None,
+    verdict: str | None = None,
+    comment: str = "",
+    source: str = "chat",
+    question_id: str | None = None,
+    rater: str | None = None,
+) -> dict:
+    """A validated rating of one answer; KitError when the rating itself is malformed.
+
+    `provenance` is what produced the answer (research.provenance.of, or an evaluation record):
+    model, file hash, prompt format, system prompt, sampling, context, llama.cpp build.
+    """
+    if thumbs not in (None, "up", "down"):
+        raise KitError(f"thumbs must be 'up' or 'down', not {thumbs!r}")
+    if score is not None and not (isinstance(score, int) and 1 <= score <= 5):
+        raise KitError(f"a score is a whole number from 1 to 5, not {score!r}")
+    if verdict is not None and verdict not in VERDICTS:
+        raise KitError(f"verdict must be one of {', '.join(VERDICTS)}; not {verdict!r}")
+    if thumbs is None and score is None and verdict is None:
+        raise KitError("a rating needs thumbs, a score or a verdict")
+    if not str(answer or "").strip():
+        raise KitError("nothing to rate: there is no question and answer yet")
+    if not provenance.get("model"):
+        raise KitError("a rating must say which model gave the answer")
+    return _base(source, question, question_id, rater, comment) | {
         "answer": answer,
-        "model": model,
-        "model_sha256": model_sha256,
-        "settings": settings or {},
+        **{k: provenance.get(k) for k in PROVENANCE},
+        "settings": provenance.get("sampling") or provenance.get("settings") or {},
         "thumbs": thumbs,
         "score": score,
         "verdict": verdict,
-        "comment": comment,
-        "rater": rater,
-        "ab": ab,
+        "ab": None,
+    }
+
+
+def make_ab_record(
+    question: str,
+    shown: tuple[dict, dict],
+    result: str,
+    *,
+    comment: str = "",
+    source: str = "notebook-ab",
+    question_id: str | None = None,
+    rater: str | None = None,
+) -> dict:
+    """One blind A/B choice as one record: both answers in the order shown, and the result.
+
+    `shown` holds the two answers' records (evaluation records: answer plus provenance), A first;
+    `result` is "A", "B", "tie" or "both wrong".
+    """
+    if result not in AB_RESULTS:
+        raise KitError(f"an A/B result is one of {', '.join(AB_RESULTS)}, not {result!r}")
+    sides = {}
+    for name, rec in zip("AB", shown, strict=True):
+        if not str(rec.get("answer") or "").strip() or not rec.get("model"):
+            raise KitError("an A/B choice needs two answers and the models that gave them")
+        sides[name] = {"answer": rec["answer"], "label": rec.get("label")} | {
+            k: rec.get(k) for k in PROVENANCE if k != "answer_id"
+        }
+    return _base(source, question, question_id, rater, comment) | {
+        "answer": None,
+        **dict.fromkeys(PROVENANCE),
+        "settings": {},
+        "thumbs": None,
+        "score": None,
+        "verdict": None,
+        "ab": {"shown": sides, "result": result},
     }
 
 
@@ -106,7 +187,7 @@ def append(record: dict, path: str | os.PathLike | None = None) -> Path:
 def read(path: str | os.PathLike | None = None) -> tuple[list[dict], int]:
     """All complete rating records and the number of damaged lines skipped."""
     records, bad = jsonl.read(path or default_path())
-    good = [r for r in records if r.get("schema") == SCHEMA]
+    good = [r for r in records if r.get("schema") in SCHEMAS]
     return good, bad + len(records) - len(good)
 
 
