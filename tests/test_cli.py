@@ -1,9 +1,11 @@
 """`python -m research` as a user runs it: exit codes, one-line errors, JSON output."""
 
+import argparse
 import functools
 import hashlib
 import http.server
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -46,7 +48,7 @@ def test_help_lists_subcommands_and_each_has_its_own():
         assert cmd in r.stdout
         sub = run(cmd, "--help")
         assert sub.returncode == 0 and "usage:" in sub.stdout, (cmd, sub.stderr)
-    assert "--listen-anywhere" in run("demo", "--help").stdout
+    assert "--listen-anywhere" in sub.stdout  # demo's, the page's own options
 
 
 @pytest.mark.model
@@ -221,3 +223,316 @@ def test_quality_and_memory_commands(tmp_path):
     f16, q8 = json.loads(r.stdout)
     assert q8["kv_cache"] < f16["kv_cache"] and f16["weights"] == resolve(None).path.stat().st_size
     assert_one_line_error(run("memory", "--kv-type", "q3"), "unknown KV-cache type 'q3'")
+
+
+# --- Options out of range: one line, a non-zero exit, no model loaded ------------------------------
+#
+# "One line" means exactly one line on stderr, starting with "error: ". argparse would print its
+# usage (several lines) and then the error; the kit's parser (research.options.Parser) prints
+# only the error, naming the option and its range, and exits 2 as argparse does.
+
+#: Every numeric option of every subcommand, with values outside its range (below, above,
+#: not finite, not whole). Each must be refused by the range itself ("must be ..."), not only
+#: by int() or float(): a row passes with `type=int` only if int() also refuses the text.
+BAD_NUMBERS = {
+    "chat": {
+        "--ctx": ["0", "63", "2147483393"],
+        "--threads": ["-1", "100000"],
+        "--temperature": ["-0.1", "nan", "inf"],
+        "--top-k": ["-1", "1073741825"],
+        "--top-p": ["0", "1.01"],
+        "--min-p": ["-0.01", "nan"],
+        "--repeat-penalty": ["0", "inf"],
+        "--max-tokens": ["0", "-3"],
+        "--seed": ["-1", "4294967295"],
+    },
+    "eval": {"--ctx": ["0"], "--threads": ["0"], "--limit": ["0", "-1"]},
+    "bench": {"--threads": ["0", "1,-1"], "--pp": ["0"], "--tg": ["1"], "--reps": ["0"]},
+    "quality": {"--ctx": ["32"], "--chunks": ["0", "-1"], "--threads": ["0"]},
+    "memory": {"--ctx": ["-1"], "--kv-type": ["q3", ","]},
+    "quantize": {"--threads": ["0"]},
+    "build": {"--jobs": ["0"]},
+}
+
+#: What else each subcommand needs to get past its other checks if an option were let through:
+#: then it would load a model (recorded by the fake llama_cpp) or print figures, and fail here.
+#: bench never builds llama-bench, build only checks, chat answers one question.
+CONTEXT = {
+    "chat": ["-p", "hi"],
+    "eval": ["--out", "{tmp}/records.jsonl", "--limit", "1"],
+    "bench": ["--no-llama-bench", "--reps", "1", "--pp", "16", "--tg", "4"],
+    "quality": ["--chunks", "1"],
+    "quantize": ["--types", "Q4_0", "--out", "{tmp}/ladder"],
+    "build": ["--check"],
+}
+
+FAKE_LLAMA_CPP = """
+import os
+open(os.environ["RESEARCH_TEST_MARKER"], "w").close()
+raise ImportError("the test's stand-in for llama_cpp: this command would have loaded a model")
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_llama(tmp_path_factory):
+    """A folder for PYTHONPATH whose llama_cpp records that it was imported: any model load does."""
+    folder = tmp_path_factory.mktemp("fake-llama")
+    (folder / "llama_cpp").mkdir()
+    (folder / "llama_cpp" / "__init__.py").write_text(FAKE_LLAMA_CPP)
+    return folder
+
+
+def run_unloaded(args, tmp_path, fake_llama):
+    """Run the CLI with a llama_cpp that cannot load anything; asserts that none was imported."""
+    marker = tmp_path / "llama_cpp-imported"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    env = {"PYTHONPATH": str(fake_llama), "RESEARCH_TEST_MARKER": str(marker)}
+    r = subprocess.run(
+        [sys.executable, "-m", "research", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | env,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert not marker.exists(), f"{args}: a model was loaded before the error: {r.stderr}"
+    return r
+
+
+def one_line(r) -> str:
+    """The only line on stderr, after checking the exit code and that there is no traceback."""
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command, option, value",
+    [(c, o, v) for c, opts in BAD_NUMBERS.items() for o, values in opts.items() for v in values],
+)
+def test_numbers_out_of_range_are_refused_before_loading(command, option, value, tmp_path, fake_llama):
+    r = run_unloaded([command, *CONTEXT.get(command, []), f"{option}={value}"], tmp_path, fake_llama)
+    line = one_line(r)
+    assert r.returncode == 2
+    assert line.startswith(f"error: argument {option}") and repr(value) in line, line
+    assert "must be" in line or "KV-cache type" in line, line
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["chat", "--no-such-option"], "unrecognized arguments"),
+        (["quantize", "--types", "Q4_0"], "required: --out"),
+        (["memory", "--cpu", "pentium"], "invalid choice"),
+    ],
+)
+def test_usage_errors_are_one_line(args, pattern, tmp_path, fake_llama):
+    line = one_line(run_unloaded(args, tmp_path, fake_llama))
+    assert pattern in line and "--help" in line, line
+
+
+@pytest.fixture
+def paths(tmp_path):
+    """A folder, a file, and names of things that do not exist."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("text\n")
+    return {k: str(tmp_path / v) for k, v in [("folder", "folder"), ("file", "file.txt")]}
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["eval", "--out", "{folder}"], "is a folder"),
+        (["eval", "--out", "{file}/records.jsonl"], "is a file, not a folder"),
+        (["eval", "--out", "/proc/self/records.jsonl"], "not writable"),  # not even for root
+        (["eval", "--out", "{tmp}/r.jsonl", "--questions", "{folder}"], "is a folder"),
+        (["eval", "--out", "{tmp}/r.jsonl", "--questions", "{tmp}/none.jsonl"], "no such file"),
+        (["bench", "--no-llama-bench", "--json", "{folder}"], "is a folder"),
+        (["bench", "--no-llama-bench", "--csv", "{folder}"], "is a folder"),
+        (["bench", "--no-llama-bench", "--json", "{tmp}/no/such/folder/b.json"], "no folder"),
+        (["quality", "--corpus", "{folder}"], "is a folder"),
+        (["quality", "--corpus", "{tmp}/none.txt"], "no such file"),
+        # bench's context is pp + tg + 64, capped at the model's trained 8192: refused from the header.
+        (["bench", "--no-llama-bench", "--pp", "8000", "--tg", "200"], "trained on 8192"),
+    ],
+)
+def test_wrong_paths_and_sizes_are_one_line_before_loading(args, pattern, paths, tmp_path, fake_llama):
+    args = [a.format(tmp=tmp_path, **paths) for a in args]
+    line = one_line(run_unloaded(args, tmp_path, fake_llama))
+    assert pattern in line, line
+
+
+def test_an_os_error_that_escapes_is_one_line(tmp_path, monkeypatch, capsys):
+    """main()'s last line of defence: an OSError no check foresaw; programming errors still raise."""
+    from research import cli
+
+    monkeypatch.setattr(cli, "cmd_models", lambda args: open(tmp_path, "w"))  # a real EISDIR
+    monkeypatch.delenv("RESEARCH_TRACEBACK", raising=False)
+    assert cli.main(["models"]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path}: Is a directory\n"
+    monkeypatch.setenv("RESEARCH_TRACEBACK", "1")
+    with pytest.raises(IsADirectoryError):
+        cli.main(["models"])
+    monkeypatch.delenv("RESEARCH_TRACEBACK")
+    monkeypatch.setattr(cli, "cmd_models", lambda args: int("not a number"))
+    with pytest.raises(ValueError):  # a bug is not a user's error: it keeps its traceback
+        cli.main(["models"])
+
+
+# --- The same ranges for code that builds Sampling and EngineConfig (the page, its API) -------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", -0.1),
+        ("temperature", math.nan),
+        ("temperature", math.inf),
+        ("temperature", "0.7"),
+        ("top_k", -1),
+        ("top_k", 2.5),
+        ("top_k", True),
+        ("top_p", 0.0),
+        ("top_p", 1.01),
+        ("top_p", math.nan),
+        ("min_p", -0.01),
+        ("min_p", 1.5),
+        ("repeat_penalty", 0.0),
+        ("repeat_penalty", -1.0),
+        ("repeat_penalty", math.inf),
+        ("max_tokens", 0),
+        ("max_tokens", -3),
+        ("max_tokens", 16.0),
+        ("seed", -2),
+        ("seed", 2**32 - 1),
+        ("seed", 1.5),
+        ("ignore_eos", "yes"),
+    ],
+)
+def test_sampling_refuses_values_out_of_range(field, value):
+    from research.engine import Sampling
+    from research.errors import KitError
+
+    with pytest.raises(KitError) as e:
+        Sampling(**{field: value})
+    assert str(e.value).startswith(f"{field} must be") and "\n" not in str(e.value)
+
+
+def test_sampling_keeps_its_bounds_and_none_meanings():
+    import numpy as np
+
+    from research.engine import Sampling
+
+    Sampling()
+    Sampling(temperature=0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, max_tokens=1, seed=0)
+    Sampling(temperature=5, top_k=2**30, top_p=1e-9, min_p=1, repeat_penalty=1e-6, seed=2**32 - 2)
+    Sampling(seed=None)  # a fresh random seed
+    Sampling(seed=-1)  # the page's "random", and bench's warm-up
+    Sampling(temperature=np.float32(0.5), top_k=np.int64(40), max_tokens=np.int32(8))  # from NumPy
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("n_ctx", 0),  # llama.cpp: the model's whole trained context, past the memory check
+        ("n_ctx", -1),
+        ("n_ctx", 63),
+        ("n_ctx", 2**31),
+        ("n_ctx", 4096.0),
+        ("n_ctx", "4096"),
+        ("n_threads", 0),
+        ("n_threads", -1),
+        ("n_threads", 513),
+        ("n_batch", 0),
+        ("n_ubatch", 0),
+        ("n_ubatch", -512),
+        ("use_mmap", "no"),
+        ("flash_attn", None),
+        ("kv_type", "q3"),
+        ("kv_type", None),
+        ("chat_format", 3),
+    ],
+)
+def test_engine_config_refuses_values_out_of_range(field, value):
+    from research.engine import EngineConfig
+    from research.errors import KitError
+
+    with pytest.raises(KitError) as e:
+        EngineConfig(**{field: value})
+    assert (field in str(e.value) or "KV-cache type" in str(e.value)) and "\n" not in str(e.value)
+
+
+def test_engine_config_keeps_none_meanings_and_shares_the_cli_ranges():
+    from research import options
+    from research.engine import EngineConfig
+    from research.errors import KitError
+
+    EngineConfig(n_threads=None, n_ubatch=None, use_mmap=None, chat_format=None)  # auto, decided later
+    EngineConfig(n_ctx=options.CTX.lo, n_threads=1, n_batch=1, n_ubatch=1, use_mmap=False, kv_type="q8_0")
+    EngineConfig(n_ctx=options.CTX.hi, n_threads=options.THREADS_MAX)
+    for n_ctx in (options.CTX.lo - 1, options.CTX.hi + 1):  # one bound, refused in both places
+        with pytest.raises(KitError):
+            EngineConfig(n_ctx=n_ctx)
+        with pytest.raises(argparse.ArgumentTypeError):
+            options.CTX.arg(str(n_ctx))
+
+
+# --- A full disk: what was written stays readable, the error is one line -----------------------------
+
+FILL = """
+import resource, sys
+from research import jsonl
+from research.errors import KitError
+
+path, size = sys.argv[1], int(sys.argv[2])
+try:
+    for i in range(100):
+        jsonl.append({"i": i, "pad": "x" * (size - 30)}, path)
+except KitError as e:
+    print(e, file=sys.stderr)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    jsonl.append({"i": "after"}, path)  # room again: appending goes on where it stopped
+    sys.exit(3)
+"""
+
+
+def test_a_file_size_limit_cuts_no_record(tmp_path):
+    """A real RLIMIT_FSIZE in a child: the record that crosses it is taken back, not left cut."""
+    import resource
+
+    from research import jsonl
+
+    path, size = tmp_path / "records.jsonl", 100
+    line = len(json.dumps({"i": 0, "pad": "x" * (size - 30)}, ensure_ascii=False)) + 1
+    limit = 10 * line + line // 2  # the eleventh record gets half way, then EFBIG
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    r = subprocess.run(
+        [sys.executable, "-c", FILL, str(path), str(size)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=60,
+    )
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "size limit" in r.stderr and "not saved" in r.stderr
+    records, bad = jsonl.read(path)
+    assert bad == 0 and [rec["i"] for rec in records] == [*range(10), "after"]
+    assert path.read_bytes().endswith(b"}\n") and path.stat().st_size == 10 * line + len(b'{"i": "after"}\n')
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_full_disk_is_one_line():
+    """/dev/full answers every write with a real ENOSPC."""
+    from research import jsonl
+    from research.errors import KitError
+
+    with pytest.raises(KitError, match="the disk is full: the record was not saved to /dev/full"):
+        jsonl.append({"question": "?"}, "/dev/full")

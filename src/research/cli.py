@@ -1,14 +1,21 @@
-"""`python -m research`: the kit's commands. Errors a user can fix print one line, exit 1."""
+"""`python -m research`: the kit's commands. Errors a user can fix print one line, exit 1.
+
+Every number an option takes is checked against its range in `research.options` while the
+arguments are parsed, before any model loads; usage errors are one line too (exit 2). An
+OSError nothing else caught becomes one line as well; RESEARCH_TRACEBACK=1 shows its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import runpy
 import sys
 import threading
 from pathlib import Path
 
+from research import options
 from research.build import DEFAULT_TARGETS, KINDS
 from research.errors import KitError
 
@@ -134,6 +141,7 @@ def cmd_bench(args) -> None:
     for out in filter(None, (args.json, args.csv)):  # before minutes of measuring, not after
         if not Path(out).expanduser().parent.is_dir():
             raise KitError(f"cannot write {out}: no folder {Path(out).parent}")
+    _check_bench_fits(args.models or [None], args.pp, args.tg)
 
     if args.compare:
         if len(args.models) > 1:
@@ -171,15 +179,24 @@ def _write(path: str, fill) -> None:
         raise KitError(f"cannot write {path}: {e.strerror}") from None
 
 
-def _threads(text: str) -> list[int]:
-    """ "1,2" -> [1, 2]; argparse shows a ValueError/ArgumentTypeError as a one-line usage error."""
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"threads must be numbers like 1,2,4, not {text!r}") from None
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"threads must be numbers of 1 or more, like 1,2,4, not {text!r}")
-    return out
+def _check_bench_fits(models: list, pp: int, tg: int) -> None:
+    """KitError unless pp + tg fit each model's trained context, from its header, before loading.
+
+    bench sizes its context as pp + tg + 64 and the engine caps it at the trained context: a
+    prompt longer than that would be built word by word and refused only after minutes.
+    """
+    from research.gguf_info import read_gguf
+    from research.models import resolve
+
+    need = pp + tg + options.BENCH_SLACK
+    for model in models:
+        ref = resolve(model)
+        trained = read_gguf(ref.path).context_length
+        if trained and need > trained:
+            raise KitError(
+                f"--pp {pp} and --tg {tg} need a {need}-token context (with {options.BENCH_SLACK} for the "
+                f"chat template) and {ref.path.name} was trained on {trained}: lower --pp or --tg"
+            )
 
 
 def cmd_eval(args) -> None:
@@ -194,16 +211,20 @@ def cmd_eval(args) -> None:
     )
     questions = evaluate.load_questions(args.questions, columns)
     engine = _engine(args)
-    records = evaluate.run(engine, questions, args.out, limit=args.limit, progress=not args.json)
-    ids = {q["id"] for q in questions[: args.limit or len(questions)]}
-    summary = evaluate.summarize(
-        [r for r in records if r.get("id") in ids and r.get("model") == engine.model_id]
-    )
+    out = args.out or evaluate.default_out(engine)
+    system = evaluate.SYSTEM if args.system is None else args.system
+    records = evaluate.run(engine, questions, out, limit=args.limit, system=system, progress=not args.json)
+    summary = evaluate.summarize(records)  # this run's records only, one per question
+    run = records[0]["run"] if records else None
+    others = [r for r in evaluate.summarize_file(out) if r["run"] != run]
     if args.json:
-        print(json.dumps(summary))
-    else:
-        print(evaluate.format_summary(summary))
-        print(f"records: {args.out}")
+        print(json.dumps(summary | {"run": run, "records": str(out), "other_runs": others}))
+        return
+    print(evaluate.format_summary(summary))
+    print(f"records: {out} (run {run})")
+    if others:
+        print(f"the file also holds {len(others)} other run(s), summarized apart:")
+        print(evaluate.format_runs(others))
 
 
 def _engine(args):
@@ -293,6 +314,9 @@ def run_demo(rest: list[str]) -> int:
     return 0
 
 
+THREADS_HELP = f"CPU threads, 1 to {options.THREADS_MAX} (default: physical cores)"
+
+
 def _models_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
@@ -301,8 +325,13 @@ def _models_option(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
-    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--ctx",
+        type=options.CTX.arg,
+        default=4096,
+        help=f"context size in tokens, {options.CTX.lo} or more (default %(default)s)",
+    )
+    p.add_argument("--threads", type=options.THREADS.arg, help=THREADS_HELP)
     p.add_argument(
         "--format",
         help="chat format: chatml, orca-mini, llama3, phi3, gemma, or template "
@@ -311,7 +340,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = options.Parser(
         prog="research", description="Offline question answering with quantized LLMs on this device's CPU."
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -347,7 +376,12 @@ def parser() -> argparse.ArgumentParser:
         help="native (default), termux (on the phone), android (NDK), aarch64-linux (cross, runs under qemu)",
     )
     s.add_argument("--android-ndk", metavar="PATH", help="cross-compile for Android arm64 with this NDK")
-    s.add_argument("--jobs", "-j", type=int, help="parallel compile jobs (default: all cores)")
+    s.add_argument(
+        "--jobs",
+        "-j",
+        type=options.JOBS.arg,
+        help=f"parallel compile jobs, 1 to {options.THREADS_MAX} (default: all cores)",
+    )
     s.add_argument(
         "--check",
         action="store_true",
@@ -390,7 +424,11 @@ def parser() -> argparse.ArgumentParser:
         help="also write types above the source's precision (bigger, not better: speed or KLD reference)",
     )
     s.add_argument("--force", action="store_true", help="rewrite files that already exist")
-    s.add_argument("--threads", type=int, help="threads (default: all cores)")
+    s.add_argument(
+        "--threads",
+        type=options.THREADS.arg,
+        help=f"threads, 1 to {options.THREADS_MAX} (default: all cores)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_quantize)
 
@@ -399,21 +437,35 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--reference", help="model whose token distributions the others are compared with (e.g. the F16 file)"
     )
-    s.add_argument("--corpus", help="a UTF-8 text file (default: data/corpus/persuasion.txt)")
     s.add_argument(
-        "--ctx", type=int, default=512, help="tokens per chunk; the second half is scored (default 512)"
+        "--corpus", type=options.input_file, help="a UTF-8 text file (default: data/corpus/persuasion.txt)"
     )
-    s.add_argument("--chunks", type=int, help="only the first N chunks (default: the whole text)")
-    s.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    s.add_argument(
+        "--ctx",
+        type=options.CTX.arg,
+        default=512,
+        help=f"tokens per chunk, {options.CTX.lo} or more; the second half is scored (default 512)",
+    )
+    s.add_argument(
+        "--chunks",
+        type=options.CHUNKS.arg,
+        help=f"only the first N chunks, {options.CHUNKS.lo} or more (default: the whole text)",
+    )
+    s.add_argument("--threads", type=options.THREADS.arg, help=THREADS_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_quality)
 
     s = sub.add_parser("memory", help="predict a model's peak memory before loading; --measure checks it")
     _models_option(s)
-    s.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    s.add_argument(
+        "--ctx",
+        type=options.CTX.arg,
+        default=4096,
+        help=f"context size in tokens, {options.CTX.lo} or more (default 4096)",
+    )
     s.add_argument(
         "--kv-type",
-        type=lambda v: v.split(","),
+        type=options.kv_types,
         default=["f16"],
         help="KV-cache types: f16,q8_0,q4_0 (default f16)",
     )
@@ -436,13 +488,34 @@ def parser() -> argparse.ArgumentParser:
         help="also run llama-bench (built from the same llama.cpp) and print the ratios",
     )
     s.add_argument(
-        "--threads", type=_threads, help="CPU threads, a list sweeps them: 1,2,4 (default: physical cores)"
+        "--threads",
+        type=options.threads_list,
+        help="CPU threads, a list sweeps them: 1,2,4 (default: physical cores)",
     )
-    s.add_argument("--pp", type=int, default=512, help="prompt tokens (default 512)")
-    s.add_argument("--tg", type=int, default=128, help="generated tokens (default 128)")
-    s.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
-    s.add_argument("--json", metavar="FILE", help="write the figures as JSON (llama-bench's field names)")
-    s.add_argument("--csv", metavar="FILE", help="write the rows as CSV (llama-bench's field names)")
+    s.add_argument(
+        "--pp", type=options.PP.arg, default=512, help=f"prompt tokens, {options.PP.lo} or more (default 512)"
+    )
+    s.add_argument(
+        "--tg",
+        type=options.TG.arg,
+        default=128,
+        help=f"generated tokens, {options.TG.lo} or more: a decode speed needs two (default 128)",
+    )
+    s.add_argument(
+        "--reps", type=options.REPS.arg, default=5, help=f"repetitions, {options.REPS.lo} or more (default 5)"
+    )
+    s.add_argument(
+        "--json",
+        metavar="FILE",
+        type=options.output_file,
+        help="write the figures as JSON (llama-bench's field names)",
+    )
+    s.add_argument(
+        "--csv",
+        metavar="FILE",
+        type=options.output_file,
+        help="write the rows as CSV (llama-bench's field names)",
+    )
     s.add_argument(
         "--no-llama-bench", action="store_true", help="measure the kit only, even if llama-bench is built"
     )
@@ -452,11 +525,20 @@ def parser() -> argparse.ArgumentParser:
     _model_options(s)
     s.add_argument(
         "--questions",
+        type=options.questions_file,
         help="JSONL/CSV/Parquet file, or hf:NAME[:SPLIT] to fetch from the hub "
         "(default: the kit's data/qa set)",
     )
-    s.add_argument("--out", required=True, help="JSONL records; a rerun into the same file resumes")
-    s.add_argument("--limit", type=int, help="only the first N questions")
+    s.add_argument(
+        "--out",
+        type=options.output_file,
+        help="JSONL records; a rerun of the same run (model file, format, system prompt, settings) into "
+        "the same file resumes it (default: evaluations/MODEL.jsonl in the user's data folder)",
+    )
+    s.add_argument("--system", help="system prompt (default: ask for a few words only)")
+    s.add_argument(
+        "--limit", type=options.LIMIT.arg, help=f"only the first N questions, {options.LIMIT.lo} or more"
+    )
     s.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     s.add_argument("--question-col", default="question")
     s.add_argument("--answer-col", default="answer", help="one string or a list of accepted strings")
@@ -472,13 +554,29 @@ def parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="with --prompt: one JSON object with answer and figures"
     )
     s.add_argument("--system", help="system prompt")
-    s.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    s.add_argument("--top-k", type=int, default=40)
-    s.add_argument("--top-p", type=float, default=0.95)
-    s.add_argument("--min-p", type=float, default=0.05)
-    s.add_argument("--repeat-penalty", type=float, default=1.1)
-    s.add_argument("--max-tokens", type=int, default=512)
-    s.add_argument("--seed", type=int, help="fix the sampling seed")
+    s.add_argument(
+        "--temperature", type=options.TEMPERATURE.arg, default=0.7, help="0 = greedy, or more (default 0.7)"
+    )
+    s.add_argument("--top-k", type=options.TOP_K.arg, default=40, help="0 = off (default 40)")
+    s.add_argument("--top-p", type=options.TOP_P.arg, default=0.95, help="above 0, at most 1 (default 0.95)")
+    s.add_argument("--min-p", type=options.MIN_P.arg, default=0.05, help="0 to 1; 0 = off (default 0.05)")
+    s.add_argument(
+        "--repeat-penalty",
+        type=options.REPEAT_PENALTY.arg,
+        default=1.1,
+        help="above 0; 1 = off (default 1.1)",
+    )
+    s.add_argument(
+        "--max-tokens",
+        type=options.MAX_TOKENS.arg,
+        default=512,
+        help=f"{options.MAX_TOKENS.lo} or more (default 512)",
+    )
+    s.add_argument(
+        "--seed",
+        type=options.SEED.arg,
+        help=f"fix the sampling seed: 0 to {options.SEED.hi} (default: random)",
+    )
     s.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("demo", help="serve the chat page on http://127.0.0.1:7860", add_help=False)
@@ -502,4 +600,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a last line of defence: a path or a device no check above foresaw
+        if os.environ.get("RESEARCH_TRACEBACK"):
+            raise
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _os_error(e: OSError) -> str:
+    """`IsADirectoryError(21, "Is a directory", "/tmp")` -> "/tmp: Is a directory"."""
+    what = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {what}" if names else what

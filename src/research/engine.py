@@ -8,9 +8,11 @@ oldest turns first, keeping room for the reply.
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from research import memory
-from research.download import sha256_file
+from research import memory, options
 from research.errors import KitError
 from research.gguf_info import read_gguf
+from research.hashing import cached_sha256
 from research.models import ModelRef, resolve
 from research.prompts import ChatFormat, Message, choose_format
 
@@ -38,6 +40,21 @@ class Sampling:
     max_tokens: int = 512  # a few paragraphs: answers to questions, not essays
     seed: int | None = None  # None: a fresh seed per answer; fix it to reproduce a sampled answer
     ignore_eos: bool = False  # benchmarks only: generate max_tokens even past the end-of-answer token
+
+    def __post_init__(self):
+        """KitError in one line for a value out of range (the page's API can send any number)."""
+        from research import options as o  # the ranges, and why, are defined there once
+
+        o.TEMPERATURE.check(self.temperature, "temperature")
+        o.TOP_K.check(self.top_k, "top_k")
+        o.TOP_P.check(self.top_p, "top_p")
+        o.MIN_P.check(self.min_p, "min_p")
+        o.REPEAT_PENALTY.check(self.repeat_penalty, "repeat_penalty")
+        o.MAX_TOKENS.check(self.max_tokens, "max_tokens")
+        if self.seed is not None and not (type(self.seed) is int and self.seed == o.RANDOM_SEED):
+            o.SEED.check(self.seed, "seed")
+        if not isinstance(self.ignore_eos, bool):
+            raise KitError(f"ignore_eos must be True or False, not {self.ignore_eos!r}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,28 @@ class EngineConfig:
     flash_attn: bool = True
     kv_type: str = "f16"  # llama.cpp's default; q8_0 halves the KV cache at a small quality cost
     chat_format: str | None = None  # None: the GGUF's own template, else the catalog's format
+
+    def __post_init__(self):
+        """KitError in one line for a value out of range, before llama.cpp sees it.
+
+        llama.cpp reads n_ctx=0 as "the model's whole trained context" and wraps negative
+        numbers into huge unsigned ones; the page's API and notebooks can send any value.
+        """
+        from research import options as o  # the ranges, and why, are defined there once
+
+        o.CTX.check(self.n_ctx, "n_ctx")
+        if self.n_threads is not None:
+            o.THREADS.check(self.n_threads, "n_threads")
+        o.BATCH.check(self.n_batch, "n_batch")
+        if self.n_ubatch is not None:
+            o.BATCH.check(self.n_ubatch, "n_ubatch")
+        for name in ("use_mmap", "flash_attn"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "use_mmap" and value is None):
+                raise KitError(f"{name} must be True or False, not {value!r}")
+        o.check_kv_type(self.kv_type)
+        if self.chat_format is not None and not isinstance(self.chat_format, str):
+            raise KitError(f"chat_format must be a format name or None, not {self.chat_format!r}")
 
 
 @dataclass
@@ -200,6 +239,45 @@ KV_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 
 _PATCHING = threading.Lock()  # one load at a time may swap llama_cpp's chat formatter
 
+#: llama.cpp's own log lines, kept (not printed: the CLI's output is the kit's) so that a failure
+#: can say what llama.cpp said; RESEARCH_LLAMA_LOG=1 prints them to stderr as they come.
+LLAMA_LOG: collections.deque[str] = collections.deque(maxlen=200)
+_log_callback = None  # the ctypes callback must live as long as llama.cpp may call it
+
+
+def capture_llama_log() -> None:
+    """Route llama.cpp's log (llama_log_set) into LLAMA_LOG instead of stderr; once per process.
+
+    llama-cpp-python prints llama.cpp's error-level lines even with verbose=False, and some
+    architectures log warnings at that level on every load: they leaked into `chat --json`'s
+    stderr and the CLI's one-line errors.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    echo = os.environ.get("RESEARCH_LLAMA_LOG") == "1"
+
+    @llama_cpp.llama_log_callback
+    def keep(level, text, _user_data):
+        line = (text or b"").decode("utf-8", "replace")
+        if level == 5 and LLAMA_LOG:  # GGML_LOG_LEVEL_CONT: the rest of the previous line
+            LLAMA_LOG[-1] += line
+        else:
+            LLAMA_LOG.append(line)
+        if echo:
+            sys.stderr.write(line)
+
+    _log_callback = keep
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+
+
+def last_llama_error() -> str:
+    """The last line llama.cpp logged, for an error message ("" when it said nothing)."""
+    lines = [line.strip() for line in LLAMA_LOG if line.strip()]
+    return lines[-1] if lines else ""
+
 
 class LlamaBackend:
     """llama-cpp-python's Llama, used token by token through its native sampler chain."""
@@ -209,6 +287,8 @@ class LlamaBackend:
     def __init__(self, path: str, config: EngineConfig):
         import llama_cpp
         from llama_cpp import llama_chat_format
+
+        capture_llama_log()
 
         self.n_threads = config.n_threads or default_threads()
         self.mapped = config.use_mmap is not False  # None, the engine's "decide", reaches here decided
@@ -230,7 +310,8 @@ class LlamaBackend:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as e:
-            raise KitError(f"llama.cpp could not load {path}: {e}") from None
+            said = last_llama_error()
+            raise KitError(f"llama.cpp could not load {path}: {e}" + (f" ({said})" if said else "")) from None
         finally:
             llama_chat_format.Jinja2ChatFormatter = real_formatter
             _PATCHING.release()
@@ -461,6 +542,11 @@ class Engine:
         ref = model if isinstance(model, ModelRef) else resolve(model)
         info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
         n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
+        if info.context_length and info.context_length < options.CTX.lo:
+            raise KitError(
+                f"{ref.path.name} was trained for a context of {info.context_length} tokens; the kit needs "
+                f"at least {options.CTX.lo} (a chat prompt and room for an answer)"
+            )
         mapped = memory.maps_file(info) if config.use_mmap is None else config.use_mmap
         ubatch = min(config.n_ubatch or memory.micro_batch(info, n_ctx), config.n_batch)
         memory.check_fits(
@@ -483,11 +569,13 @@ class Engine:
 
     @functools.cached_property
     def sha256(self) -> str:
-        """SHA-256 of the model file, recorded beside ratings and results (computed once)."""
-        entry = self.ref.entry if self.ref else None
-        if entry and entry.bundled and entry.sha256:
-            return entry.sha256  # the file ships inside a package whose RECORD pins its hash
-        return sha256_file(self.ref.path) if self.ref else ""
+        """SHA-256 of the model file, recorded beside ratings and results.
+
+        Computed from the file itself (never copied from the catalog, which a package update
+        could leave behind), and cached by path, size and modification time, so the bundled
+        model's hash costs 0.3 s once, not at every start.
+        """
+        return cached_sha256(self.ref.path) if self.ref else ""
 
     def count_tokens(self, text: str) -> int:
         return len(self.backend.tokenize(text))
@@ -522,7 +610,9 @@ class Engine:
         )
         memory.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = StopScanner(self.format.stops)
+        # Benchmarks generate a fixed number of tokens as llama-bench does: a model that ends its
+        # text early (a base model) must not stop at its end-of-text token nor at its text.
+        scanner = StopScanner(() if sampling.ignore_eos else self.format.stops)
         started = False  # leading whitespace of an answer is dropped
         t_first = t_last = t0
         sampled = 0  # tokens sampled, the end-of-generation token included: decode steps + 1
