@@ -6,10 +6,12 @@ http://127.0.0.1:7860. Everything the page does lives in research.chat; this fil
 
 from __future__ import annotations
 
-import argparse
 import functools
+import html
+import inspect
 import os
 import sys
+from pathlib import Path
 
 from research import server
 
@@ -17,13 +19,11 @@ server.offline_environment()  # before gradio is imported: analytics off, no sha
 
 import gradio as gr  # noqa: E402
 
-from research import chat  # noqa: E402
-from research.engine import EngineConfig  # noqa: E402
+from research import chat, page_text  # noqa: E402
+from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 
-host = chat.ModelHost(
-    os.environ.get("RESEARCH_MODEL"), EngineConfig(n_ctx=int(os.environ.get("RESEARCH_CTX", 4096)))
-)
+host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
 # System fonts only: the default theme pulls its fonts from Google, which would leave the device.
 THEME = gr.themes.Soft(
@@ -39,77 +39,70 @@ CSS = """
 """
 
 
-def friendly(fn):
-    """Show KitError as a message on the page instead of a stack trace; the server keeps going."""
+def handler(fn):
+    """A page handler: KitError becomes a message on the page (as text), and a `sampling`
+    parameter receives the seven sampling controls (chat.KNOBS) as one Sampling."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    names = [p.name for p in params]
+    if "sampling" in names:
+        i = names.index("sampling")
+        knobs = [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in chat.KNOBS]
+        params = params[:i] + knobs + params[i + 1 :]
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
-            result = fn(*args, **kwargs)
+            bound = call.__signature__.bind(*args, **kwargs)
+            values = bound.arguments
+            if "sampling" in names:
+                values["sampling"] = chat.sampling_from(*(values.pop(k) for k in chat.KNOBS))
+            result = fn(**values)
             if hasattr(result, "__next__"):
                 yield from result
             else:
                 yield result
         except KitError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            # Gradio shows the message as HTML: a file name or a template's text must stay text.
+            raise gr.Error(html.escape(str(e)), print_exception=False) from None
 
+    call.__signature__ = sig.replace(parameters=params)
+    del call.__wrapped__  # Gradio must see the page's inputs, not `sampling`
     return call
 
 
-@friendly
-def ask(
-    message,
-    history,
-    system,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repeat_penalty,
-    max_tokens,
-    seed,
-    request: gr.Request,
-):
+@handler
+def ask(message, history, system, sampling: Sampling, request: gr.Request):
     """Add the question to the conversation and stream the answer into it."""
     if not (message or "").strip():
         raise KitError("empty question: type a question first")
-    history = list(history or []) + [{"role": "user", "content": message.strip()}]
+    history = list(history or []) + [{"role": "user", "content": page_text.shown(message.strip())}]
     yield history, ""
-    sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
     for shown in host.respond(history, system, sampling, _session(request)):
         yield shown, ""
 
 
-@friendly
-def regenerate(
-    history, system, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, request: gr.Request
-):
+@handler
+def regenerate(history, system, sampling: Sampling, request: gr.Request):
     """Answer the last question again (drops the last answer)."""
     history = list(history or [])
     while history and history[-1]["role"] == "assistant":
         history.pop()
-    sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
     yield from host.respond(history, system, sampling, _session(request))
 
 
-@friendly
-def edited(
-    history,
-    system,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repeat_penalty,
-    max_tokens,
-    seed,
-    evt: gr.EditData,
-    request: gr.Request,
-):
-    """An edited question is answered again; an edited answer is kept as the user wrote it."""
-    history = list(history or [])[: evt.index + 1]
-    if history and history[-1]["role"] == "user":
-        sampling = chat.sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
+@handler
+def edited(history, system, sampling: Sampling, evt: gr.EditData, request: gr.Request):
+    """An edited question is answered again; an edited answer is kept as the user wrote it (and
+    can no longer be rated as the model's)."""
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    history = list(history or [])[: index + 1]
+    if not history:
+        yield history
+        return
+    # The typed text comes back as typed: show it as text again.
+    history[-1] = {"role": history[-1]["role"], "content": page_text.shown(chat.text_of(evt.value))}
+    if history[-1]["role"] == "user":
         yield from host.respond(history, system, sampling, _session(request))
     else:
         yield history
@@ -120,7 +113,7 @@ def undo(history):
     history = list(history or [])
     while history and history[-1]["role"] == "assistant":
         history.pop()
-    question = chat.text_of(history.pop()["content"]) if history else ""
+    question = page_text.plain(chat.text_of(history.pop()["content"])) if history else ""
     return history, question
 
 
@@ -128,48 +121,36 @@ def stop(request: gr.Request):
     host.cancel(_session(request))
 
 
-@friendly
-def thumbs(history, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, evt: gr.LikeData):
-    """A like or dislike on an answer becomes a rating record."""
+@handler
+def thumbs(history, evt: gr.LikeData):
+    """A like or dislike on an answer becomes a rating record of the model that gave it."""
     if evt.liked is None or evt.liked == "":
         return
     liked = evt.liked if isinstance(evt.liked, bool) else str(evt.liked).lower().startswith("like")
-    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
     index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    chat.rate(history, _model(), settings, index=index, thumbs="up" if liked else "down", model_sha256=_sha())
+    host.rate(history, index, thumbs="up" if liked else "down")
     gr.Info("Rating saved")
 
 
-@friendly
-def save_rating(
-    history, score, verdict, comment, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed
-):
+@handler
+def save_rating(history, score, verdict, comment):
     """Rate the last answer 1-5 with an optional verdict and comment."""
     if score is None and not verdict:
         raise KitError("choose a score from 1 to 5 or a verdict first")
-    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
-    path = chat.rate(
-        history,
-        _model(),
-        settings,
-        score=int(score) if score else None,
-        verdict=verdict or None,
-        comment=comment or "",
-        model_sha256=_sha(),
+    path = host.rate(
+        history, score=int(score) if score else None, verdict=verdict or None, comment=comment or ""
     )
-    return f"Saved to `{path.name}`."
+    return f"Saved to {page_text.literal(path.name)}."
 
 
-@friendly
+@handler
 def load_model(choice, path):
-    engine = host.switch(path or choice)
-    return _status(engine)
+    return _status(host.switch(path or choice))
 
 
-@friendly
-def export(history, system, temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed):
-    settings = _settings(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed)
-    md, js = chat.export(history, system, _model(), settings, folder=os.environ.get("GRADIO_TEMP_DIR"))
+@handler
+def export(history, system):
+    md, js = host.export(history, system, os.environ["GRADIO_TEMP_DIR"])
     return [str(md), str(js)]
 
 
@@ -177,32 +158,22 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", "") or ""
 
 
-def _model() -> str:
-    return host.engine.model_id if host.engine else chat.model_label(host.name)
-
-
-def _sha() -> str | None:
-    return host.engine.sha256 if host.engine else None
-
-
-def _settings(*values) -> dict:
-    return chat.settings_dict(chat.sampling_from(*values))
-
-
 def _status(engine) -> str:
-    info = engine.info
+    """The model line: every value from the file or the user shown as text, never as Markdown."""
+    info, lit = engine.info, page_text.literal
     text = (
-        f"**Model:** `{engine.model_id}` · {info.file_type_name or '?'} · {info.file_size / 2**20:.0f} MB · "
-        f"context {engine.backend.n_ctx} · {engine.backend.n_threads} threads · format {engine.format.name}"
+        f"**Model:** {lit(engine.model_id)} · {lit(info.file_type_name or '?')} · "
+        f"{info.file_size / 2**20:.0f} MB · context {engine.backend.n_ctx} · "
+        f"{engine.backend.n_threads} threads · format {lit(engine.format.name)}"
     )
-    return text + (f"\n\n⚠️ {engine.warning}" if engine.warning else "")
+    return text + (f"\n\n⚠️ {lit(engine.warning)}" if engine.warning else "")
 
 
 def _initial_status() -> str:
     try:
         return _status(host.get())
     except KitError as e:
-        return f"⚠️ {e}"
+        return f"⚠️ {page_text.literal(e)}"
 
 
 with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill_height=True) as demo:
@@ -228,7 +199,8 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     with gr.Row():
         regen_btn = gr.Button("Regenerate", size="sm", min_width=80)
         undo_btn = gr.Button("Undo", size="sm", min_width=60)
-        clear_btn = gr.ClearButton([chatbot, question], value="Clear", size="sm", min_width=60)
+        # Not gr.ClearButton: it clears through a JavaScript string, which the page's CSP forbids.
+        clear_btn = gr.Button("Clear", size="sm", min_width=60)
     with gr.Accordion("Rate the last answer", open=False):
         score = gr.Radio([1, 2, 3, 4, 5], label="Score (5 = best)")
         verdict = gr.Radio(list(chat.ratings.VERDICTS), label="Verdict")
@@ -257,7 +229,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         export_btn = gr.Button("Export as Markdown and JSON", size="sm")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
 
-    knobs = [temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed]
+    knobs = [temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed]  # chat.KNOBS' order
     model_queue = {
         "concurrency_limit": 1,
         "concurrency_id": "model",
@@ -271,32 +243,46 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     chatbot.edit(edited, [chatbot, system, *knobs], chatbot, api_visibility="private", **model_queue)
     stop_btn.click(stop, None, None, api_name="stop", queue=False)
     undo_btn.click(undo, chatbot, [chatbot, question], api_name="undo")
+    clear_btn.click(lambda: ([], ""), None, [chatbot, question], api_visibility="private", queue=False)
     chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private")
-    chatbot.like(thumbs, [chatbot, *knobs], None, api_visibility="private")
-    rate_btn.click(save_rating, [chatbot, score, verdict, comment, *knobs], rate_status, api_name="rate")
+    chatbot.like(thumbs, chatbot, None, api_visibility="private")
+    rate_btn.click(save_rating, [chatbot, score, verdict, comment], rate_status, api_name="rate")
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
-    export_btn.click(export, [chatbot, system, *knobs], files, api_name="export")
+    export_btn.click(export, [chatbot, system], files, api_name="export")
     demo.load(_initial_status, None, status, api_visibility="private")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="research demo", description="Serve the chat page on this device.")
+    from research import options
+
+    p = options.Parser(prog="research demo", description="Serve the chat page on this device.")
     p.add_argument("--model", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=options.port, default=7860)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument(
         "--listen-anywhere",
         action="store_true",
         help="allow a non-loopback --host; the page then asks for a printed token",
     )
-    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
-    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("--ctx", type=options.context, default=4096, help="context size in tokens")
+    p.add_argument("--threads", type=options.threads, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a folder the page's loader may open models from (repeatable; besides the catalog, the "
+        "downloads folder and the start model's folder)",
+    )
     args = p.parse_args(argv)
-    host.name = args.model
-    host.config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads)
     try:
+        folders = [options.folder(f) for f in args.models_dir]
+        if args.model and os.path.isfile(os.path.expanduser(args.model)):
+            folders.append(os.path.dirname(os.path.abspath(os.path.expanduser(args.model))))
+        host.name, host.folders = args.model, [Path(f).resolve() for f in folders]
+        host.config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads)
         engine = host.get()  # load now: a bad model fails here, not at the first question
-        print(_status(engine).replace("**", "").replace("`", ""), file=sys.stderr)
+        print(_status(engine).replace("**", "").replace("\\", ""), file=sys.stderr)
         server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, theme=THEME, css=CSS)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)

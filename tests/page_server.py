@@ -20,18 +20,27 @@ def free_port() -> int:
 
 
 class PageServer:
-    def __init__(self, tmp: Path, *args: str, env: dict | None = None):
+    """`args` go to `research demo`; `script`, a JSON file, serves a scripted model instead
+    (tests/scripted_page.py)."""
+
+    def __init__(self, tmp: Path, *args: str, env: dict | None = None, script: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.ratings = tmp / "ratings.jsonl"
         self.log = tmp / "page.log"
+        self.models = tmp / "models"  # the folder the page's loader may open files from
+        self.models.mkdir(exist_ok=True)
+        self.gradio = tmp / "gradio"  # the page makes its private folder for temporary files in here
         extra = env or {}
         env = os.environ | {
             "RESEARCH_RATINGS_FILE": str(self.ratings),
-            "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+            "GRADIO_TEMP_DIR": str(self.gradio),
         }
         env |= extra
-        cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", "2048", *args]
+        cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", "2048"]
+        cmd += ["--models-dir", str(self.models), *args]
+        if script is not None:
+            cmd = [sys.executable, str(ROOT / "tests" / "scripted_page.py"), str(script), str(self.port)]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT
         )

@@ -1,41 +1,18 @@
 """The page in a real headless Chromium: a streamed answer, a thumbs rating, no request off the device."""
 
 import json
-import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
+from chromium import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.page, pytest.mark.model]
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags that keep Chromium itself from calling home (component updates, safe browsing, ...).
-QUIET = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs it with apt")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=QUIET, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp_path):

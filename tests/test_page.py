@@ -57,9 +57,7 @@ def test_question_gets_a_streamed_answer_with_figures(client):
 def test_rating_lands_in_the_ratings_file(client, page):
     history, _ = client.predict(*ask_args("Name a planet."), api_name="/ask")
     before = page.ratings.read_text().count("\n") if page.ratings.exists() else 0
-    status = client.predict(
-        history, 2, "wrong", "checked by a test", 0, 40, 0.95, 0.05, 1.1, 48, 1, api_name="/rate"
-    )
+    status = client.predict(history, 2, "wrong", "checked by a test", api_name="/rate")
     assert "Saved" in status
     lines = page.ratings.read_text().splitlines()
     assert len(lines) == before + 1
@@ -77,13 +75,13 @@ def test_empty_question_is_a_visible_message_and_the_page_keeps_serving(client):
     assert text(history[-1])
 
 
-def test_bad_model_is_refused_and_the_old_one_keeps_answering(client, tmp_path):
-    fake = tmp_path / "page.gguf"
+def test_bad_model_is_refused_and_the_old_one_keeps_answering(client, page):
+    fake = page.models / "page.gguf"
     fake.write_text("<!DOCTYPE html><html>not a model</html>")
     with pytest.raises(Exception, match="HTML|not a GGUF"):
         client.predict("smollm2-135m-q4_1", str(fake), api_name="/load_model")
     with pytest.raises(Exception, match="no such file"):
-        client.predict("smollm2-135m-q4_1", "/nonexistent/model.gguf", api_name="/load_model")
+        client.predict("smollm2-135m-q4_1", str(page.models / "missing.gguf"), api_name="/load_model")
     history, _ = client.predict(*ask_args("What is 2 + 2?"), api_name="/ask")
     assert text(history[-1])
 
@@ -133,10 +131,89 @@ def test_listens_on_loopback_only(page):
 
 
 @pytest.mark.parametrize(
-    "headers", [{"Host": "evil.example"}, {"Origin": "http://evil.example"}, {"Host": "attacker.com:7860"}]
+    "headers",
+    [
+        {"Host": "evil.example"},
+        {"Origin": "http://evil.example"},
+        {"Host": "attacker.com:7860"},
+        {"Origin": "null"},  # a sandboxed frame, a data: or a file: page
+        {"Origin": "NULL"},
+        {"Origin": "http://127.0.0.1.evil.example"},
+    ],
 )
 def test_foreign_host_or_origin_refused(page, headers):
-    req = urllib.request.Request(page.url + "config", headers=headers)
-    with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(req, timeout=5)
-    assert e.value.code == 403
+    for route, data in (("config", None), ("gradio_api/upload", b"--x--\r\n")):
+        req = urllib.request.Request(page.url + route, headers=headers, data=data)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 403, route
+    ok = urllib.request.Request(page.url + "config", headers={"Origin": page.url.rstrip("/")})
+    assert urllib.request.urlopen(ok, timeout=5).status == 200  # the page's own origin is fine
+
+
+def test_every_response_carries_the_policy(page):
+    for route in ("", "config", "gradio_api/info", "nonexistent-route"):
+        try:
+            headers = urllib.request.urlopen(page.url + route, timeout=5).headers
+        except urllib.error.HTTPError as e:
+            headers = e.headers
+        csp = headers["Content-Security-Policy"] or ""
+        for directive in ("default-src 'self'", "img-src 'self'", "connect-src 'self'", "frame-src 'none'"):
+            assert directive in csp, (route, csp)
+        assert headers["X-DNS-Prefetch-Control"] == "off" and headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_a_rating_after_another_session_switched_models_names_the_first(client, page):
+    from fakes import random_model_gguf
+
+    other = random_model_gguf(page.models / "other-model.gguf", n_layer=2, n_embd=64, n_ff=128, n_head=2)
+    history, _ = client.predict(*ask_args("Name a colour."), api_name="/ask")
+    second = Client(page.url, verbose=False)
+    try:
+        status = second.predict("smollm2-135m-q4_1", str(other), api_name="/load_model")
+        assert "other-model" in status
+        before = page.ratings.read_text().count("\n") if page.ratings.exists() else 0
+        client.predict(history, 4, "correct", "", api_name="/rate")
+        rec = json.loads(page.ratings.read_text().splitlines()[before])
+        assert (
+            rec["model"] == "smollm2-135m-q4_1" and rec["answer"] == text(history[-1]).split("\n\n<sub>")[0]
+        )
+        assert rec["settings"]["temperature"] == 0 and rec["system"] == "Answer briefly."
+        their, _ = second.predict(*ask_args("Say hi.", temperature=0.5), api_name="/ask")
+        second.predict(their, 2, "wrong", "", api_name="/rate")
+        rec = json.loads(page.ratings.read_text().splitlines()[before + 1])
+        assert rec["model"] == "other-model" and rec["settings"]["temperature"] == 0.5
+    finally:
+        second.predict("smollm2-135m-q4_1", "", api_name="/load_model")
+
+
+def test_the_loader_opens_only_allowed_folders_and_echoes_no_file(client, tmp_path):
+    secret = tmp_path / "secret.gguf"
+    secret.write_text("the secret text of some file\n")
+    for name in (str(secret), "/etc/passwd", "/etc/hostname"):
+        with pytest.raises(Exception) as e:
+            client.predict("smollm2-135m-q4_1", name, api_name="/load_model")
+        assert "opens model files only from" in str(e.value) and "secret text" not in str(e.value)
+
+
+def test_temporary_files_are_private_and_gone_when_the_page_stops(tmp_path):
+    from page_server import PageServer
+
+    server = PageServer(tmp_path)
+    try:
+        [folder] = list(server.gradio.iterdir())
+        assert folder.stat().st_mode & 0o077 == 0  # only this user
+        c = Client(server.url, verbose=False)
+        history, _ = c.predict(*ask_args("Say hello.", max_tokens=16), api_name="/ask")
+        files = c.predict(history, "Answer briefly.", api_name="/export")
+        assert len(files) == 2 and list(folder.rglob("conversation-*.md"))
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None and not folder.exists()
+    # A page killed outright cannot clean up; the next page to start removes what it left.
+    killed = server.gradio / "research-page-999999-abc"  # no such process
+    killed.mkdir()
+    (killed / "conversation.md").write_text("left behind")
+    again = PageServer(tmp_path)
+    again.stop()
+    assert not killed.exists()

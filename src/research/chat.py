@@ -2,30 +2,39 @@
 
 The page (demo/app.py) only lays out components and wires them to these functions, so the
 same logic is tested without a browser.
+
+Every answer is known by an id from the moment it is generated, and the kit keeps what produced
+it (model, file hash, prompt format, system prompt, sampling: research.provenance) under that
+id, so a rating or an export names the model that gave the answer even after another session
+loaded another model or a slider moved. Text shown on the page is hostile content (a question, a
+model's answer, a file name): research.page_text shows it as text, never as HTML.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
-import re
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from research import ratings
+from research import page_text, provenance, ratings
 from research.engine import Engine, EngineConfig, Sampling, Stats
 from research.errors import KitError
-from research.models import catalog, resolve
+from research.models import catalog, models_dir, resolve
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
 #: At most one page update every 50 ms (20 a second reads as smooth streaming). Gradio sends the
 #: whole conversation with every update; one per token cost a third of the decode speed on 2 cores.
 STREAM_INTERVAL_S = 0.05
-FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
+#: The page's sampling controls, in the order the page lays them out: Sampling's own fields.
+KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
+#: Answers whose provenance the page remembers (a few hundred bytes each), oldest forgotten first.
+REMEMBERED_ANSWERS = 10_000
 
 
 def text_of(content) -> str:
@@ -39,34 +48,65 @@ def text_of(content) -> str:
     return ""
 
 
-def strip_figures(text: str) -> str:
-    """`"Paris.\\n\\n<sub>◷ 3 prompt tokens …</sub>"` -> `"Paris."`."""
-    return FIGURES.sub("", text)
-
-
 def with_figures(answer: str, stats: Stats) -> str:
-    return f"{answer}\n\n<sub>◷ {stats.line()}</sub>"
+    """An answer as the page shows it: its text shown as text, then its line of figures."""
+    return page_text.shown(answer) + page_text.figures(stats.line())
 
 
 def history_messages(history: list[dict]) -> list[dict]:
-    """Chatbot value -> plain {"role", "content"} messages with the figure lines removed."""
+    """Chatbot value -> plain {"role", "content"} messages: the text as typed or generated."""
     out = []
     for m in history or []:
         role = m.get("role") if isinstance(m, dict) else None
         if role in ("user", "assistant"):
-            out.append({"role": role, "content": strip_figures(text_of(m.get("content")))})
+            text = page_text.strip_figures(text_of(m.get("content")))
+            out.append({"role": role, "content": page_text.plain(text)})
     return out
 
 
-class ModelHost:
-    """The one model the page serves; loading another replaces it for every session."""
+def answer_id_of(message: dict) -> str | None:
+    meta = message.get("metadata") if isinstance(message, dict) else None
+    return str(meta["id"]) if isinstance(meta, dict) and meta.get("id") else None
 
-    def __init__(self, model: str | None = None, config: EngineConfig = EngineConfig()):
+
+def sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed) -> Sampling:
+    """Sampling from the page's controls (KNOBS); a seed of -1 or empty means random.
+
+    Values come from sliders or from anyone calling the page's API: Sampling checks their ranges.
+    """
+    try:
+        seed = None if seed in (None, "", -1) else int(seed)
+        return Sampling(
+            float(temperature),
+            int(top_k),
+            float(top_p),
+            float(min_p),
+            float(repeat_penalty),
+            int(max_tokens),
+            seed,
+        )
+    except (TypeError, ValueError) as e:
+        raise KitError(f"a sampling setting is not a number: {e}") from None
+
+
+class ModelHost:
+    """The one model the page serves; loading another replaces it for every session.
+
+    `folders`: where the page's loader may open model files, besides the catalog and the
+    downloads folder (the folders named when starting the page, and the start model's own).
+    """
+
+    def __init__(
+        self, model: str | None = None, config: EngineConfig = EngineConfig(), folders: Sequence = ()
+    ):
         self.config = config
         self.name = model
+        self.folders = [Path(f).expanduser().resolve() for f in folders]
         self.engine: Engine | None = None
         self._load_lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
+        self._answers: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self._answers_lock = threading.Lock()
 
     def get(self) -> Engine:
         with self._load_lock:
@@ -74,11 +114,35 @@ class ModelHost:
                 self.engine = Engine.load(self.name, self.config)
             return self.engine
 
+    def allowed_folders(self) -> list[Path]:
+        return [models_dir().resolve(), *self.folders]
+
+    def check_allowed(self, name: str) -> None:
+        """KitError unless `name` is a catalog id or a file inside an allowed folder.
+
+        The page's loader is reachable by anyone who can open the page; it must not become a way
+        to make the kit open, and describe, any file of the device.
+        """
+        if name in catalog():
+            return
+        path = Path(name).expanduser()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            real = path
+        if not any(real.is_relative_to(folder) for folder in self.allowed_folders()):
+            folders = ", ".join(str(f) for f in self.allowed_folders())
+            raise KitError(
+                f"the page opens model files only from {folders}; put the file there, or start the page "
+                "with --models-dir FOLDER"
+            )
+
     def switch(self, name: str) -> Engine:
         """Load another model (catalog id or path); the old one stays if the new one fails."""
         name = (name or "").strip()
         if not name:
             raise KitError("choose a model from the list or type a path to a .gguf file")
+        self.check_allowed(name)
         with self._load_lock:
             new = Engine.load(name, self.config)
             old, self.engine, self.name = self.engine, new, name
@@ -91,94 +155,140 @@ class ModelHost:
         if event is not None:
             event.set()
 
+    def _remember(self, answer_id: str, record: dict) -> None:
+        with self._answers_lock:
+            self._answers[answer_id] = record
+            while len(self._answers) > REMEMBERED_ANSWERS:
+                self._answers.popitem(last=False)
+
+    def answer_record(self, message: dict) -> dict:
+        """What produced an answer on the page: its provenance, question and text.
+
+        KitError when the page does not know the answer (it was edited, or given before the page
+        restarted), so a rating is never attributed to a model that did not give the answer.
+        """
+        answer_id = answer_id_of(message)
+        with self._answers_lock:
+            record = self._answers.get(answer_id) if answer_id else None
+        text = page_text.plain(page_text.strip_figures(text_of(message.get("content"))))
+        if record is None:
+            raise KitError(
+                "the page does not know which model gave this answer (it was given before the page "
+                "restarted, or edited); ask again to rate it"
+            )
+        if record["answer"].strip() != text.strip():
+            raise KitError(
+                "this answer was edited after the model gave it; ask again to rate the model's own"
+            )
+        return record
+
     def respond(
         self, history: list[dict], system: str, sampling: Sampling, session: str = ""
     ) -> Iterator[list[dict]]:
-        """Answer the last user message of `history`; yields the growing chatbot value."""
+        """Answer the last user message of `history`; yields the growing chatbot value.
+
+        The answer message carries its id in its metadata from the first piece on, and what
+        produced it is fixed before the first token (this engine, this system prompt, these
+        settings), whatever happens on the page meanwhile.
+        """
         messages = history_messages(history)
         if not messages or messages[-1]["role"] != "user":
             raise KitError("empty question: type a question first")
-        if system.strip():
-            messages.insert(0, {"role": "system", "content": system.strip()})
+        system = (system or "").strip()
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         engine = self.get()
+        answer_id = uuid.uuid4().hex
+        prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
+        question = messages[-1]["content"]
         event = self._cancel[session] = threading.Event()
-        shown = list(history) + [{"role": "assistant", "content": ""}]
+        meta = {"id": answer_id}
+        shown = list(history) + [{"role": "assistant", "content": "", "metadata": meta}]
         answer, last = "", 0.0
         try:
             for item in engine.stream(messages, sampling, event):
                 if isinstance(item, Stats):
-                    shown[-1] = {"role": "assistant", "content": with_figures(answer, item)}
+                    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                    self._remember(
+                        answer_id,
+                        {"question": question, "answer": answer, "provenance": prov, "time": when}
+                        | {"stats": item.as_dict()},
+                    )
+                    shown[-1] = {"role": "assistant", "content": with_figures(answer, item), "metadata": meta}
                     yield shown
                     continue
                 answer += item
                 now = time.monotonic()
                 if now - last >= STREAM_INTERVAL_S:  # the first piece always goes out at once
                     last = now
-                    shown[-1] = {"role": "assistant", "content": answer}
+                    shown[-1] = {"role": "assistant", "content": page_text.shown(answer), "metadata": meta}
                     yield shown
         finally:
             if self._cancel.get(session) is event:
                 del self._cancel[session]
 
+    def rate(self, history: list[dict], index: int | None = None, path=None, **rating) -> Path:
+        """Append a rating of the answer at `index` (default: the last one) to the ratings file.
+
+        The rating names what produced that answer (its provenance), not what is loaded now.
+        """
+        message = _assistant_message(history, index)
+        record = self.answer_record(message)
+        rec = ratings.make_record(record["question"], record["answer"], record["provenance"], **rating)
+        return ratings.append(rec, path)
+
+    def export(self, history: list[dict], system: str, folder: str | Path) -> tuple[Path, Path]:
+        """Write the conversation as Markdown and JSON into `folder`; returns both paths.
+
+        Each answer carries what produced it, when the page knows it (answers of another model
+        in the same conversation are named as such).
+        """
+        msgs = history_messages(history)
+        if not msgs:
+            raise KitError("nothing to export yet: the conversation is empty")
+        known = []
+        for m, raw in zip(
+            msgs, [m for m in history or [] if m.get("role") in ("user", "assistant")], strict=True
+        ):
+            prov = None
+            if m["role"] == "assistant":
+                try:
+                    prov = self.answer_record(raw)["provenance"]
+                except KitError:
+                    prov = None
+            known.append(prov)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        models = sorted({p["model"] for p in known if p})
+        md = [f"# Conversation with {', '.join(models) or 'a model'}", "", f"*{stamp}*", ""]
+        if system.strip():
+            md += ["**System:** " + system.strip(), ""]
+        for m, prov in zip(msgs, known, strict=True):
+            who = "You" if m["role"] == "user" else f"Model ({prov['model']})" if prov else "Model (unknown)"
+            md += [f"**{who}:** {m['content']}", ""]
+        md_path = folder / f"conversation-{stamp}.md"
+        md_path.write_text("\n".join(md), encoding="utf-8")
+        json_path = folder / f"conversation-{stamp}.json"
+        messages = [m | ({"provenance": p} if p else {}) for m, p in zip(msgs, known, strict=True)]
+        doc = {"time": stamp, "system": system, "messages": messages}
+        json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+        return md_path, json_path
+
+
+def _assistant_message(history: list[dict], index: int | None) -> dict:
+    """The answer message at `index` of the chatbot value (default: the last answer)."""
+    history = list(history or [])
+    if index is None:
+        index = max((i for i, m in enumerate(history) if m.get("role") == "assistant"), default=-1)
+    if not 0 <= index < len(history) or history[index].get("role") != "assistant":
+        raise KitError("nothing to rate: ask a question and wait for its answer first")
+    return history[index]
+
 
 def present_models() -> list[str]:
     """Catalog ids whose files are on this device (the page's model picker)."""
     return [e.id for e in catalog().values() if e.local_path() is not None]
-
-
-def last_exchange(history: list[dict], index: int | None = None) -> tuple[str, str]:
-    """The answer at `index` (default: the last one) and the question before it."""
-    msgs = history_messages(history)
-    if index is None:
-        index = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
-    if not 0 <= index < len(msgs) or msgs[index]["role"] != "assistant":
-        raise KitError("nothing to rate: ask a question and wait for its answer first")
-    question = next((m["content"] for m in reversed(msgs[:index]) if m["role"] == "user"), "")
-    return question, msgs[index]["content"]
-
-
-def rate(history, model: str, settings: dict, *, index: int | None = None, path=None, **rating) -> Path:
-    """Append a rating of one answer (thumbs, score, verdict, comment, model_sha256) to the ratings file."""
-    question, answer = last_exchange(history, index)
-    record = ratings.make_record(question, answer, model, settings, **rating)
-    return ratings.append(record, path)
-
-
-def export(
-    history: list[dict], system: str, model: str, settings: dict, folder: str | None = None
-) -> tuple[Path, Path]:
-    """Write the conversation as Markdown and JSON files; returns both paths."""
-    msgs = history_messages(history)
-    if not msgs:
-        raise KitError("nothing to export yet: the conversation is empty")
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(folder or tempfile.mkdtemp(prefix="research-export-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    md = [f"# Conversation with {model}", "", f"*{stamp} · settings: {json.dumps(settings)}*", ""]
-    if system.strip():
-        md += ["**System:** " + system.strip(), ""]
-    for m in msgs:
-        md += [f"**{'You' if m['role'] == 'user' else 'Model'}:** {m['content']}", ""]
-    md_path = folder / f"conversation-{stamp}.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
-    json_path = folder / f"conversation-{stamp}.json"
-    doc = {"model": model, "time": stamp, "system": system, "settings": settings, "messages": msgs}
-    json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
-    return md_path, json_path
-
-
-def sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed) -> Sampling:
-    """Sampling from the page's controls; a seed of -1 or empty means random."""
-    seed = None if seed in (None, "", -1) else int(seed)
-    return Sampling(
-        float(temperature),
-        int(top_k),
-        float(top_p),
-        float(min_p),
-        float(repeat_penalty),
-        int(max_tokens),
-        seed,
-    )
 
 
 def settings_dict(sampling: Sampling) -> dict:

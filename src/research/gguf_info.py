@@ -233,7 +233,9 @@ def _not_gguf(head: bytes) -> str:
         return "not a GGUF file: it is an HTML page saved as .gguf? download it again"
     if start.startswith(b"version https://git-lfs"):
         return "not a GGUF file: it is a Git LFS pointer; download the real file (git lfs pull)"
-    return f"not a GGUF file (it starts with {_show(head[:16])}); check the path or download again"
+    # Never the bytes themselves: whatever file was named (a key, /etc/passwd) must not be echoed.
+    kind = "text" if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head[:64]) else "binary data"
+    return f"not a GGUF file (it holds {kind}, not the GGUF magic); check the path or download again"
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFInfo:

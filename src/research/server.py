@@ -4,16 +4,25 @@ The page is mounted on our own FastAPI app and run by uvicorn instead of `demo.l
 launch() can open a public share link (GRADIO_SHARE, Colab) and phones home for version
 checks and analytics. Here nothing is shared, the bind address is explicit, analytics are
 off before gradio is imported, and requests whose Host or Origin is not this device are
-refused (DNS rebinding: Gradio CVE-2024-1727, Ollama CVE-2024-28224).
+refused (DNS rebinding: Gradio CVE-2024-1727, Ollama CVE-2024-28224), `Origin: null` (sandboxed
+frames, data: and file: pages) included. Every response carries a Content-Security-Policy that
+lets the page contact nothing but its own origin, whatever text it shows (research.page_text
+keeps that text from being HTML in the first place). The page's temporary files (uploads,
+exports) live in a private folder that is removed when the page stops.
 """
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import re
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from research.errors import KitError
@@ -30,8 +39,43 @@ def offline_environment() -> None:
     for name in ("GRADIO_SHARE", "GRADIO_SERVER_NAME", "GRADIO_ROOT_PATH"):
         os.environ.pop(name, None)
     # Uploaded and exported files live in a private folder, never next to models or data.
-    if "GRADIO_TEMP_DIR" not in os.environ:
-        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="research-gradio-")
+    os.environ["GRADIO_TEMP_DIR"] = str(private_temp_dir(os.environ.get("GRADIO_TEMP_DIR")))
+
+
+PRIVATE_PREFIX = "research-page-"
+
+
+def private_temp_dir(parent: str | None = None) -> Path:
+    """A folder only this user can read, for the page's temporary files; removed at exit.
+
+    Conversations must not stay at rest on a device that may be seized: the folder goes when the
+    page stops (Ctrl-C, SIGTERM, the end of the process), and folders left by a page that was
+    killed outright (kill -9, a crash) are removed the next time a page starts.
+    """
+    base = Path(parent).expanduser() if parent else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    sweep_stale(base)
+    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=base))  # mode 0700
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def sweep_stale(base: Path) -> list[Path]:
+    """Remove the private folders of pages whose process no longer runs; returns them."""
+    import psutil
+
+    gone = []
+    for folder in base.glob(f"{PRIVATE_PREFIX}*-*"):
+        m = re.match(rf"{PRIVATE_PREFIX}(\d+)-", folder.name)
+        if (
+            m
+            and folder.is_dir()
+            and folder.owner() == Path.home().owner()
+            and not psutil.pid_exists(int(m[1]))
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    return gone
 
 
 def is_loopback(host: str) -> bool:
@@ -59,7 +103,9 @@ class HostGuard:
         if not (self.any_host or hostname in self.allowed or is_loopback(hostname)):
             return False
         origin = headers.get(b"origin", b"").decode("latin-1").lower()
-        if origin and origin != "null":
+        if origin == "null":  # a sandboxed frame, a data: or file: page: foreign, whoever it is
+            return False
+        if origin:
             try:
                 oname = urlsplit(origin).hostname or ""
             except ValueError:
@@ -89,6 +135,71 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
+#: What the page may load and contact: its own origin only. Scripts also need a nonce (Gradio's
+#: page has inline scripts: they get this response's nonce, nothing injected later does); styles
+#: may be inline (Svelte sets them; a style cannot fetch anything that img-src and font-src do not
+#: allow). data: and blob: images are the page's own (icons, uploads).
+CSP = (
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self' blob:; manifest-src 'self'; frame-src 'none'; "
+    "child-src 'none'; object-src 'none'; form-action 'self'; base-uri 'self'; frame-ancestors 'none'"
+)
+#: Headers of every response besides the CSP: no DNS prefetching of the hosts links name (a DNS
+#: query leaks the name to the resolver even when nothing is fetched), no referrer sent when a link
+#: is clicked, no sniffing content types, not framed, no powerful features.
+SECURITY_HEADERS = [
+    (b"x-dns-prefetch-control", b"off"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), usb=(), payment=()"),
+]
+_SCRIPT = re.compile(rb"<script(?=[\s>])", re.I)
+
+
+class SecurityHeaders:
+    """ASGI middleware: the CSP and SECURITY_HEADERS on every HTTP response, nonces on the page's scripts."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        nonce = secrets.token_urlsafe(16)
+        held: dict = {}
+
+        async def patched(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _REPLACED]
+                headers += [(b"content-security-policy", CSP.format(nonce=nonce).encode()), *SECURITY_HEADERS]
+                message = {**message, "headers": headers}
+                if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                    held["start"], held["body"] = message, b""  # the whole page, to add nonces
+                    return
+                await send(message)
+            elif message["type"] == "http.response.body" and "start" in held:
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                body = _SCRIPT.sub(b'<script nonce="' + nonce.encode() + b'"', held["body"])
+                start = held.pop("start")
+                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, patched)
+
+
+_REPLACED = {b"content-security-policy", *(k for k, _ in SECURITY_HEADERS)}
+
+
 def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None, **mount):
     """The ASGI app: the page mounted at / behind the Host/Origin guard."""
     import gradio as gr
@@ -107,7 +218,7 @@ def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None
         run_history=False,  # Gradio 6 keeps every event's inputs and outputs: questions and answers
         **mount,
     )
-    return HostGuard(app, {host} | LOOPBACK_NAMES, any_host=host in ("0.0.0.0", "::"))
+    return HostGuard(SecurityHeaders(app), {host} | LOOPBACK_NAMES, any_host=host in ("0.0.0.0", "::"))
 
 
 def serve(demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool = False, **mount) -> None:
@@ -130,4 +241,13 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool
     app = build_app(demo, host, auth, **mount)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"Chat page: http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it found:
+    # with the default one the process dies there and the private folder (atexit) stays behind.
+    # Exiting through SystemExit instead runs the clean-up; SIGHUP (a closed Termux session) too.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
