@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 EOG = 0
+#: A scripted answer that repeats the question it answers ("You asked: ...").
+ECHO = "<echo>"
 
 
 class FakeBackend:
@@ -32,8 +34,12 @@ class FakeBackend:
         return 0
 
     def generate(self, tokens: Sequence[int], sampling) -> Iterator[int]:
-        self.prompts.append("".join(chr(t) for t in tokens))
+        prompt = "".join(chr(t) for t in tokens)
+        self.prompts.append(prompt)
         answer = self.answers[self.calls % len(self.answers)]
+        if answer == ECHO:  # an answer that names its own question: a mix-up shows at once
+            question = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
+            answer = f"You asked: {question}"
         self.calls += 1
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -66,6 +72,34 @@ def tiny_gguf(path, tensor: str = "token_embd.weight") -> bytes:
     return path.read_bytes()
 
 
+def _bundled_tokenizer(w, n_vocab: int | None = None) -> int:
+    """Copy the bundled SmolLM2 tokenizer and chat template into GGUF writer `w`, padded to
+    `n_vocab` tokens with tokens and merges of their own; returns the vocabulary size."""
+    import gguf
+
+    from research.models import resolve
+
+    src = gguf.GGUFReader(str(resolve(None).path))
+    base = len(src.fields["tokenizer.ggml.tokens"].data)
+    pad = max(0, (n_vocab or base) - base)
+    extra = {  # per-token arrays grow with padding; merges "Ġp012 345" make "Ġp012345"
+        "tokenizer.ggml.tokens": [f"Ġp{i // 1000:03d}{i % 1000:03d}" for i in range(pad)],
+        "tokenizer.ggml.token_type": [1] * pad,
+        "tokenizer.ggml.scores": [0.0] * pad,
+        "tokenizer.ggml.merges": [f"Ġp{i // 1000:03d} {i % 1000:03d}" for i in range(pad)],
+    }
+    for field in src.fields.values():  # the SmolLM2 tokenizer and chat template, as they are
+        if field.name.startswith("tokenizer."):
+            value = field.contents()
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            if pad and field.name in extra:
+                value = list(value) + extra[field.name]
+            w.add_key_value(field.name, value, vtype, sub_type=sub)
+    n_vocab = base + pad
+    return n_vocab
+
+
 def random_model_gguf(
     path,
     arch: str = "qwen2",
@@ -87,9 +121,6 @@ def random_model_gguf(
     import gguf
     import numpy as np
 
-    from research.models import resolve
-
-    src = gguf.GGUFReader(str(resolve(None).path))
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(f"random-{arch}-{n_layer}x{n_embd}")
@@ -102,23 +133,7 @@ def random_model_gguf(
     w.add_rope_freq_base(1e6)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    base = len(src.fields["tokenizer.ggml.tokens"].data)
-    pad = max(0, (n_vocab or base) - base)
-    extra = {  # per-token arrays grow with padding; merges "Ġp012 345" make "Ġp012345"
-        "tokenizer.ggml.tokens": [f"Ġp{i // 1000:03d}{i % 1000:03d}" for i in range(pad)],
-        "tokenizer.ggml.token_type": [1] * pad,
-        "tokenizer.ggml.scores": [0.0] * pad,
-        "tokenizer.ggml.merges": [f"Ġp{i // 1000:03d} {i % 1000:03d}" for i in range(pad)],
-    }
-    for field in src.fields.values():  # the SmolLM2 tokenizer and chat template, as they are
-        if field.name.startswith("tokenizer."):
-            value = field.contents()
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            if pad and field.name in extra:
-                value = list(value) + extra[field.name]
-            w.add_key_value(field.name, value, vtype, sub_type=sub)
-    n_vocab = base + pad
+    n_vocab = _bundled_tokenizer(w, n_vocab)
     head_dim = n_embd // n_head
 
     def t(name, *shape, scale=0.02, dtype=np.float16):
@@ -144,6 +159,86 @@ def random_model_gguf(
         t(p + "ffn_gate.weight", n_embd, n_ff)
         t(p + "ffn_up.weight", n_embd, n_ff)
         t(p + "ffn_down.weight", n_ff, n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+#: Gemma 3 270M's shape (google/gemma-3-270m config.json): 18 layers 640 wide, 4 query heads and
+#: 1 KV head of size 256, feed-forward 2048, a 262,144-token vocabulary, tied embeddings, and
+#: sliding-window attention (512 tokens) on 5 of every 6 layers.
+GEMMA3_270M = dict(n_layer=18, n_embd=640, n_ff=2048, n_head=4, n_head_kv=1, head_dim=256, n_vocab=262144)
+
+
+def gemma3_model_gguf(
+    path,
+    n_layer: int = 7,
+    n_embd: int = 256,
+    n_ff: int = 512,
+    n_head: int = 4,
+    n_head_kv: int = 1,
+    head_dim: int = 256,
+    sliding_window: int = 512,
+    seed: int = 0,
+    n_vocab: int | None = None,
+):
+    """A loadable F16 GGUF of llama.cpp's gemma3 architecture with random weights and the bundled
+    tokenizer (padded to `n_vocab`, see random_model_gguf).
+
+    What sets gemma3 apart for memory and speed: a head size (attention.key_length and
+    value_length) larger than width / heads, sliding-window attention on every layer but each
+    sixth (llama.cpp's default pattern; layers 5, 11, 17 attend globally), query and key norms,
+    norms after attention and after the feed-forward, and no output matrix (tied embeddings).
+    The default 7 layers hold both kinds of layer. Keys and tensors as llama.cpp 0c1e570 reads
+    them (src/models/gemma3.cpp: load_arch_hparams, load_arch_tensors).
+    """
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_name(f"random-gemma3-{n_layer}x{n_embd}")
+    w.add_context_length(32768)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_sliding_window(sliding_window)
+    w.add_rope_freq_base(1e6)
+    w.add_rope_freq_base_swa(1e4)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    n_vocab = _bundled_tokenizer(w, n_vocab)
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+
+    def t(name, *shape, scale=0.02):
+        w.add_tensor(name, (rng.standard_normal(shape[::-1]) * scale).astype(np.float16))
+
+    def norm(name, n):
+        w.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    t("token_embd.weight", n_embd, n_vocab)  # also the output matrix: there is no output.weight
+    norm("output_norm.weight", n_embd)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        norm(p + "attn_norm.weight", n_embd)
+        t(p + "attn_q.weight", n_embd, q)
+        t(p + "attn_k.weight", n_embd, kv)
+        t(p + "attn_v.weight", n_embd, kv)
+        norm(p + "attn_q_norm.weight", head_dim)
+        norm(p + "attn_k_norm.weight", head_dim)
+        t(p + "attn_output.weight", q, n_embd)
+        norm(p + "post_attention_norm.weight", n_embd)
+        norm(p + "ffn_norm.weight", n_embd)
+        t(p + "ffn_gate.weight", n_embd, n_ff)
+        t(p + "ffn_up.weight", n_embd, n_ff)
+        t(p + "ffn_down.weight", n_ff, n_embd)
+        norm(p + "post_ffw_norm.weight", n_embd)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

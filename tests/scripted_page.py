@@ -29,7 +29,7 @@ def main() -> None:
 
     info = SimpleNamespace(file_type_name=script.get("file_type_name", "Q4_0"), file_size=2**20)
     engine = Engine(
-        FakeBackend(script["answers"], n_ctx=4096, delay=0.002),
+        FakeBackend(script["answers"], n_ctx=4096, delay=script.get("delay", 0.002)),
         ChatFormat("chatml", stops=STOPS["chatml"]),
         script.get("model_id", "scripted"),
         info,

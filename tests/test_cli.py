@@ -193,6 +193,11 @@ def test_download_from_a_local_hub_then_inspect(tmp_path):
         "RESEARCH_DATA_DIR": str(data_dir),
         "RESEARCH_MODELS_DIR": str(tmp_path / "models"),
         "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        # The developer's own Hugging Face login must not be sent to this test's server.
+        "HF_TOKEN": "",
+        "HUGGING_FACE_HUB_TOKEN": "",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_TOKEN_PATH": str(tmp_path / "hf" / "token"),
     }
     try:
         r = run("download", "tiny-f32", "--quiet", env=env)

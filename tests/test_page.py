@@ -32,6 +32,10 @@ def ask_args(question, history=(), max_tokens=48, **kw):
     )
 
 
+def answer_text(message):
+    return text(message).split("\n\n<sub>")[0]
+
+
 def text(message):
     content = message["content"]
     return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
@@ -120,6 +124,11 @@ def test_concurrent_sessions_both_complete_unmixed(page):
     assert set(results) == {"a", "b"}
     assert text(results["a"][0]) == "What color is the sky?" and len(results["a"]) == 2
     assert text(results["b"][0]) == "How many legs does a spider have?" and len(results["b"]) == 2
+    # Greedy answers asked one after the other, alone: the concurrent ones must be the same.
+    alone = Client(page.url, verbose=False)
+    for name, question in (("a", "What color is the sky?"), ("b", "How many legs does a spider have?")):
+        history, _ = alone.predict(*ask_args(question, max_tokens=32), api_name="/ask")
+        assert answer_text(results[name][-1]) == answer_text(history[-1]), name
 
 
 def test_listens_on_loopback_only(page):

@@ -16,21 +16,18 @@ from pathlib import Path
 import yaml
 
 from research import download as dl
+from research import paths
 from research.errors import KitError
 
 DEFAULT_MODEL = "smollm2-135m-q4_1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def data_dir() -> Path:
-    """The kit's data folder: $RESEARCH_DATA_DIR, else data/ in the repository."""
-    return Path(os.environ.get("RESEARCH_DATA_DIR", REPO_ROOT / "data"))
+REPO_ROOT = paths.REPO_ROOT
 
 
 def models_dir() -> Path:
-    """Where downloaded models live: $RESEARCH_MODELS_DIR, else ~/.cache/research/models."""
-    default = Path.home() / ".cache" / "research" / "models"
-    return Path(os.environ.get("RESEARCH_MODELS_DIR", default)).expanduser()
+    """Where downloaded models live: $RESEARCH_MODELS_DIR, else models/ in the cache folder
+    (research.paths: ~/.cache/research/models)."""
+    named = os.environ.get("RESEARCH_MODELS_DIR", "").strip()
+    return Path(named).expanduser() if named else paths.cache_dir() / "models"
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ def bundled_file(package: str, resource: str) -> Path | None:
 @functools.cache
 def catalog() -> dict[str, CatalogEntry]:
     """The catalog as {id: entry}, read once from data/models.yaml."""
-    path = data_dir() / "models.yaml"
+    path = paths.kit_data_dir() / "models.yaml"
     try:
         raw = yaml.safe_load(path.read_text())["models"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:

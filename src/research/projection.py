@@ -19,7 +19,7 @@ import yaml
 
 from research import memory
 from research.errors import KitError
-from research.models import data_dir
+from research.paths import kit_data_dir
 from research.quantize import ALIASES, TYPES
 
 #: Decode in llama-bench's tg128 starts from an empty context: on average 64 tokens are cached.
@@ -79,7 +79,7 @@ def _devices_file(path: Path) -> dict:
 
 def devices(path: str | Path | None = None) -> dict:
     """data/devices.yaml: {"devices": {id: profile}, "measurements": [published rows]}."""
-    return _devices_file(Path(path) if path else data_dir() / "devices.yaml")
+    return _devices_file(Path(path) if path else kit_data_dir() / "devices.yaml")
 
 
 def device(device_id: str) -> dict:

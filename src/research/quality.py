@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from research import paths
 from research.errors import KitError
-from research.models import REPO_ROOT, resolve
+from research.models import resolve
 
 FLOOR = 16.0  # log-probs more than 16 below a row's top are stored as 0 and skipped (as llama.cpp)
 
@@ -34,7 +35,7 @@ def load_corpus(path=None) -> str:
     One trailing newline is dropped, as llama-perplexity's -f does, so both see the same tokens.
     """
     if path is None:
-        found = sorted((REPO_ROOT / "data" / "corpus").glob("*.txt"))
+        found = sorted((paths.kit_data_dir() / "corpus").glob("*.txt"))
         if not found:
             raise KitError("no corpus: data/corpus/ holds no .txt file; name a text file instead")
         path = found[0]
