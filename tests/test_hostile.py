@@ -4,12 +4,15 @@ import os
 import resource
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from fakes import tiny_gguf
 from gradio_client import Client
 from test_gguf_info import DAMAGED
+from test_prompts import GROWTH_MB, REFUSAL_S, TRIGGERED, UNBOUNDED, within
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_BOUND = 4 * 2**30  # address space a hostile file may make us use
@@ -59,11 +62,18 @@ def test_chat_refuses_every_hostile_file_in_one_line(corpus):
 @pytest.mark.page
 @pytest.mark.model
 def test_page_refuses_every_hostile_file_and_keeps_serving(page, corpus):
+    import shutil
+
     client = Client(page.url, verbose=False)
+    folder = page.models / "hostile"  # inside the folder the page may open files from
+    folder.mkdir(exist_ok=True)
     for name, path in corpus.items():
+        inside = shutil.copy(path, folder / path.name)
         with pytest.raises(Exception) as e:
-            client.predict("smollm2-135m-q4_1", str(path), api_name="/load_model")
-        assert str(path.name) in str(e.value) or "llama.cpp" in str(e.value) or "GGUF" in str(e.value), name
+            client.predict("smollm2-135m-q4_1", str(inside), api_name="/load_model")
+        message = str(e.value)
+        assert "opens model files only from" not in message, name  # read, and refused for what it is
+        assert path.name in message or "llama.cpp" in message or "GGUF" in message, name
     assert page.proc.poll() is None  # the page's process survived every file
     history, _ = client.predict("What is 2 + 2?", [], "", 0, 40, 0.95, 0.05, 1.1, 16, 1, api_name="/ask")
     assert history[-1]["content"]
@@ -165,3 +175,125 @@ def test_template_with_a_syntax_error_does_not_stop_the_model(tmp_path):
     engine = Engine.load(broken, EngineConfig(n_ctx=256, n_threads=2))
     assert engine.format.name == "chatml" and "failed to render" in engine.warning
     engine.close()
+
+
+# ---- chat templates that never end or eat memory, inside the real model file ----
+
+
+def gguf_with_template(folder: Path, template: str) -> Path:
+    """A copy of the bundled model whose chat template is `template`, padded with a Jinja comment."""
+    from research.models import resolve
+
+    data = resolve(None).path.read_bytes()
+    key = b"tokenizer.chat_template"
+    at = data.index(key) + len(key) + 4  # past the key and the value type: the string's length
+    start = at + 8
+    end = start + int.from_bytes(data[at:start], "little")
+    room = end - start - len(template.encode()) - 4
+    assert room >= 0, "the template does not fit in the bundled model's"
+    path = folder / "template.gguf"
+    path.write_bytes(data[:start] + (template + "{#" + " " * room + "#}").encode() + data[end:])
+    return path
+
+
+def measured(monkeypatch, module, name):
+    """Wrap module.name to record its seconds and the growth of this process's peak RSS."""
+    from research import memory
+
+    real, reset, seen = getattr(module, name), memory.reset_peak_rss, {}
+    monkeypatch.setattr(memory, "reset_peak_rss", lambda: True)  # the engine's own reset hides ours
+
+    def wrapper(*args, **kwargs):
+        reset()
+        before, start = memory.rss_mb(), time.monotonic()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            seen["s"], seen["mb"] = time.monotonic() - start, memory.peak_rss_mb() - before
+
+    monkeypatch.setattr(module, name, wrapper)
+    return seen
+
+
+def prompts_seen(engine) -> list[str]:
+    """Record every text the engine tokenizes (the rendered prompts)."""
+    texts, tokenize = [], engine.backend.tokenize
+    engine.backend.tokenize = lambda text: texts.append(text) or tokenize(text)
+    return texts
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures peak RSS through /proc")
+@pytest.mark.parametrize("template", UNBOUNDED.values(), ids=UNBOUNDED.keys())
+def test_unbounded_template_inside_a_real_gguf_is_refused_within_bounds(tmp_path, monkeypatch, template):
+    from research import engine as engine_module
+    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.prompts import FORMATS
+
+    seen = measured(monkeypatch, engine_module, "choose_format")  # the template's trial at load
+    path = gguf_with_template(tmp_path, template)
+    engine = within(REFUSAL_S + 60, Engine.load, path, EngineConfig(n_ctx=256, n_threads=2))
+    assert seen["s"] < REFUSAL_S and seen["mb"] < GROWTH_MB, seen
+    assert engine.format.name == "chatml" and "stopped" in engine.warning and "\n" not in engine.warning
+    texts = prompts_seen(engine)
+    messages = conversation("Say hi.")
+    text, _ = engine.answer(messages, Sampling(temperature=0, max_tokens=8))
+    engine.close()
+    assert text.strip() and texts[-1] == FORMATS["chatml"](messages)
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures peak RSS through /proc")
+@pytest.mark.parametrize("trigger", ["LOOP", "GROW"])
+def test_template_that_misbehaves_on_one_question_gives_way_to_chatml(tmp_path, monkeypatch, trigger):
+    from research import engine as engine_module
+    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.prompts import FORMATS
+
+    own = TRIGGERED.replace("im_", "IM_")  # its own format, told apart from the fallback's
+    engine = Engine.load(gguf_with_template(tmp_path, own), EngineConfig(n_ctx=512, n_threads=2))
+    assert engine.format.name == "template" and engine.warning is None  # it passed at load
+    texts = prompts_seen(engine)
+    greedy = Sampling(temperature=0, max_tokens=8)
+    engine.answer(conversation("Say hi."), greedy)
+    assert texts[-1] == FORMATS["chatml"](conversation("Say hi.")).replace("im_", "IM_")  # its own format
+    seen = measured(monkeypatch, engine_module, "fit_history")  # where the engine renders a question
+    # In an old turn: the first render, of the whole conversation, meets it before any trim.
+    history = [{"role": "user", "content": f"{trigger} now"}, {"role": "assistant", "content": "Hello."}]
+    messages = conversation("Say hi.", history=history * 40)
+    text, stats = within(REFUSAL_S + 60, engine.answer, messages, greedy)
+    assert seen["s"] < REFUSAL_S and seen["mb"] < GROWTH_MB, seen
+    assert text.strip() and stats.trimmed_turns > 0
+    assert engine.format.name == "chatml" and "stopped" in engine.format.warning
+    assert texts[-1] == FORMATS["chatml"](messages[stats.trimmed_turns :])  # the answer's prompt
+    engine.answer(conversation("Say hi."), greedy)
+    assert texts[-1] == FORMATS["chatml"](conversation("Say hi."))  # for good
+    engine.close()
+
+
+@pytest.mark.model
+def test_other_engines_answer_while_one_template_is_stuck(tmp_path):
+    """A stuck render holds its own engine only: a second engine rendering its template in a
+    worker, and one on a named format, answer before the stuck one is even refused."""
+    from research.engine import Engine, EngineConfig, Sampling, conversation
+
+    config = EngineConfig(n_ctx=256, n_threads=1)
+    stuck = Engine.load(gguf_with_template(tmp_path, TRIGGERED), config)
+    other = Engine.load(None, config)
+    named = Engine.load(None, EngineConfig(n_ctx=256, n_threads=1, chat_format="chatml"))
+    assert stuck.format.name == other.format.name == "template" and named.format.name == "chatml"
+    greedy = Sampling(temperature=0, max_tokens=4)
+    for engine in (stuck, other, named):
+        engine.answer(conversation("Say hi."), greedy)  # warm: workers up, buffers allocated
+    thread = threading.Thread(target=stuck.answer, args=(conversation("LOOP, say hi."), greedy), daemon=True)
+    start = time.monotonic()
+    thread.start()
+    time.sleep(0.3)  # its render is looping in a worker
+    for engine in (other, named):
+        text, _ = engine.answer(conversation("Say hi."), greedy)
+        assert text.strip()
+    assert stuck.format.name == "template", time.monotonic() - start  # served before it was refused
+    thread.join(REFUSAL_S + 30)
+    assert not thread.is_alive() and stuck.format.name == "chatml"
+    for engine in (stuck, other, named):
+        engine.close()

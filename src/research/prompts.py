@@ -1,22 +1,31 @@
-"""Chat formats: the GGUF's own template (sandboxed) and named formats for files without one.
+"""Chat formats: the GGUF's own template (sandboxed, bounded) and named formats for files without one.
 
 A chat template inside a GGUF is code written by whoever made the file. It is rendered only
 in Jinja2's ImmutableSandboxedEnvironment (CVE-2024-34359 was llama-cpp-python rendering it
-unsandboxed), and a template that reaches for Python internals is refused, not run.
+unsandboxed), and a template that reaches for Python internals is refused, not run. The
+sandbox does not bound work, so templates render in a child process (research.template_worker)
+that is stopped past WALL_S seconds (3; renders back to back, as when fit_history trims a long
+conversation, share them), MEMORY_MB of address space (256) or OUTPUT_CHARS of output (1 Mi
+characters beyond twice the conversation's text): the template is then refused in one line
+(TemplateLimitError), at load and on any later question. A template that passed at
+load and goes past a bound later switches its ChatFormat to the fallback format for good (the
+catalog's format for the file, else chatml); the question is answered in that format and
+`ChatFormat.warning` says why. The named formats are the kit's own code and render in-process.
 """
 
 from __future__ import annotations
 
-import datetime
-import functools
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import jinja2
-from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from research import template_worker
 from research.errors import KitError
+from research.template_worker import WALL_S, TemplateLimitError
+
+#: Template renders less than this many seconds apart count as one burst (one question's
+#: renders in fit_history come milliseconds apart), sharing one WALL_S budget.
+BURST_GAP_S = 1.0
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -93,10 +102,6 @@ def fold_system(messages: Sequence[Message]) -> list[Message]:
     return rest
 
 
-def _raise(message: str):
-    raise TemplateError(message)
-
-
 #: Oldest versions with the known fixes: Jinja2's sandbox escapes (CVE-2024-56326, CVE-2025-27516)
 #: and llama-cpp-python rendering templates unsandboxed (CVE-2024-34359).
 MIN_VERSIONS = {"jinja2": (3, 1, 6), "llama-cpp-python": (0, 2, 72)}
@@ -126,21 +131,6 @@ def check_versions() -> None:
             )
 
 
-def _sandbox() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
-    )
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(str(fmt))
-    return env
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled(template: str) -> jinja2.Template:
-    """A template compiled once, not on every question (compiling costs ~2.5 ms)."""
-    return _sandbox().from_string(template)
-
-
 def render_template(
     template: str,
     messages: Sequence[Message],
@@ -149,49 +139,83 @@ def render_template(
     eos_token: str = "",
     add_generation_prompt: bool = True,
 ) -> str:
-    """Render a GGUF chat template in the sandbox; refuse it with KitError if it misbehaves."""
-    try:
-        compiled = _compiled(template)
-        return compiled.render(
-            messages=list(messages),
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
-        )
-    except SecurityError as e:
-        raise KitError(
-            f"the model's chat template tried an unsafe operation and was refused ({e}); "
-            "choose a named format instead (--format chatml)"
-        ) from None
-    except (TemplateError, TypeError, ValueError, RecursionError) as e:
-        raise KitError(
-            f"the model's chat template failed to render ({type(e).__name__}: {e}); "
-            "choose a named format instead (--format chatml)"
-        ) from None
+    """Render a GGUF chat template in the bounded sandbox worker; KitError (one line) if it
+    misbehaves, TemplateLimitError if it went past a bound of time, memory or output size."""
+    text, _ = template_worker.render(
+        template,
+        messages,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        add_generation_prompt=add_generation_prompt,
+    )
+    return text
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChatFormat:
-    """How one model turns messages into a prompt: a named format or the GGUF's template."""
+    """How one model turns messages into a prompt: a named format or the GGUF's template.
+
+    A template format with a `fallback` switches itself to that named format, for good, the
+    first time the template goes past a bound (TemplateLimitError) and renders in it at once;
+    `warning` then says why, for the caller to show. Not frozen for that reason: one Engine
+    renders under its own lock, so the switch is never seen half done.
+
+    Renders that follow one another within BURST_GAP_S share one budget of WALL_S seconds:
+    fit_history renders a long conversation again after each trim, and a template that takes
+    just under the bound each time must not hold a question for that many times the bound.
+    """
 
     name: str
     template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
     stops: tuple[str, ...] = field(default=())
+    fallback: str | None = None  # named format to switch to when the template goes past a bound
+    warning: str | None = None  # why the format is not what the file asked for, if it is not
+    _spent: float = field(default=0.0, init=False, repr=False, compare=False)  # seconds, this burst
+    _last: float = field(default=float("-inf"), init=False, repr=False, compare=False)
 
     def render(self, messages: Sequence[Message]) -> str:
-        if self.template is None:
-            return FORMATS[self.name](messages)
+        template = self.template
+        if template is not None:
+            try:
+                return self._render_template(template, messages)
+            except TemplateLimitError as e:
+                if self.fallback is None:
+                    raise
+                self.switch_to_fallback(str(e))
+        return FORMATS[self.name](messages)
+
+    def _render_template(self, template: str, messages: Sequence[Message]) -> str:
+        if time.monotonic() - self._last > BURST_GAP_S:
+            self._spent = 0.0
         try:
-            return render_template(
-                self.template, messages, bos_token=self.bos_token, eos_token=self.eos_token
+            if self._spent >= WALL_S:
+                raise TemplateLimitError(template_worker.refused(f"took more than {WALL_S:g} s to render"))
+            text, seconds = template_worker.render(
+                template,
+                messages,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                timeout=WALL_S - self._spent,
             )
+            self._spent += seconds
+            return text
+        except TemplateLimitError:
+            raise  # rendering it again without the system turn would cost another bound
         except KitError as e:
             # Some templates (Gemma's) refuse a system role: fold it into the first user turn.
             if "unsafe" in str(e) or not messages or messages[0]["role"] != "system":
                 raise
-            return self.render(fold_system(messages))
+            return self._render_template(template, fold_system(messages))
+        finally:
+            self._last = time.monotonic()
+
+    def switch_to_fallback(self, why: str) -> None:
+        """Use the fallback named format from now on (the template is never rendered again)."""
+        fallback = self.fallback or "chatml"
+        self.name, self.stops, self.warning = fallback, STOPS[fallback], f"{why}; using {fallback}"
+        self.template = None  # last: a render that reads it as None finds the new name set
 
 
 def choose_format(
@@ -217,12 +241,15 @@ def choose_format(
         fmt = ChatFormat("template", template, bos_token, eos_token, stops=(eos_token,) if eos_token else ())
         probe = [{"role": "user", "content": "u"}]
         try:
-            fmt.render(probe)
-            return fmt, None
+            fmt.render(probe)  # in the bounded worker: a template past a bound is refused here too
         except KitError as e:
             if requested == "template":
                 raise
-            return ChatFormat(fallback, stops=STOPS[fallback]), f"{e}; using {fallback}"
+            warning = f"{e}; using {fallback}"
+            return ChatFormat(fallback, stops=STOPS[fallback], warning=warning), warning
+        # Asked for by name, the template stays (a later bound is an error); chosen by default,
+        # it gives way to the fallback format on a later question that makes it go past a bound.
+        return (fmt if requested == "template" else replace(fmt, fallback=fallback)), None
     if requested == "template":
         raise KitError("this model file carries no chat template; choose a named format (--format chatml)")
     return ChatFormat(fallback, stops=STOPS[fallback]), None
