@@ -199,7 +199,6 @@ class ModelHost:
             messages.insert(0, {"role": "system", "content": system})
         engine = self.get()
         answer_id = uuid.uuid4().hex
-        prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
         question = messages[-1]["content"]
         event = self._cancel[session] = threading.Event()
         meta = {"id": answer_id}
@@ -208,6 +207,9 @@ class ModelHost:
         try:
             for item in engine.stream(messages, sampling, event):
                 if isinstance(item, Stats):
+                    # Read while the engine is still this answer's: its format is the one the
+                    # prompt was rendered in (a template past a bound switches it to a fallback).
+                    prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
                     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                     self._remember(
                         answer_id,

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from research import memory, options
+from research import memory, options, template_worker
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.hashing import cached_sha256
@@ -123,10 +123,15 @@ class Stats:
     first_sample_s: float = 0.0
     n_threads: int = 0
     n_ctx: int = 0
+    prompt_format: str = ""  # the format this answer's prompt was rendered in
+    # Set when the model's chat template went past a bound on this question and the format
+    # switched to its fallback (research.prompts): the answer came in that format.
+    warning: str | None = None
 
     def line(self) -> str:
         """One line of figures, as the CLI and the page show them."""
         extra = f" · dropped {self.trimmed_turns} old messages" if self.trimmed_turns else ""
+        extra += f" · ⚠ {self.warning}" if self.warning else ""
         stop = "" if self.stop_reason == "stop" else f" · {self.stop_reason}"
         return (
             f"{self.prompt_tokens} prompt tokens · first token {self.ttft_s:.2f} s · "
@@ -556,6 +561,8 @@ class Engine:
         config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx, "use_mmap": mapped, "n_ubatch": ubatch})
         if not trusted(ref):
             probe_load(ref.path, min(n_ctx, 512), mapped=mapped)
+        if info.chat_template and config.chat_format in (None, "template"):
+            template_worker.prestart()  # its start (~0.1 s) overlaps the model's load
         backend = LlamaBackend(str(ref.path), config)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         fmt, warning = choose_format(
@@ -599,6 +606,7 @@ class Engine:
         b = self.backend
         t0 = time.perf_counter()
         timed = _Timed(self.format, b.tokenize)
+        before = self.format.name
         tokens, max_new, dropped = fit_history(messages, timed, timed.tokenize, b.n_ctx, sampling.max_tokens)
         stats = Stats(
             self.model_id,
@@ -607,6 +615,8 @@ class Engine:
             trimmed_turns=dropped,
             n_threads=b.n_threads,
             n_ctx=b.n_ctx,
+            prompt_format=self.format.name,
+            warning=self.format.warning if self.format.name != before else None,
         )
         memory.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

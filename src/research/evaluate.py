@@ -283,6 +283,11 @@ def run(
                 "error": str(e),
                 "timings": {"total_s": time.perf_counter() - t},
             }
+        now = provenance.of(engine, system, sampling)
+        if now["run"] != key:  # the template went past a bound: answered in a fallback format
+            record |= now
+            key = now["run"]
+            meta = {"label": label or engine.model_id, **now}
         jsonl.append(record, out)
         mine[q["id"]] = record
     return [mine[q["id"]] for q in asked if q["id"] in mine]
