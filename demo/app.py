@@ -19,9 +19,10 @@ server.offline_environment()  # before gradio is imported: analytics off, no sha
 
 import gradio as gr  # noqa: E402
 
-from research import chat, page_text  # noqa: E402
+from research import chat, idle, page_text  # noqa: E402
 from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
+from research.models import resolve  # noqa: E402
 
 host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
@@ -170,10 +171,16 @@ def _status(engine) -> str:
 
 
 def _initial_status() -> str:
-    try:
-        return _status(host.get())
-    except KitError as e:
-        return f"⚠️ {page_text.literal(e)}"
+    engine = host.engine
+    if engine is not None:
+        return _status(engine)
+    # Said, not undone: loading is the next question's job (--lazy, or unloaded when idle).
+    name = page_text.literal(chat.model_label(host.name))
+    if host.unloaded:
+        minutes = (host.unload_after_s or 0) / 60
+        why = f"unloaded after {minutes:g} min idle to give its memory back"
+        return f"**Model:** {name} · {why}; the next question loads it again"
+    return f"**Model:** {name} · loads at the first question"
 
 
 with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill_height=True) as demo:
@@ -267,6 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ctx", type=options.context, default=4096, help="context size in tokens")
     p.add_argument("--threads", type=options.threads, help="CPU threads (default: physical cores)")
     p.add_argument(
+        "--unload-after",
+        type=options.UNLOAD_AFTER.arg,
+        metavar="MINUTES",
+        help="unload the model after this many idle minutes, giving its memory back; the next question "
+        "reloads it (0: never; default: 10 on Android/Termux, never elsewhere)",
+    )
+    p.add_argument(
+        "--lazy", action="store_true", help="load the model at the first question, not when the page starts"
+    )
+    p.add_argument(
         "--models-dir",
         action="append",
         default=[],
@@ -281,8 +298,16 @@ def main(argv: list[str] | None = None) -> int:
             folders.append(os.path.dirname(os.path.abspath(os.path.expanduser(args.model))))
         host.name, host.folders = args.model, [Path(f).resolve() for f in folders]
         host.config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads)
-        engine = host.get()  # load now: a bad model fails here, not at the first question
-        print(_status(engine).replace("**", "").replace("\\", ""), file=sys.stderr)
+        minutes = args.unload_after
+        if minutes is None:
+            minutes = idle.ANDROID_UNLOAD_AFTER_MIN if idle.on_android() else 0
+        host.unload_after_s = minutes * 60 if minutes else None
+        if args.lazy:
+            resolve(args.model)  # a wrong name fails now, not at the first question
+        else:
+            engine = host.get()  # load now: a bad model fails here, not at the first question
+            print(_status(engine).replace("**", "").replace("`", ""), file=sys.stderr)
+            host.idle_soon()
         server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, theme=THEME, css=CSS)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from research import build, memory
+from research import build, energy, memory
 from research.engine import Engine, EngineConfig, Sampling, conversation, default_threads
 from research.errors import KitError
 from research.models import resolve
@@ -59,6 +59,8 @@ FIELDS = (
     "test",
     "ttft_ms",
     "peak_rss_mb",
+    "cpu_s_per_token",
+    "energy_j_per_token",
 )
 
 
@@ -175,6 +177,11 @@ def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
         "pp_tokens": pp_tokens,
         "pp_depth": pp_depth,
         "tg_depth": stats.prompt_tokens,
+        # What the tg answer cost: CPU-seconds of the process (and joules where readable), so
+        # energy per token compares between models, quantizations and thread counts.
+        "cpu_s": stats.cpu_s,
+        "energy_j": stats.energy_j,
+        "tg_tokens": stats.completion_tokens,
     }
 
 
@@ -215,6 +222,7 @@ def kit_rows(
         runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
         ttft = ttft_parts(engine, reps=3)["ttft_s"]
         extra = _model_fields(engine) | {"ttft_ms": ttft * 1e3, "peak_rss_mb": memory.peak_rss_mb()}
+        extra |= cost_fields(runs)
     finally:
         engine.close()
     commit = (build.latest_record() or {}).get("llama_cpp_commit", "unknown")
@@ -244,6 +252,18 @@ def kit_rows(
             **extra,
         ),
     ]
+
+
+def cost_fields(runs: list[dict]) -> dict:
+    """CPU-seconds (and joules, where the device can tell) per generated token, over the tg runs."""
+    tokens = sum(r["tg_tokens"] for r in runs) or 1
+    joules = [r["energy_j"] for r in runs]
+    known = all(j is not None for j in joules)
+    return {
+        "cpu_s_per_token": sum(r["cpu_s"] for r in runs) / tokens,
+        "energy_j_per_token": sum(joules) / tokens if known else None,
+        "energy_source": energy.default().source if known else energy.default().why,
+    }
 
 
 def llama_bench_rows(exe: Path, path: Path, threads: list[int], pp: int, tg: int, reps: int) -> list[dict]:
@@ -289,14 +309,26 @@ def format_rows(rows: list[dict]) -> str:
     """Rows as a table in llama-bench's spirit, with the kit's time to first token and memory."""
     lines = [
         f"{'model':34} {'size MB':>8} {'backend':11} {'threads':>7} {'test':>6} {'t/s':>16} "
-        f"{'ttft ms':>8} {'peak MB':>8}"
+        f"{'ttft ms':>8} {'peak MB':>8} {'CPU ms/tok':>10}"
     ]
     for r in rows:
         ttft = f"{r['ttft_ms']:8.0f}" if r.get("ttft_ms") is not None else f"{'':8}"
         rss = f"{r['peak_rss_mb']:8.0f}" if r.get("peak_rss_mb") is not None else f"{'':8}"
+        cpu = f"{r['cpu_s_per_token'] * 1e3:10.2f}" if r.get("cpu_s_per_token") is not None else ""
         lines.append(
             f"{Path(r['model_filename']).name[:34]:34} {r['model_size'] / 1e6:8.1f} {r['backend']:11} "
-            f"{r['n_threads']:7} {r['test']:>6} {r['avg_ts']:9.1f} ± {r['stddev_ts']:5.1f} {ttft} {rss}"
+            f"{r['n_threads']:7} {r['test']:>6} {r['avg_ts']:9.1f} ± {r['stddev_ts']:5.1f} {ttft} {rss} {cpu}"
+        )
+    energy_rows = [r for r in rows if "energy_source" in r]
+    if energy_rows:
+        r = energy_rows[0]
+        lines.append(
+            "energy: "
+            + (
+                f"{r['energy_j_per_token']:.3f} J a token ({r['energy_source']})"
+                if r.get("energy_j_per_token") is not None
+                else f"not readable here: {r['energy_source']} (CPU time per token stands in for it)"
+            )
         )
     return "\n".join(lines)
 

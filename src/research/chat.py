@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import sys
 import threading
 import time
 import uuid
@@ -97,12 +98,21 @@ class ModelHost:
     """
 
     def __init__(
-        self, model: str | None = None, config: EngineConfig = EngineConfig(), folders: Sequence = ()
+        self,
+        model: str | None = None,
+        config: EngineConfig = EngineConfig(),
+        folders: Sequence = (),
+        unload_after_s: float | None = None,
     ):
         self.config = config
         self.name = model
         self.folders = [Path(f).expanduser().resolve() for f in folders]
         self.engine: Engine | None = None
+        # Give the model's memory back after this many idle seconds (None: keep it loaded).
+        self.unload_after_s = unload_after_s
+        self.unloaded = False  # the model was unloaded for being idle; the next question reloads it
+        self._active = 0  # answers in progress
+        self._timer: threading.Timer | None = None
         self._load_lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
         self._answers: collections.OrderedDict[str, dict] = collections.OrderedDict()
@@ -112,7 +122,37 @@ class ModelHost:
         with self._load_lock:
             if self.engine is None:
                 self.engine = Engine.load(self.name, self.config)
+                self.unloaded = False
             return self.engine
+
+    def idle_soon(self) -> None:
+        """(Re)start the idle clock: with unload_after_s set, the model goes after that long.
+
+        A timer thread that sleeps until then, not a poll: at rest nothing wakes up.
+        """
+        if self.unload_after_s is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(self.unload_after_s, self.unload_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def unload_if_idle(self) -> bool:
+        """Close the model if no answer is running; True when it was unloaded."""
+        with self._load_lock:
+            if self.engine is None or self._active:
+                return False
+            engine, self.engine, self.unloaded = self.engine, None, True
+        engine.close()
+        give_back_memory()
+        minutes = (self.unload_after_s or 0) / 60
+        print(
+            f"model {engine.model_id} unloaded after {minutes:g} min idle; the next question reloads it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
     def allowed_folders(self) -> list[Path]:
         return [models_dir().resolve(), *self.folders]
@@ -197,7 +237,20 @@ class ModelHost:
         system = (system or "").strip()
         if system:
             messages.insert(0, {"role": "system", "content": system})
+        with self._load_lock:
+            self._active += 1
+        try:
+            yield from self._respond(history, messages, system, sampling, session)
+        finally:
+            with self._load_lock:
+                self._active -= 1
+            self.idle_soon()
+
+    def _respond(self, history, messages, system, sampling, session) -> Iterator[list[dict]]:
+        start = time.perf_counter()
+        reload = self.engine is None
         engine = self.get()
+        load_s = time.perf_counter() - start if reload else 0.0
         answer_id = uuid.uuid4().hex
         question = messages[-1]["content"]
         event = self._cancel[session] = threading.Event()
@@ -207,6 +260,7 @@ class ModelHost:
         try:
             for item in engine.stream(messages, sampling, event):
                 if isinstance(item, Stats):
+                    item.load_s = load_s
                     # Read while the engine is still this answer's: its format is the one the
                     # prompt was rendered in (a template past a bound switches it to a fallback).
                     prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
@@ -276,6 +330,22 @@ class ModelHost:
         doc = {"time": stamp, "system": system, "messages": messages}
         json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
         return md_path, json_path
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system: collect cycles, stop idle template workers, and ask
+    glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
+    import ctypes
+    import gc
+
+    from research import template_worker
+
+    gc.collect()
+    template_worker.stop_idle()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS)
+        pass
 
 
 def _assistant_message(history: list[dict], index: int | None) -> dict:

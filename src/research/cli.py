@@ -143,6 +143,19 @@ def cmd_bench(args) -> None:
             raise KitError(f"cannot write {out}: no folder {Path(out).parent}")
     _check_bench_fits(args.models or [None], args.pp, args.tg)
 
+    if args.idle is not None:
+        from research import page_bench
+
+        if len(args.models) > 1 or args.compare:
+            raise KitError("--idle measures one model's page at a time, without --compare")
+        result = page_bench.idle(
+            args.models[0] if args.models else None, args.idle, args.browser, progress=_progress
+        )
+        print(page_bench.format_idle(result))
+        if args.json:
+            _write(args.json, lambda f: json.dump(result, f, indent=2))
+            print(f"JSON: {args.json}")
+        return
     if args.compare:
         if len(args.models) > 1:
             raise KitError("--compare takes one model at a time")
@@ -168,6 +181,10 @@ def cmd_bench(args) -> None:
     if args.csv:
         _write(args.csv, lambda f: bench.write_csv(rows, f))
         print(f"CSV: {args.csv}")
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _write(path: str, fill) -> None:
@@ -487,6 +504,16 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run llama-bench (built from the same llama.cpp) and print the ratios",
     )
+    s.add_argument(
+        "--idle",
+        nargs="?",
+        const=60.0,
+        type=options.IDLE_SECONDS.arg,
+        metavar="SECONDS",
+        help="the chat page at rest: CPU, wake-ups and memory over SECONDS (default 60), with and "
+        "without a browser tab, and after it unloads its model",
+    )
+    s.add_argument("--browser", metavar="PATH", help="Chromium to open the page in (default: found on PATH)")
     s.add_argument(
         "--threads",
         type=options.threads_list,

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from research import memory, options, template_worker
+from research import energy, memory, options, template_worker
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.hashing import cached_sha256
@@ -124,6 +124,11 @@ class Stats:
     n_threads: int = 0
     n_ctx: int = 0
     prompt_format: str = ""  # the format this answer's prompt was rendered in
+    # What the answer cost: the process's CPU time over it (all threads), and joules where the
+    # device has an energy counter (research.energy; None where it cannot be read).
+    cpu_s: float = 0.0
+    energy_j: float | None = None
+    load_s: float = 0.0  # the model was (re)loaded for this answer, in this many seconds (the page)
     # Set when the model's chat template went past a bound on this question and the format
     # switched to its fallback (research.prompts): the answer came in that format.
     warning: str | None = None
@@ -133,10 +138,13 @@ class Stats:
         extra = f" · dropped {self.trimmed_turns} old messages" if self.trimmed_turns else ""
         extra += f" · ⚠ {self.warning}" if self.warning else ""
         stop = "" if self.stop_reason == "stop" else f" · {self.stop_reason}"
+        load = f"model loaded in {self.load_s:.1f} s · " if self.load_s else ""
+        energy = f" · {self.energy_j:.1f} J" if self.energy_j is not None else ""
         return (
-            f"{self.prompt_tokens} prompt tokens · first token {self.ttft_s:.2f} s · "
+            f"{load}{self.prompt_tokens} prompt tokens · first token {self.ttft_s:.2f} s · "
             f"prompt {self.prompt_tps:.0f} t/s · {self.completion_tokens} tokens at "
-            f"{self.decode_tps:.1f} t/s · peak {self.peak_rss_mb:.0f} MB{stop}{extra}"
+            f"{self.decode_tps:.1f} t/s · peak {self.peak_rss_mb:.0f} MB · CPU {self.cpu_s:.2f} s"
+            f"{energy}{stop}{extra}"
         )
 
     def as_dict(self) -> dict:
@@ -605,6 +613,7 @@ class Engine:
     def _stream_locked(self, messages, sampling: Sampling, cancel: threading.Event) -> Iterator[str | Stats]:
         b = self.backend
         t0 = time.perf_counter()
+        cost = energy.Span().__enter__()
         timed = _Timed(self.format, b.tokenize)
         before = self.format.name
         tokens, max_new, dropped = fit_history(messages, timed, timed.tokenize, b.n_ctx, sampling.max_tokens)
@@ -661,6 +670,8 @@ class Engine:
         decode_s = t_last - t_first
         stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
         stats.peak_rss_mb = memory.peak_rss_mb()
+        cost.stop()
+        stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats
 
     def answer(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> tuple[str, Stats]:

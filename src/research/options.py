@@ -123,6 +123,11 @@ BENCH_SLACK = 64
 CHUNKS = Range(1, None)
 #: Questions to ask: at least one (0 used to mean "all of them").
 LIMIT = Range(1, None, unit="questions")
+#: Idle minutes before the page unloads its model: 0 is never; a week is the most that means
+#: anything for a page left open.
+UNLOAD_AFTER = Range(0.0, 7 * 24 * 60.0, integer=False, unit="minutes")
+#: Seconds to watch the page at rest (bench --idle): long enough to see a 1 s timer, at most an hour.
+IDLE_SECONDS = Range(5.0, 3600.0, integer=False, unit="seconds")
 #: The page's TCP port: 16 bits; 0 would let the system pick one the page could not print.
 PORT = Range(1, 65535)
 

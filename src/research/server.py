@@ -246,7 +246,11 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool
     # Exiting through SystemExit instead runs the clean-up; SIGHUP (a closed Termux session) too.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # At rest the page must not wake the device: an event-driven queue, housekeeping once a second.
+    from research import idle
+
+    idle.quiet(demo)
+    idle.QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
 
 
 def _exit_on_signal(signum, _frame) -> None:
