@@ -100,6 +100,42 @@ def _bundled_tokenizer(w, n_vocab: int | None = None) -> int:
     return n_vocab
 
 
+def _sentencepiece_tokenizer(w, n_vocab: int | None = None) -> int:
+    """A SentencePiece vocabulary laid out as Gemma's is (tokenizer.ggml.model "llama": pieces and
+    scores, no merges; <pad> <eos> <bos> <unk>, byte pieces <0x00>..<0xFF> for byte fallback),
+    with the bundled model's pieces ("Ġ" read as "▁") and ChatML template, padded to `n_vocab`
+    with pieces of its own; returns the vocabulary size. llama.cpp holds such a vocabulary in
+    less memory a token than a BPE one (no merge ranks)."""
+    import gguf
+
+    from research.models import resolve
+
+    src = gguf.GGUFReader(str(resolve(None).path))
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    pieces = special + [f"<0x{b:02X}>" for b in range(256)]
+    seen = set(pieces)
+    for text in src.fields["tokenizer.ggml.tokens"].contents():
+        piece = text.replace("Ġ", "▁")
+        if piece not in seen and not piece.startswith("<"):
+            seen.add(piece)
+            pieces.append(piece)
+    base = len(pieces)
+    pieces += [f"▁p{i // 1000:03d}{i % 1000:03d}" for i in range(max(0, (n_vocab or base) - base))]
+    n_fixed = len(special) + 256
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores([0.0] * n_fixed + [-float(i) for i in range(len(pieces) - n_fixed)])  # rarer later
+    w.add_token_types([3] * len(special) + [6] * 256 + [1] * (len(pieces) - n_fixed))  # control, byte, normal
+    w.add_pad_token_id(0)
+    w.add_eos_token_id(1)
+    w.add_bos_token_id(2)
+    w.add_unk_token_id(3)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(False)
+    w.add_chat_template(src.fields["tokenizer.chat_template"].contents())
+    return len(pieces)
+
+
 def random_model_gguf(
     path,
     arch: str = "qwen2",
@@ -183,9 +219,16 @@ def gemma3_model_gguf(
     sliding_window: int = 512,
     seed: int = 0,
     n_vocab: int | None = None,
+    tokenizer: str = "spm",
+    ends_at_once: bool = False,
 ):
-    """A loadable F16 GGUF of llama.cpp's gemma3 architecture with random weights and the bundled
-    tokenizer (padded to `n_vocab`, see random_model_gguf).
+    """A loadable F16 GGUF of llama.cpp's gemma3 architecture with random weights.
+
+    Its tokenizer is a SentencePiece one as Gemma's (`tokenizer="spm"`, see
+    _sentencepiece_tokenizer) or the bundled BPE one (`"bpe"`), padded to `n_vocab` tokens.
+    `ends_at_once` makes a model that, like a base model at a chat prompt, answers with its
+    end-of-text token first: every token's embedding lies along one direction and that token's
+    is twice as long, so with tied embeddings its logit is twice any other's.
 
     What sets gemma3 apart for memory and speed: a head size (attention.key_length and
     value_length) larger than width / heads, sliding-window attention on every layer but each
@@ -213,7 +256,7 @@ def gemma3_model_gguf(
     w.add_rope_freq_base_swa(1e4)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = _bundled_tokenizer(w, n_vocab)
+    n_vocab = (_sentencepiece_tokenizer if tokenizer == "spm" else _bundled_tokenizer)(w, n_vocab)
     q, kv = n_head * head_dim, n_head_kv * head_dim
 
     def t(name, *shape, scale=0.02):
@@ -222,7 +265,12 @@ def gemma3_model_gguf(
     def norm(name, n):
         w.add_tensor(name, np.ones(n, dtype=np.float32))
 
-    t("token_embd.weight", n_embd, n_vocab)  # also the output matrix: there is no output.weight
+    if ends_at_once:  # dominant in the residual stream (the layers' outputs are normed to ~1)
+        embd = rng.standard_normal(n_embd) + rng.standard_normal((n_vocab, n_embd)) * 0.1
+        embd[1 if tokenizer == "spm" else 2] *= 2  # the end-of-text token (<eos>, or <|im_end|>)
+        w.add_tensor("token_embd.weight", embd.astype(np.float16))
+    else:
+        t("token_embd.weight", n_embd, n_vocab)  # also the output matrix: there is no output.weight
     norm("output_norm.weight", n_embd)
     for i in range(n_layer):
         p = f"blk.{i}."

@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeBackend
 from test_cli import run
 
 from research import bench, memory
-from research.engine import Engine, EngineConfig
+from research.engine import Engine, EngineConfig, Sampling, conversation
+from research.prompts import STOPS, ChatFormat
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_BENCH_FIELDS = {
@@ -28,6 +30,33 @@ def test_paired_ratio_is_the_median_of_pairs():
     assert bench.paired_ratio([50, 100, 300], [100, 100, 100]) == pytest.approx(
         1.0
     )  # an outlier pair is outvoted
+
+
+def test_the_chat_path_measures_every_token_of_a_model_that_ends_at_once():
+    """A base model ends its text early: a benchmark must still decode `tg` tokens, past its
+    end-of-text token and past the format's stop string alike (issue: "the chat path stopped
+    after 6 of 8 tokens")."""
+    engine = Engine(FakeBackend(["Hi<|im_end|>"]), ChatFormat("chatml", stops=STOPS["chatml"]), "fake")
+    row = bench.kit_once(engine, pp=64, tg=32, rep=0)  # raised KitError before
+    assert row["tg"] > 0 and row["tg_depth"] > 0
+    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(max_tokens=32, ignore_eos=True))
+    assert (stats.completion_tokens, stats.stop_reason) == (32, "length")
+    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(max_tokens=32))
+    assert stats.completion_tokens == len("Hi<|im_end|>")  # a chat stops there, as it should
+
+
+@pytest.mark.model
+def test_the_chat_path_measures_a_real_model_that_answers_with_its_end_token(tmp_path):
+    """The same through llama.cpp: a gemma3-shaped file whose every answer is <eos> at once."""
+    from fakes import gemma3_model_gguf
+
+    path = gemma3_model_gguf(tmp_path / "base.F16.gguf", n_layer=3, n_embd=128, ends_at_once=True)
+    engine = Engine.load(path, EngineConfig(n_ctx=512, n_threads=2))
+    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(temperature=0, max_tokens=8))
+    assert stats.completion_tokens == 0  # a chat answer ends at once
+    row = bench.kit_once(engine, pp=32, tg=8, rep=0)
+    assert row["tg"] > 0
+    engine.close()
 
 
 @pytest.mark.model

@@ -1,11 +1,44 @@
 """The memory model: predicted before loading, checked against a fresh process's measured peak."""
 
+import collections
+import re
+from pathlib import Path
+
 import pytest
 
 from research import memory, quantize
 from research.errors import KitError
-from research.gguf_info import read_gguf
+from research.gguf_info import GGUFInfo, read_gguf
 from research.models import resolve
+
+#: Gemma 3 270M's header as llama.cpp reads it (google/gemma-3-270m: 18 layers, 640 wide, 4 query
+#: heads and 1 KV head of 256, a 512-token window on all layers but every sixth).
+GEMMA3_270M = GGUFInfo(
+    Path("gemma-3-270m.gguf"),
+    0,
+    3,
+    32,
+    0,
+    {
+        "general.architecture": "gemma3",
+        "gemma3.block_count": 18,
+        "gemma3.embedding_length": 640,
+        "gemma3.feed_forward_length": 2048,
+        "gemma3.attention.head_count": 4,
+        "gemma3.attention.head_count_kv": 1,
+        "gemma3.attention.key_length": 256,
+        "gemma3.attention.value_length": 256,
+        "gemma3.attention.sliding_window": 512,
+    },
+    (),
+)
+MIB = 2**20
+
+
+def logged_kv_caches(log) -> list[tuple[float, int, int]]:
+    """(MiB, cells, layers) of each "llama_kv_cache: size = ..." line llama.cpp logged."""
+    pattern = r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers"
+    return [(float(m[1]), int(m[2]), int(m[3])) for line in log if (m := re.search(pattern, line))]
 
 
 def test_cpu_kinds_follow_llama_cpps_repack_rules():
@@ -19,6 +52,41 @@ def test_kv_cache_types_scale_the_cache():
     f16 = memory.kv_cache_bytes(4096, 30, 3, 64)
     assert f16 == 94371840
     assert memory.kv_cache_bytes(4096, 30, 3, 64, memory.KV_TYPES["q8_0"]) == pytest.approx(f16 * 17 / 32)
+
+
+def test_sliding_window_kv_cache_is_sized_as_llama_cpp_logs_it():
+    """Figures from llama.cpp 0c1e570's own log (RESEARCH_LLAMA_LOG=1) loading a file of Gemma 3
+    270M's shape: "llama_kv_cache: size = 12.00 MiB (4096 cells, 3 layers ...)" and so on."""
+    assert [i for i, swa in enumerate(memory.sliding_window_layers(GEMMA3_270M)) if not swa] == [5, 11, 17]
+    logged = {  # (n_ctx, n_ubatch, swa_full): (global layers' MiB, window layers' MiB)
+        (4096, 512, True): (12.00, 60.00),  # the engine's cache: "using full-size SWA cache"
+        (4096, 512, False): (12.00, 15.00),  # 1024 cells: 512 + 512 padded to 256
+        (2048, 128, False): (6.00, 11.25),  # 768 cells
+        (1000, 128, False): (3.00, 11.25),  # 1024 and 768 cells: the context padded to 256 too
+        (512, 512, False): (1.50, 7.50),  # never more than the context
+    }
+    for (n_ctx, n_ubatch, full), mib in logged.items():
+        got = memory.model_kv_cache_bytes(GEMMA3_270M, n_ctx, "f16", n_ubatch, swa_full=full)
+        assert got == sum(mib) * MIB, (n_ctx, n_ubatch, full)
+    assert memory.swa_cache_cells(4096, 512, 512, swa_full=False) == 1024
+    assert memory.swa_cache_cells(2048, 512, 128, swa_full=False) == 768
+    assert memory.swa_cache_cells(1000, 512, 128) == 1024  # full size: the padded context
+    assert memory.SWA_FULL  # as llama-cpp-python 0.3.36 leaves llama.cpp's default
+    # The head size is attention.key_length (256), not width / heads (160).
+    est = memory.estimate(GEMMA3_270M, 4096, n_ubatch=512, mapped=True, cpu="other")
+    assert est.kv_cache == 72 * MIB
+
+
+def test_a_sentencepiece_vocabulary_costs_less_than_a_bpe_one():
+    """Resident memory a vocab-only load of llama.cpp added (MB): a 262,144-token SentencePiece
+    vocabulary as Gemma's (tests/fakes.py) and llama.cpp's models/ggml-vocab-qwen2.gguf (BPE,
+    151,936 tokens, 151,387 merges) and ggml-vocab-gemma-4.gguf (262,144 tokens, 514,906 merges)."""
+    for got, measured in (
+        (memory.vocab_bytes(262144, "spm", 0), 43.0e6),
+        (memory.vocab_bytes(151936, "other", 151387), 49.3e6),
+        (memory.vocab_bytes(262144, "other", 514906), 103.7e6),
+    ):
+        assert got == pytest.approx(measured, rel=0.05)
 
 
 @pytest.mark.model
@@ -115,3 +183,38 @@ def test_the_memory_model_holds_for_another_architecture(tmp_path):
     assert not q.fallbacks  # 512 and 1536 are multiples of 256
     [row] = memory.compare([q.path], n_ctx=2048)
     assert abs(row["error"]) < 0.15 and abs(row["error_answering"]) < 0.15, memory.format_compare([row])
+
+
+@pytest.mark.model
+def test_the_memory_model_holds_for_gemma3(tmp_path, monkeypatch):
+    """A gemma3-shaped file: sliding-window layers, head size 256 on a 128-wide model, tied
+    embeddings and a 262,144-token SentencePiece vocabulary (predicted 18 % high before: a flat
+    300 bytes a token for the vocabulary, which takes 155)."""
+    import llama_cpp
+    from fakes import gemma3_model_gguf
+
+    from research import engine
+
+    path = gemma3_model_gguf(tmp_path / "gemma3.F16.gguf", n_layer=7, n_embd=128, n_vocab=262144)
+    info = read_gguf(path)
+    assert memory.sliding_window_layers(info) == [True] * 5 + [False, True]
+    [row] = memory.compare([path], n_ctx=2048)
+    assert abs(row["error"]) < 0.04 and abs(row["error_answering"]) < 0.04, memory.format_compare([row])
+
+    # The KV caches llama.cpp allocates, as it logs them: the engine's (full size, every layer
+    # holds the context), and with swa_full off (the window layers hold 512 + micro-batch cells).
+    monkeypatch.setattr(engine, "LLAMA_LOG", collections.deque(maxlen=100_000))  # keep every line
+    e = engine.Engine.load(path, engine.EngineConfig(n_ctx=2048, n_threads=2))
+    caches = logged_kv_caches(engine.LLAMA_LOG)
+    assert [(cells, layers) for _, cells, layers in caches] == [(2048, 1), (2048, 6)]
+    n_ubatch = e.backend.n_ubatch
+    assert sum(m for m, _, _ in caches) * MIB == memory.model_kv_cache_bytes(info, 2048, "f16", n_ubatch)
+    e.close()
+    engine.LLAMA_LOG.clear()
+    llm = llama_cpp.Llama(str(path), n_ctx=2048, n_ubatch=128, swa_full=False, flash_attn=True, verbose=False)
+    caches = logged_kv_caches(engine.LLAMA_LOG)
+    llm.close()
+    assert [(cells, layers) for _, cells, layers in caches] == [(2048, 1), (768, 6)]
+    assert sum(m for m, _, _ in caches) * MIB == memory.model_kv_cache_bytes(
+        info, 2048, "f16", 128, swa_full=False
+    )

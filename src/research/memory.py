@@ -38,10 +38,17 @@ RUNTIME_BYTES = 52 * 10**6
 #: llama.cpp's own context, thread pool and allocator slack besides the sized buffers below;
 #: fitted on the bundled model (what remained of the measured peak), about 6 MB.
 CONTEXT_BYTES = 6 * 10**6
-#: llama.cpp's vocabulary per token: its text, the token-to-id map, the BPE merge ranks and the
-#: piece cache. 294-336 bytes measured (a tokenizer padded from 49,152 to 100,000, 151,936 and
-#: 200,000 tokens with a merge each, loaded vocab-only: 3.8, 21.0, 36.4, 50.4 MB).
-VOCAB_BYTES_PER_TOKEN = 300
+#: llama.cpp's vocabulary (src/llama-vocab.cpp, llama_vocab::impl): per token its text and score
+#: (id_to_token), its entry in token_to_id and its piece (cache_token_to_piece); per BPE merge rule
+#: a pair of strings in bpe_ranks. A SentencePiece vocabulary ("llama": Gemma, Llama 2, Phi-3) has
+#: no merges. Least squares over the resident memory that loading 14 tokenizers vocab-only adds
+#: (SentencePiece and BPE, 32,000 to 262,144 tokens, 0 to 514,906 merges: llama.cpp's own
+#: models/ggml-vocab-*.gguf and tests/fakes.py's padded ones): within 1.2 MB of each but a padded
+#: BPE one (+3.6 MB of 79) and command-r's (-4.4 MB of 85). A flat 300 bytes a token, as before,
+#: made a 262,144-token SentencePiece vocabulary (Gemma 3's size) 78 MB; it takes 43.
+VOCAB_BYTES_FIXED = 2_500_000  # the fit's intercept: what a vocab-only load holds besides
+VOCAB_BYTES_PER_TOKEN = {"spm": 155, "other": 222}
+VOCAB_BYTES_PER_MERGE = 85
 
 
 def repacked_tensors(info, cpu: str | None = None) -> list:
@@ -123,6 +130,103 @@ def kv_cache_bytes(
     return int(2 * n_layer * n_ctx * n_head_kv * head_dim * bytes_per_value)
 
 
+#: llama.cpp rounds the context up to a multiple of 256 cells, and a sliding-window cache's cells
+#: too (llama-context.cpp:290 `cparams.n_ctx = GGML_PAD(cparams.n_ctx, 256)`;
+#: llama-kv-cache-iswa.cpp:71-73).
+KV_PAD = 256
+
+#: Whether the engine's sliding-window layers keep a cache of the whole context (llama.cpp's
+#: "full-size SWA cache"). llama_context_default_params() sets swa_full = true
+#: (llama-context.cpp:3788), llama-cpp-python 0.3.36 changes it only when given swa_full
+#: (llama_cpp/llama.py:363-364) and the engine gives none: llama.cpp logs "using full-size SWA
+#: cache" and every layer holds n_ctx cells, window or not. (llama.cpp's own tools default to
+#: false: common.h `swa_full = false`, so llama-cli holds only the window there.)
+SWA_FULL = True
+
+#: Layers with a sliding window, where the file gives no sliding_window_pattern: llama.cpp's
+#: default pattern by architecture (src/models/<arch>.cpp: `load_swa_pattern(ml, n)`): every
+#: n-th layer, counted from 1, attends to the whole context (llama-hparams.cpp:15
+#: `is_swa = il % n < n - 1`). Architectures not listed here are taken as having no window:
+#: their caches are predicted full size, never smaller than they are.
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma-embedding": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2}
+
+
+def _padded(n: int) -> int:
+    """`n` cells rounded up to a multiple of KV_PAD: 1000 -> 1024."""
+    return -(-n // KV_PAD) * KV_PAD
+
+
+def swa_cache_cells(
+    n_ctx: int, n_swa: int, n_ubatch: int, swa_full: bool = SWA_FULL, pad: bool = True
+) -> int:
+    """Cells of llama.cpp's cache for sliding-window layers: the window plus one micro-batch,
+    padded to 256 and at most the context, unless the cache is full size (llama-kv-cache-iswa.cpp:73
+    `size_swa = GGML_PAD(std::min(size_base, hparams.n_swa*(unified ? n_seq_max : 1) + n_ubatch),
+    256)`, one sequence here). `pad=False` leaves the context itself unpadded.
+
+    `swa_cache_cells(4096, 512, 512, swa_full=False)` -> 1024 (Gemma 3 270M); 4096 when full.
+    """
+    size_base = _padded(n_ctx) if pad else n_ctx
+    return size_base if swa_full else min(size_base, _padded(n_swa + n_ubatch))
+
+
+def _per_layer(value, n_layer: int, default: int) -> list[int]:
+    """A hyperparameter that may be given per layer (a GGUF array), as one value per layer."""
+    if isinstance(value, list) and len(value) == n_layer:
+        return [int(v) for v in value]
+    return [default] * n_layer
+
+
+def sliding_window_layers(info) -> list[bool]:
+    """Which layers of a GGUF attend through a sliding window, as llama.cpp reads it: the file's
+    sliding_window_pattern (one flag per layer, or every n-th layer global), else SWA_PATTERN."""
+    n_layer = info.block_count or 0
+    if not info.arch_value("attention.sliding_window"):
+        return [False] * n_layer
+    pattern = info.arch_value("attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layer:
+        return [bool(v) for v in pattern]
+    if not isinstance(pattern, int) or isinstance(pattern, bool):
+        pattern = SWA_PATTERN.get(info.architecture or "")
+        if pattern is None:
+            return [False] * n_layer
+    return [pattern == 0 or i % pattern < pattern - 1 for i in range(n_layer)]
+
+
+def model_kv_cache_bytes(
+    info,
+    n_ctx: int,
+    kv_type: str = "f16",
+    n_ubatch: int = 512,
+    swa_full: bool = SWA_FULL,
+    pad: bool = True,
+) -> int:
+    """The KV cache llama.cpp allocates for a GGUF, layer by layer as it logs it ("llama_kv_cache:
+    size = ... MiB (N cells, L layers ...)"): cells x (K + V head sizes) x KV heads x bytes.
+    `pad=False`: for the context as given, not rounded up to 256 cells as llama.cpp does.
+
+    Head sizes come from attention.key_length and value_length (Gemma 3: 256, larger than width
+    over heads), and key_length_swa / value_length_swa on sliding-window layers
+    (llama-model.cpp:1438-1466); KV heads may be given per layer.
+    """
+    n_layer = info.block_count or 0
+    n_head = info.head_count or 1
+    n_embd = info.embedding_length or 0
+    heads = _per_layer(info.arch_value("attention.head_count_kv"), n_layer, info.head_count_kv or n_head)
+    k_full = info.arch_value("attention.key_length") or n_embd // n_head
+    v_full = info.arch_value("attention.value_length") or n_embd // n_head
+    k_swa = info.arch_value("attention.key_length_swa") or k_full
+    v_swa = info.arch_value("attention.value_length_swa") or v_full
+    n_swa = info.arch_value("attention.sliding_window") or 0
+    full = _padded(n_ctx) if pad else n_ctx
+    swa = swa_cache_cells(n_ctx, n_swa, n_ubatch, swa_full, pad)
+    total = 0.0
+    for is_swa, n_head_kv in zip(sliding_window_layers(info), heads, strict=True):
+        cells, k, v = (swa, k_swa, v_swa) if is_swa else (full, k_full, v_full)
+        total += cells * n_head_kv * (k + v) * KV_TYPES[kv_type]
+    return int(total)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Predicted peak resident memory of the kit's engine answering a question, by part (bytes)."""
@@ -187,7 +291,6 @@ def estimate(
     """
     if kv_type not in KV_TYPES:
         raise KitError(f"unknown KV-cache type {kv_type!r}; choose from: {', '.join(KV_TYPES)}")
-    n_layer, n_head_kv, head_dim, n_embd, n_ff, n_vocab = _dims(info)
     names = {t.name: t for t in info.tensors}
     repacked = [t.n_bytes for t in repacked_tensors(info, cpu)]
     mapped = not repacked if mapped is None else mapped
@@ -196,31 +299,66 @@ def estimate(
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
     if n_ubatch is None:
         n_ubatch = micro_batch(info, n_ctx)
-    compute = _compute_bytes(n_embd, n_ff, n_vocab, min(n_ubatch, n_ctx))
-    kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
+    compute = _file_compute_bytes(info, min(n_ubatch, n_ctx))
+    # Unpadded: research.projection reads estimate(info, 1).kv_cache as one position's bytes.
+    # llama.cpp's rounding up to 256 cells adds at most 255 positions (2 % at a 1000 context).
+    kv = model_kv_cache_bytes(info, n_ctx, kv_type, n_ubatch, pad=False)
     if mapped:
         return MemoryEstimate(weights, kv, sum(repacked), compute)
     return MemoryEstimate(weights, kv, 0, compute, staging=max(repacked, default=0), mapped=False)
 
 
-def _dims(info) -> tuple[int, int, int, int, int, int]:
-    """(layers, KV heads, head size, width, feed-forward width, vocabulary) from a GGUF header."""
-    n_head = info.head_count or 1
+def _file_compute_bytes(info, batch: int) -> int:
+    """_compute_bytes with a GGUF header's width, feed-forward width, query width and vocabulary."""
     n_embd = info.embedding_length or 0
     n_ff = info.arch_value("feed_forward_length") or 4 * n_embd
-    return (
-        info.block_count or 0,
-        info.head_count_kv or n_head,
-        info.arch_value("attention.key_length") or (n_embd // n_head),
-        n_embd,
-        max(n_ff) if isinstance(n_ff, list) else n_ff,
-        next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000),
-    )
+    n_head = info.head_count or 1
+    n_q = n_head * (info.arch_value("attention.key_length") or n_embd // n_head)
+    n_vocab = next((t.shape[1] for t in info.tensors if t.name == "token_embd.weight"), 32000)
+    n_ff = max(n_ff) if isinstance(n_ff, list) else n_ff
+    return _compute_bytes(n_embd, n_ff, n_vocab, batch, _vocab_kind(info), n_q)
 
 
-def _compute_bytes(n_embd: int, n_ff: int, n_vocab: int, batch: int) -> int:
-    """Activations of one prompt batch (f32), the logits row and copy, vocabulary tables."""
-    return batch * (4 * n_embd + 3 * n_ff) * 4 + n_vocab * (8 + VOCAB_BYTES_PER_TOKEN)
+def _vocab_kind(info) -> tuple[str, int | None]:
+    """("spm" or "other", merge rules) of a GGUF's tokenizer: what its vocabulary costs llama.cpp.
+    A header that names no tokenizer counts as BPE with a merge a token (None)."""
+    meta = getattr(info, "metadata", {})
+    if "tokenizer.ggml.model" not in meta:
+        return "other", None
+    merges = meta.get("tokenizer.ggml.merges")
+    n_merges = merges.length if hasattr(merges, "length") else len(merges) if isinstance(merges, list) else 0
+    return ("spm" if meta["tokenizer.ggml.model"] == "llama" else "other"), n_merges
+
+
+def vocab_bytes(n_vocab: int, kind: str = "other", n_merges: int | None = None) -> int:
+    """llama.cpp's vocabulary tables: `kind` "spm" (SentencePiece) or "other" (BPE...), with
+    `n_merges` merge rules (default: one a token, as BPE vocabularies have).
+
+    `vocab_bytes(262144, "spm", 0)` -> 43132320 (Gemma 3's 262k SentencePiece tokens: 43 MB).
+    """
+    n_merges = n_vocab if n_merges is None else n_merges
+    return VOCAB_BYTES_FIXED + n_vocab * VOCAB_BYTES_PER_TOKEN[kind] + n_merges * VOCAB_BYTES_PER_MERGE
+
+
+def _compute_bytes(
+    n_embd: int,
+    n_ff: int,
+    n_vocab: int,
+    batch: int,
+    vocab: tuple[str, int | None] = ("other", None),
+    n_q: int | None = None,
+) -> int:
+    """Activations of one prompt batch (f32), the logits row and copy, vocabulary tables.
+
+    A token's activations: the residual stream and its norm, the queries and the attention's
+    output (n_q wide: heads x head size, which Gemma 3 makes wider than the model, 1024 against
+    640), and the feed-forward's gate, up and product. Measured here as the answer's peak over
+    the loaded engine, micro-batch 512 against 128: 25.9 KB a token on a qwen2 shape (512 wide,
+    ff 1536; formula 26.6), 16.2 KB on a gemma3 one (256 wide, queries 1024, ff 512; 16.4).
+    """
+    n_q = n_embd if n_q is None else n_q
+    activations = batch * (2 * n_embd + 2 * n_q + 3 * n_ff) * 4
+    return activations + n_vocab * 8 + vocab_bytes(n_vocab, *vocab)
 
 
 #: The engine's working memory (runtime, activations, vocabulary tables) is kept within this:
@@ -238,10 +376,9 @@ def micro_batch(info, n_ctx: int) -> int:
     0.5B shape 121/119/116 t/s, 1.5B shape 51/55/46); SmolLM2 loses 8 % at 128 (230 against 251)
     but keeps 512, whose activations are 14 MB.
     """
-    _, _, _, n_embd, n_ff, n_vocab = _dims(info)
     runtime = MemoryEstimate.runtime  # the dataclass field's default
     for n in (512, 256):
-        if _compute_bytes(n_embd, n_ff, n_vocab, min(n, n_ctx)) + runtime <= WORKING_MEMORY:
+        if _file_compute_bytes(info, min(n, n_ctx)) + runtime <= WORKING_MEMORY:
             return n
     return 128
 
