@@ -23,6 +23,7 @@ from research import chat, idle, page_text  # noqa: E402
 from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models import resolve  # noqa: E402
+from research.units import MB  # noqa: E402
 
 host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
@@ -164,7 +165,7 @@ def _status(engine) -> str:
     info, lit = engine.info, page_text.literal
     text = (
         f"**Model:** {lit(engine.model_id)} · {lit(info.file_type_name or '?')} · "
-        f"{info.file_size / 2**20:.0f} MB · context {engine.backend.n_ctx} · "
+        f"{info.file_size / MB:.0f} MB · context {engine.backend.n_ctx} · "
         f"{engine.backend.n_threads} threads · format {lit(engine.format.name)}"
     )
     return text + (f"\n\n⚠️ {lit(engine.warning)}" if engine.warning else "")

@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeBackend
 from test_cli import run
 
-from research import bench, memory
+from research import bench, bench_compare, chat_timing, device, llama_bench
 from research.engine import Engine, EngineConfig, Sampling, conversation
 from research.prompts import STOPS, ChatFormat
 
@@ -26,8 +26,8 @@ LLAMA_BENCH_FIELDS = {
 
 
 def test_paired_ratio_is_the_median_of_pairs():
-    assert bench.paired_ratio([90, 120], [100, 120]) == pytest.approx(0.95)
-    assert bench.paired_ratio([50, 100, 300], [100, 100, 100]) == pytest.approx(
+    assert bench_compare.paired_ratio([90, 120], [100, 120]) == pytest.approx(0.95)
+    assert bench_compare.paired_ratio([50, 100, 300], [100, 100, 100]) == pytest.approx(
         1.0
     )  # an outlier pair is outvoted
 
@@ -37,11 +37,11 @@ def test_the_chat_path_measures_every_token_of_a_model_that_ends_at_once():
     end-of-text token and past the format's stop string alike (issue: "the chat path stopped
     after 6 of 8 tokens")."""
     engine = Engine(FakeBackend(["Hi<|im_end|>"]), ChatFormat("chatml", stops=STOPS["chatml"]), "fake")
-    row = bench.kit_once(engine, pp=64, tg=32, rep=0)  # raised KitError before
+    row = chat_timing.kit_once(engine, pp=64, tg=32, rep=0)  # raised KitError before
     assert row["tg"] > 0 and row["tg_depth"] > 0
-    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(max_tokens=32, ignore_eos=True))
+    _, stats = engine.answer(conversation(chat_timing.TG_QUESTION), Sampling(max_tokens=32, ignore_eos=True))
     assert (stats.completion_tokens, stats.stop_reason) == (32, "length")
-    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(max_tokens=32))
+    _, stats = engine.answer(conversation(chat_timing.TG_QUESTION), Sampling(max_tokens=32))
     assert stats.completion_tokens == len("Hi<|im_end|>")  # a chat stops there, as it should
 
 
@@ -52,9 +52,9 @@ def test_the_chat_path_measures_a_real_model_that_answers_with_its_end_token(tmp
 
     path = gemma3_model_gguf(tmp_path / "base.F16.gguf", n_layer=3, n_embd=128, ends_at_once=True)
     engine = Engine.load(path, EngineConfig(n_ctx=512, n_threads=2))
-    _, stats = engine.answer(conversation(bench.TG_QUESTION), Sampling(temperature=0, max_tokens=8))
+    _, stats = engine.answer(conversation(chat_timing.TG_QUESTION), Sampling(temperature=0, max_tokens=8))
     assert stats.completion_tokens == 0  # a chat answer ends at once
-    row = bench.kit_once(engine, pp=32, tg=8, rep=0)
+    row = chat_timing.kit_once(engine, pp=32, tg=8, rep=0)
     assert row["tg"] > 0
     engine.close()
 
@@ -63,9 +63,9 @@ def test_the_chat_path_measures_a_real_model_that_answers_with_its_end_token(tmp
 def test_prompt_of_builds_a_prompt_of_the_asked_length():
     engine = Engine.load(None, EngineConfig(n_ctx=1024, n_threads=2))
     for n in (64, 300):
-        msgs = bench.prompt_of(engine, n, "salt")
+        msgs = chat_timing.prompt_of(engine, n, "salt")
         assert abs(engine.count_tokens(engine.format.render(msgs)) - n) <= 2
-    parts = bench.ttft_parts(engine, reps=2)
+    parts = chat_timing.ttft_parts(engine, reps=2)
     assert 20 <= parts["prompt_tokens"] <= 60
     inner = parts["format_s"] + parts["tokenize_s"]
     assert 0 < inner + parts["prompt_eval_s"] + parts["first_sample_s"] <= parts["ttft_s"]
@@ -127,7 +127,7 @@ def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
 
 @pytest.mark.model
 def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path):
-    bench.find_llama_bench()  # builds it once if this machine has not yet
+    llama_bench.find()  # builds it once if this machine has not yet
     rows = bench.sweep(None, [2], pp=32, tg=8, reps=1, progress=lambda s: None)
     assert {(row["backend"], row["test"]) for row in rows} == {
         ("kit", "pp32"),
@@ -181,11 +181,11 @@ def test_compare_runs_on_another_architecture(tmp_path):
 
     src = random_model_gguf(tmp_path / "qwen2.F16.gguf", n_layer=4, n_embd=256, n_ff=768)
     [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)
-    res = bench.compare(str(q.path), 2, pp=32, tg=8, reps=1, progress=lambda s: None)
+    res = bench_compare.compare(str(q.path), 2, pp=32, tg=8, reps=1, progress=lambda s: None)
     assert res["model_filename"] == str(q.path) and res["ratio_tg"] > 0 and res["ratio_pp"] > 0
     assert {row["backend"] for row in res["rows"]} == {"kit", "llama-bench"}
     assert res["memory"]["peak_rss_mb"] > 0 and len(res["ratio_tg_pairs"]) == 1
     kit = next(row for row in res["rows"] if row["backend"] == "kit")
-    repacks = memory.cpu_kind() != "other"  # Q4_K is repacked on x86 with AVX2 and on ARM
+    repacks = device.cpu_kind() != "other"  # Q4_K is repacked on x86 with AVX2 and on ARM
     assert kit["load_mode"] == ("none" if repacks else "mmap") and kit["model_type"].startswith("qwen2")
     assert res["page"]["peak_rss_mb"] > res["memory"]["file_mb"]

@@ -98,20 +98,20 @@ def test_inspect_refuses_in_one_line_within_bounds(corpus):
 
 def test_a_crash_while_trying_a_file_is_reported_and_survived(tmp_path):
     """What the parent does when llama.cpp aborts in the child (simulated with os.abort)."""
-    from research.engine import probe_load
     from research.errors import KitError
+    from research.trust import probe_load
 
     path = tmp_path / "model.gguf"
     path.write_bytes(b"GGUF")
     with pytest.raises(KitError, match=r"crashed \(SIGABRT\).*separate process"):
-        probe_load(path, 64, code="import os; os.abort()")
+        probe_load(path, 64, cmd=[sys.executable, "-c", "import os; os.abort()"])
     with pytest.raises(KitError, match="did not finish"):
-        probe_load(path, 64, timeout=1, code="import time; time.sleep(30)")
+        probe_load(path, 64, timeout=1, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])
 
 
 def test_untrusted_files_are_tried_in_a_child_first(tmp_path):
-    from research.engine import trusted
     from research.models import ModelRef, resolve
+    from research.trust import trusted
 
     bundled = resolve(None)
     assert trusted(bundled)
@@ -198,18 +198,18 @@ def gguf_with_template(folder: Path, template: str) -> Path:
 
 def measured(monkeypatch, module, name):
     """Wrap module.name to record its seconds and the growth of this process's peak RSS."""
-    from research import memory
+    from research import device
 
-    real, reset, seen = getattr(module, name), memory.reset_peak_rss, {}
-    monkeypatch.setattr(memory, "reset_peak_rss", lambda: True)  # the engine's own reset hides ours
+    real, reset, seen = getattr(module, name), device.reset_peak_rss, {}
+    monkeypatch.setattr(device, "reset_peak_rss", lambda: True)  # the engine's own reset hides ours
 
     def wrapper(*args, **kwargs):
         reset()
-        before, start = memory.rss_mb(), time.monotonic()
+        before, start = device.rss_mb(), time.monotonic()
         try:
             return real(*args, **kwargs)
         finally:
-            seen["s"], seen["mb"] = time.monotonic() - start, memory.peak_rss_mb() - before
+            seen["s"], seen["mb"] = time.monotonic() - start, device.peak_rss_mb() - before
 
     monkeypatch.setattr(module, name, wrapper)
     return seen

@@ -7,8 +7,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
 
+from research.device import rss_mb
 from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
-from research.memory import rss_mb
 
 pytestmark = [pytest.mark.page, pytest.mark.model]
 SESSIONS = 8

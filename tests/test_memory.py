@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from research import memory, quantize
+from research import device, memory, memory_measure, quantize
 from research.errors import KitError
 from research.gguf_info import GGUFInfo, read_gguf
 from research.models import resolve
+from research.units import MB
 
 #: Gemma 3 270M's header as llama.cpp reads it (google/gemma-3-270m: 18 layers, 640 wide, 4 query
 #: heads and 1 KV head of 256, a 512-token window on all layers but every sixth).
@@ -42,16 +43,18 @@ def logged_kv_caches(log) -> list[tuple[float, int, int]]:
 
 
 def test_cpu_kinds_follow_llama_cpps_repack_rules():
-    assert memory.cpu_kind(["sse4_2", "avx", "avx2", "fma"]) == "x86-avx2"
-    assert memory.cpu_kind(["avx2", "avx512f", "avx512bw"]) == "x86-avx512"
-    assert memory.cpu_kind(["fp", "asimd", "asimddp"]) == "arm-dotprod"  # Snapdragon 888
-    assert memory.cpu_kind(["fp", "asimd"]) == "other"
+    assert device.cpu_kind(["sse4_2", "avx", "avx2", "fma"]) == "x86-avx2"
+    assert device.cpu_kind(["avx2", "avx512f", "avx512bw"]) == "x86-avx512"
+    assert device.cpu_kind(["fp", "asimd", "asimddp"]) == "arm-dotprod"  # Snapdragon 888
+    assert device.cpu_kind(["fp", "asimd"]) == "other"
 
 
 def test_kv_cache_types_scale_the_cache():
     f16 = memory.kv_cache_bytes(4096, 30, 3, 64)
     assert f16 == 94371840
-    assert memory.kv_cache_bytes(4096, 30, 3, 64, memory.KV_TYPES["q8_0"]) == pytest.approx(f16 * 17 / 32)
+    assert memory.kv_cache_bytes(4096, 30, 3, 64, memory.KV_TYPES["q8_0"].bytes_per_value) == pytest.approx(
+        f16 * 17 / 32
+    )
 
 
 def test_sliding_window_kv_cache_is_sized_as_llama_cpp_logs_it():
@@ -130,18 +133,20 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(tmp_path):
     """Q4_0 is repacked on x86 (AVX2) and ARM; Q8_0 only on ARM: both must be predicted."""
     files = [r.path for r in quantize.quantize(None, "Q4_0", tmp_path, progress=lambda s: None)]
     files.append(resolve(None).path)
-    rows = memory.compare(files, n_ctx=2048) + memory.compare(files[:1], n_ctx=1024, kv_type="q8_0")
+    rows = memory_measure.compare(files, n_ctx=2048) + memory_measure.compare(
+        files[:1], n_ctx=1024, kv_type="q8_0"
+    )
     for row in rows:
-        assert abs(row["error"]) < 0.15, memory.format_compare(rows)
+        assert abs(row["error"]) < 0.15, memory_measure.format_compare(rows)
         assert row["measured_mb"] > row["file_mb"]
-    if memory.cpu_kind() != "other":  # the repacked copy is real ...
+    if device.cpu_kind() != "other":  # the repacked copy is real ...
         q4_0, q4_1 = rows[0], rows[1]
-        repacked = sum(t.n_bytes for t in memory.repacked_tensors(read_gguf(files[0]))) / memory.MB
+        repacked = sum(t.n_bytes for t in memory.repacked_tensors(read_gguf(files[0]))) / MB
         assert repacked > 40 and (q4_0["load"], q4_1["load"]) == ("read", "mmap")
         # ... yet the peak does not hold the weights twice: read in, every weight is resident
         # once (mapped, Q4_0 measured 42 MB more than Q4_1 over its file).
         extra = (q4_0["measured_mb"] - q4_0["file_mb"]) - (q4_1["measured_mb"] - q4_1["file_mb"])
-        assert extra < repacked / 4, memory.format_compare(rows)
+        assert extra < repacked / 4, memory_measure.format_compare(rows)
 
 
 @pytest.mark.model
@@ -150,25 +155,25 @@ def test_the_engine_reads_in_files_whose_weights_are_repacked(tmp_path):
     issue 16761); the engine reads such files in and holds each weight once."""
     from research.engine import Engine, EngineConfig, Sampling, conversation
 
-    if memory.cpu_kind() == "other":
+    if device.cpu_kind() == "other":
         pytest.skip("llama.cpp repacks nothing on this CPU")
     [q4_0] = quantize.quantize(None, "Q4_0", tmp_path, progress=lambda s: None)
     info = read_gguf(q4_0.path)
-    repacked = sum(t.n_bytes for t in memory.repacked_tensors(info)) / memory.MB
+    repacked = sum(t.n_bytes for t in memory.repacked_tensors(info)) / MB
     held = {}
     for mapped in (None, True):  # the engine's choice, then mapping forced
-        base = memory.rss_mb()
+        base = device.rss_mb()
         engine = Engine.load(q4_0.path, EngineConfig(n_ctx=2048, n_threads=2, use_mmap=mapped))
         answer, _ = engine.answer(
             conversation("What is the capital of France?"), Sampling(temperature=0, max_tokens=16)
         )
-        held[mapped] = memory.rss_mb() - base
+        held[mapped] = device.rss_mb() - base
         assert "Paris" in answer  # both compute with the repacked copy
         assert engine.backend.mapped is (mapped is True)
         engine.close()
     assert repacked > 40 and held[True] - held[None] > repacked / 2, held  # the copy counted twice
-    kv = memory.estimate(info, 2048).kv_cache / memory.MB
-    assert held[None] < info.file_size / memory.MB + kv + 40  # + activations, buffers
+    kv = memory.estimate(info, 2048).kv_cache / MB
+    assert held[None] < info.file_size / MB + kv + 40  # + activations, buffers
 
 
 @pytest.mark.model
@@ -181,8 +186,10 @@ def test_the_memory_model_holds_for_another_architecture(tmp_path):
     )
     [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)
     assert not q.fallbacks  # 512 and 1536 are multiples of 256
-    [row] = memory.compare([q.path], n_ctx=2048)
-    assert abs(row["error"]) < 0.15 and abs(row["error_answering"]) < 0.15, memory.format_compare([row])
+    [row] = memory_measure.compare([q.path], n_ctx=2048)
+    assert abs(row["error"]) < 0.15 and abs(row["error_answering"]) < 0.15, memory_measure.format_compare(
+        [row]
+    )
 
 
 @pytest.mark.model
@@ -193,26 +200,28 @@ def test_the_memory_model_holds_for_gemma3(tmp_path, monkeypatch):
     import llama_cpp
     from fakes import gemma3_model_gguf
 
-    from research import engine
+    from research import engine, llama_backend
 
     path = gemma3_model_gguf(tmp_path / "gemma3.F16.gguf", n_layer=7, n_embd=128, n_vocab=262144)
     info = read_gguf(path)
     assert memory.sliding_window_layers(info) == [True] * 5 + [False, True]
-    [row] = memory.compare([path], n_ctx=2048)
-    assert abs(row["error"]) < 0.04 and abs(row["error_answering"]) < 0.04, memory.format_compare([row])
+    [row] = memory_measure.compare([path], n_ctx=2048)
+    assert abs(row["error"]) < 0.04 and abs(row["error_answering"]) < 0.04, memory_measure.format_compare(
+        [row]
+    )
 
     # The KV caches llama.cpp allocates, as it logs them: the engine's (full size, every layer
     # holds the context), and with swa_full off (the window layers hold 512 + micro-batch cells).
-    monkeypatch.setattr(engine, "LLAMA_LOG", collections.deque(maxlen=100_000))  # keep every line
+    monkeypatch.setattr(llama_backend, "LLAMA_LOG", collections.deque(maxlen=100_000))  # keep every line
     e = engine.Engine.load(path, engine.EngineConfig(n_ctx=2048, n_threads=2))
-    caches = logged_kv_caches(engine.LLAMA_LOG)
+    caches = logged_kv_caches(llama_backend.LLAMA_LOG)
     assert [(cells, layers) for _, cells, layers in caches] == [(2048, 1), (2048, 6)]
     n_ubatch = e.backend.n_ubatch
     assert sum(m for m, _, _ in caches) * MIB == memory.model_kv_cache_bytes(info, 2048, "f16", n_ubatch)
     e.close()
-    engine.LLAMA_LOG.clear()
+    llama_backend.LLAMA_LOG.clear()
     llm = llama_cpp.Llama(str(path), n_ctx=2048, n_ubatch=128, swa_full=False, flash_attn=True, verbose=False)
-    caches = logged_kv_caches(engine.LLAMA_LOG)
+    caches = logged_kv_caches(llama_backend.LLAMA_LOG)
     llm.close()
     assert [(cells, layers) for _, cells, layers in caches] == [(2048, 1), (768, 6)]
     assert sum(m for m, _, _ in caches) * MIB == memory.model_kv_cache_bytes(

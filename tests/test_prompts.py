@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from research import memory, template_worker
+from research import device, template_worker
 from research.engine import fit_history
 from research.errors import KitError
 from research.prompts import FORMATS, ORCA_SYSTEM, STOPS, TemplateLimitError, choose_format, render_template
@@ -182,12 +182,12 @@ def within(seconds, fn, *args):
 @pytest.mark.parametrize("template", UNBOUNDED.values(), ids=UNBOUNDED.keys())
 def test_unbounded_template_is_refused_in_one_line_within_bounds(template):
     render_template(CHATML_TEMPLATE, CONVERSATION)  # a worker is up: its start is not counted
-    memory.reset_peak_rss()
-    before = memory.rss_mb()
+    device.reset_peak_rss()
+    before = device.rss_mb()
     start = time.monotonic()
     with pytest.raises(TemplateLimitError) as e:
         within(REFUSAL_S + 30, render_template, template, CONVERSATION)
-    took, grew = time.monotonic() - start, memory.peak_rss_mb() - before
+    took, grew = time.monotonic() - start, device.peak_rss_mb() - before
     assert took < REFUSAL_S and grew < GROWTH_MB, (took, grew)
     assert "\n" not in str(e.value) and "stopped" in str(e.value)
     assert render_template(CHATML_TEMPLATE, CONVERSATION) == FORMATS["chatml"](CONVERSATION)  # next one works

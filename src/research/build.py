@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from research import child, device
 from research.errors import KitError
 
 DEFAULT_TARGETS = ("llama-cli", "llama-bench", "llama-quantize", "llama-perplexity")
@@ -30,7 +31,6 @@ KINDS = ("native", "termux", "android", "aarch64-linux")
 #: Galaxy S21 class (Snapdragon 888 / Exynos 2100, Cortex-X1/A78/A55): ARMv8.2-A with the
 #: dot-product and half-precision extensions that llama.cpp's ARM kernels use.
 PHONE_ARCH = "armv8.2-a+dotprod+fp16"
-FEATURES = re.compile(r"^(avx\w*|fma|f16c|sse4_2|amx\w*|asimd\w*|fphp|sve\w*|i8mm|bf16|dotprod)$")
 
 
 def cache_root() -> Path:
@@ -113,9 +113,9 @@ def _fetch_sdist(version: str, root: Path) -> None:
             "-d",
             str(dl),
         ]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = child.run(cmd, "pip download", check=False)
         if r.returncode != 0 or not tarball.is_file():
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            last = child.last_line(r.stderr) or "no output"
             raise KitError(
                 f"could not fetch the llama-cpp-python {version} source with pip ({last}); "
                 "name a llama.cpp folder with --source instead"
@@ -140,13 +140,8 @@ def find_source(source: str | os.PathLike | None = None) -> Source:
     if source is None:
         return sdist_source()
     path = llama_source_dir(Path(source))
-    r = (
-        subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True
-        )
-        if shutil.which("git") and (path / ".git").exists()
-        else None
-    )
+    git = ["git", "-C", str(path), "rev-parse", "--short=9", "HEAD"]
+    r = child.run(git, "git", check=False) if shutil.which("git") and (path / ".git").exists() else None
     if r is not None and r.returncode == 0:
         return Source(path, r.stdout.strip(), "git")
     sdist_root = path.parent.parent if path.parent.name == "vendor" else None
@@ -298,7 +293,7 @@ def build(
         "ccache": bool(shutil.which("ccache")),
         "jobs": jobs,
         "host": f"{platform.system()} {platform.machine()}",
-        "cpu_features": cpu_features() if kind in ("native", "termux") else PHONE_ARCH.split("+"),
+        "cpu_features": device.cpu_features() if kind in ("native", "termux") else PHONE_ARCH.split("+"),
         "wall_s": round(time.time() - t0, 1),
         "bin_dir": str(bdir / "bin"),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -314,18 +309,8 @@ def compiler_version(kind: str, ndk=None) -> str:
     _, cc = toolchain(kind, ndk)
     if kind == "android":
         return f"Android NDK clang ({Path(ndk).name})"
-    r = subprocess.run([cc, "--version"], capture_output=True, text=True)
+    r = child.run([cc, "--version"], f"{cc} --version", check=False)
     return (r.stdout.splitlines() or ["unknown"])[0]
-
-
-def cpu_features() -> list[str]:
-    """SIMD features of this CPU that llama.cpp's kernels use (x86 flags or ARM Features)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return [platform.machine()]
-    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.M)
-    return sorted({f for f in (m.group(1).split() if m else []) if FEATURES.match(f)})
 
 
 def latest_record(kind: str = "native") -> dict | None:
@@ -402,13 +387,7 @@ def cli_answer(
         str(min(os.cpu_count() or 1, 4)),
         "--no-warmup",
     ]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise KitError(f"llama-cli gave no answer within {timeout:.0f} s") from None
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise KitError(f"llama-cli failed (exit {r.returncode}): {last}")
+    r = child.run(cmd, "llama-cli", timeout=timeout)
     # llama-cli prints a banner, "> question", the answer, then "[ Prompt: … | Generation: … ]".
     m = re.search(rf"> {re.escape(question)}\n(.*?)\n*\[ Prompt:", r.stdout, re.S)
     return m.group(1).strip() if m else r.stdout.strip()

@@ -13,7 +13,6 @@ import os
 import runpy
 import sys
 import threading
-from pathlib import Path
 
 from research import options
 from research.build import DEFAULT_TARGETS, KINDS
@@ -66,185 +65,7 @@ def cmd_build(args) -> None:
     print(json.dumps(record, indent=2))
 
 
-def cmd_quantize(args) -> None:
-    from research import quantize
-    from research.models import resolve
-
-    results = quantize.quantize(
-        args.model,
-        args.types,
-        args.out,
-        threads=args.threads,
-        allow_upcast=args.allow_upcast,
-        force=args.force,
-    )
-    if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
-    else:
-        print(quantize.format_table(results, resolve(args.model).path))
-
-
-def cmd_quality(args) -> None:
-    from research import quality
-
-    text = quality.load_corpus(args.corpus)
-    if args.reference:
-        rows = quality.compare(args.models, args.reference, text, args.ctx, args.chunks, args.threads)
-        print(json.dumps(rows, indent=2) if args.json else quality.format_table(rows))
-        return
-    rows = [quality.perplexity(m, text, args.ctx, args.chunks, args.threads) for m in args.models or [None]]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    print(f"{'model':36} {'MB':>7} {'PPL':>16} {'chunks':>6} {'tokens scored':>13}")
-    for r in rows:
-        print(
-            f"{r['model'][:36]:36} {r['file_size'] / 2**20:7.1f} {r['ppl']:8.3f} ± {r['ppl_stderr']:5.3f} "
-            f"{r['n_chunks']:6} {r['n_tokens_scored']:13}"
-        )
-
-
-def cmd_memory(args) -> None:
-    from research import memory
-    from research.gguf_info import read_gguf
-    from research.models import resolve
-
-    if args.measure:
-        rows = [r for kv in args.kv_type for r in memory.compare(args.models or [None], args.ctx, kv)]
-        print(json.dumps(rows, indent=2) if args.json else memory.format_compare(rows))
-        return
-    rows = []
-    for model in args.models or [None]:
-        ref = resolve(model)
-        for kv in args.kv_type:
-            est = memory.estimate(read_gguf(ref.path), args.ctx, kv, args.cpu)
-            rows.append({"model": ref.path.name, "n_ctx": args.ctx, "kv_type": kv, **est.as_dict()})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    print(
-        f"{'model':36} {'ctx':>5} {'kv':5} {'load':>4} {'weights':>8} {'repack':>7} {'KV':>6} "
-        f"{'other':>6} {'total MB':>8}"
-    )
-    for r in rows:
-        other = (r["compute"] + r["runtime"]) / memory.MB
-        print(
-            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['load']:>4} "
-            f"{r['weights'] / memory.MB:8.0f} {r['repacked'] / memory.MB:7.0f} "
-            f"{r['kv_cache'] / memory.MB:6.0f} {other:6.0f} {r['total'] / memory.MB:8.0f}"
-        )
-
-
-def cmd_bench(args) -> None:
-    from research import bench
-
-    for out in filter(None, (args.json, args.csv)):  # before minutes of measuring, not after
-        if not Path(out).expanduser().parent.is_dir():
-            raise KitError(f"cannot write {out}: no folder {Path(out).parent}")
-    _check_bench_fits(args.models or [None], args.pp, args.tg)
-
-    if args.idle is not None:
-        from research import page_bench
-
-        if len(args.models) > 1 or args.compare:
-            raise KitError("--idle measures one model's page at a time, without --compare")
-        result = page_bench.idle(
-            args.models[0] if args.models else None, args.idle, args.browser, progress=_progress
-        )
-        print(page_bench.format_idle(result))
-        if args.json:
-            _write(args.json, lambda f: json.dump(result, f, indent=2))
-            print(f"JSON: {args.json}")
-        return
-    if args.compare:
-        if len(args.models) > 1:
-            raise KitError("--compare takes one model at a time")
-        if args.threads and len(args.threads) > 1:
-            raise KitError("--compare takes one thread count at a time")
-        result = bench.compare(
-            args.models[0] if args.models else None,
-            args.threads[0] if args.threads else None,
-            args.pp,
-            args.tg,
-            args.reps,
-        )
-        print(bench.format_compare(result))
-        if args.json:
-            _write(args.json, lambda f: json.dump(result, f, indent=2))
-            print(f"\nJSON: {args.json}")
-        return
-    rows = bench.sweep(args.models, args.threads, args.pp, args.tg, args.reps, not args.no_llama_bench)
-    print(bench.format_rows(rows))
-    if args.json:
-        _write(args.json, lambda f: json.dump(rows, f, indent=2))
-        print(f"JSON: {args.json}")
-    if args.csv:
-        _write(args.csv, lambda f: bench.write_csv(rows, f))
-        print(f"CSV: {args.csv}")
-
-
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _write(path: str, fill) -> None:
-    """Write an output file through fill(file); a path that cannot be written is one line."""
-    try:
-        with open(path, "w", newline="") as f:
-            fill(f)
-    except OSError as e:
-        raise KitError(f"cannot write {path}: {e.strerror}") from None
-
-
-def _check_bench_fits(models: list, pp: int, tg: int) -> None:
-    """KitError unless pp + tg fit each model's trained context, from its header, before loading.
-
-    bench sizes its context as pp + tg + 64 and the engine caps it at the trained context: a
-    prompt longer than that would be built word by word and refused only after minutes.
-    """
-    from research.gguf_info import read_gguf
-    from research.models import resolve
-
-    need = pp + tg + options.BENCH_SLACK
-    for model in models:
-        ref = resolve(model)
-        trained = read_gguf(ref.path).context_length
-        if trained and need > trained:
-            raise KitError(
-                f"--pp {pp} and --tg {tg} need a {need}-token context (with {options.BENCH_SLACK} for the "
-                f"chat template) and {ref.path.name} was trained on {trained}: lower --pp or --tg"
-            )
-
-
-def cmd_eval(args) -> None:
-    from research import evaluate
-
-    columns = evaluate.Columns(
-        args.question_col,
-        args.answer_col,
-        args.alias_col or None,
-        args.id_col or None,
-        args.topic_col or None,
-    )
-    questions = evaluate.load_questions(args.questions, columns)
-    engine = _engine(args)
-    out = args.out or evaluate.default_out(engine)
-    system = evaluate.SYSTEM if args.system is None else args.system
-    records = evaluate.run(engine, questions, out, limit=args.limit, system=system, progress=not args.json)
-    summary = evaluate.summarize(records)  # this run's records only, one per question
-    run = records[0]["run"] if records else None
-    others = [r for r in evaluate.summarize_file(out) if r["run"] != run]
-    if args.json:
-        print(json.dumps(summary | {"run": run, "records": str(out), "other_runs": others}))
-        return
-    print(evaluate.format_summary(summary))
-    print(f"records: {out} (run {run})")
-    if others:
-        print(f"the file also holds {len(others)} other run(s), summarized apart:")
-        print(evaluate.format_runs(others))
-
-
-def _engine(args):
+def engine_from(args):
     from research.engine import Engine, EngineConfig
 
     return Engine.load(
@@ -263,7 +84,7 @@ def _sampling(args):
 def cmd_chat(args) -> None:
     from research.engine import Stats, conversation
 
-    engine = _engine(args)
+    engine = engine_from(args)
     if engine.warning:
         print(f"warning: {engine.warning}", file=sys.stderr)
     sampling = _sampling(args)
@@ -334,13 +155,13 @@ def run_demo(rest: list[str]) -> int:
 THREADS_HELP = f"CPU threads, 1 to {options.THREADS_MAX} (default: physical cores)"
 
 
-def _models_option(p: argparse.ArgumentParser) -> None:
+def models_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
     )
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
     p.add_argument(
         "--ctx",
@@ -356,26 +177,27 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = options.Parser(
-        prog="research", description="Offline question answering with quantized LLMs on this device's CPU."
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def add_models(sub) -> None:
     s = sub.add_parser("models", help="list the model catalog and what is on this device")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_models)
 
+
+def add_inspect(sub) -> None:
     s = sub.add_parser("inspect", help="architecture, size, quantization mix and template of a GGUF")
     s.add_argument("model", nargs="?", help="catalog id or path (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_inspect)
 
+
+def add_download(sub) -> None:
     s = sub.add_parser("download", help="fetch a catalog model from the Hugging Face hub (needs the network)")
     s.add_argument("id", help="catalog id (see: python -m research models)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_download)
 
+
+def add_build(sub) -> None:
     s = sub.add_parser("build", help="build llama.cpp's tools (llama-cli, llama-bench, ...) from source")
     s.add_argument(
         "--source", help="a llama.cpp folder (default: the source of the installed llama-cpp-python)"
@@ -406,176 +228,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser(
-        "quantize", help="write a ladder of quantized files (Q4_0 ... Q8_0, k-quants) from one GGUF"
-    )
-    s.add_argument("model", nargs="?", help="catalog id or path of the source (default: the bundled model)")
-    s.add_argument(
-        "--types",
-        required=True,
-        help="comma-separated: "
-        + ", ".join(
-            [
-                "Q4_0",
-                "Q4_1",
-                "Q5_0",
-                "Q5_1",
-                "Q8_0",
-                "F16",
-                "Q2_K",
-                "Q3_K_S",
-                "Q3_K_M",
-                "Q3_K_L",
-                "Q4_K_S",
-                "Q4_K_M",
-                "Q5_K_S",
-                "Q5_K_M",
-                "Q6_K",
-            ]
-        ),
-    )
-    s.add_argument("--out", required=True, help="folder for the files (FILE.TYPE.gguf)")
-    s.add_argument(
-        "--allow-upcast",
-        action="store_true",
-        help="also write types above the source's precision (bigger, not better: speed or KLD reference)",
-    )
-    s.add_argument("--force", action="store_true", help="rewrite files that already exist")
-    s.add_argument(
-        "--threads",
-        type=options.THREADS.arg,
-        help=f"threads, 1 to {options.THREADS_MAX} (default: all cores)",
-    )
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_quantize)
 
-    s = sub.add_parser("quality", help="perplexity over a corpus; with --reference also KL divergence")
-    _models_option(s)
-    s.add_argument(
-        "--reference", help="model whose token distributions the others are compared with (e.g. the F16 file)"
-    )
-    s.add_argument(
-        "--corpus", type=options.input_file, help="a UTF-8 text file (default: data/corpus/persuasion.txt)"
-    )
-    s.add_argument(
-        "--ctx",
-        type=options.CTX.arg,
-        default=512,
-        help=f"tokens per chunk, {options.CTX.lo} or more; the second half is scored (default 512)",
-    )
-    s.add_argument(
-        "--chunks",
-        type=options.CHUNKS.arg,
-        help=f"only the first N chunks, {options.CHUNKS.lo} or more (default: the whole text)",
-    )
-    s.add_argument("--threads", type=options.THREADS.arg, help=THREADS_HELP)
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_quality)
-
-    s = sub.add_parser("memory", help="predict a model's peak memory before loading; --measure checks it")
-    _models_option(s)
-    s.add_argument(
-        "--ctx",
-        type=options.CTX.arg,
-        default=4096,
-        help=f"context size in tokens, {options.CTX.lo} or more (default 4096)",
-    )
-    s.add_argument(
-        "--kv-type",
-        type=options.kv_types,
-        default=["f16"],
-        help="KV-cache types: f16,q8_0,q4_0 (default f16)",
-    )
-    s.add_argument(
-        "--cpu",
-        choices=["x86-avx2", "x86-avx512", "arm-dotprod", "other"],
-        help="predict for this CPU kind's weight repacking (default: this machine's)",
-    )
-    s.add_argument(
-        "--measure", action="store_true", help="also load each model in a fresh process and measure"
-    )
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_memory)
-
-    s = sub.add_parser("bench", help="prompt and generation speed; --compare runs llama-bench side by side")
-    _models_option(s)
-    s.add_argument(
-        "--compare",
-        action="store_true",
-        help="also run llama-bench (built from the same llama.cpp) and print the ratios",
-    )
-    s.add_argument(
-        "--idle",
-        nargs="?",
-        const=60.0,
-        type=options.IDLE_SECONDS.arg,
-        metavar="SECONDS",
-        help="the chat page at rest: CPU, wake-ups and memory over SECONDS (default 60), with and "
-        "without a browser tab, and after it unloads its model",
-    )
-    s.add_argument("--browser", metavar="PATH", help="Chromium to open the page in (default: found on PATH)")
-    s.add_argument(
-        "--threads",
-        type=options.threads_list,
-        help="CPU threads, a list sweeps them: 1,2,4 (default: physical cores)",
-    )
-    s.add_argument(
-        "--pp", type=options.PP.arg, default=512, help=f"prompt tokens, {options.PP.lo} or more (default 512)"
-    )
-    s.add_argument(
-        "--tg",
-        type=options.TG.arg,
-        default=128,
-        help=f"generated tokens, {options.TG.lo} or more: a decode speed needs two (default 128)",
-    )
-    s.add_argument(
-        "--reps", type=options.REPS.arg, default=5, help=f"repetitions, {options.REPS.lo} or more (default 5)"
-    )
-    s.add_argument(
-        "--json",
-        metavar="FILE",
-        type=options.output_file,
-        help="write the figures as JSON (llama-bench's field names)",
-    )
-    s.add_argument(
-        "--csv",
-        metavar="FILE",
-        type=options.output_file,
-        help="write the rows as CSV (llama-bench's field names)",
-    )
-    s.add_argument(
-        "--no-llama-bench", action="store_true", help="measure the kit only, even if llama-bench is built"
-    )
-    s.set_defaults(func=cmd_bench)
-
-    s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")
-    _model_options(s)
-    s.add_argument(
-        "--questions",
-        type=options.questions_file,
-        help="JSONL/CSV/Parquet file, or hf:NAME[:SPLIT] to fetch from the hub "
-        "(default: the kit's data/qa set)",
-    )
-    s.add_argument(
-        "--out",
-        type=options.output_file,
-        help="JSONL records; a rerun of the same run (model file, format, system prompt, settings) into "
-        "the same file resumes it (default: evaluations/MODEL.jsonl in the user's data folder)",
-    )
-    s.add_argument("--system", help="system prompt (default: ask for a few words only)")
-    s.add_argument(
-        "--limit", type=options.LIMIT.arg, help=f"only the first N questions, {options.LIMIT.lo} or more"
-    )
-    s.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    s.add_argument("--question-col", default="question")
-    s.add_argument("--answer-col", default="answer", help="one string or a list of accepted strings")
-    s.add_argument("--alias-col", default="aliases", help="more accepted strings, if the file has them")
-    s.add_argument("--id-col", default="id", help="question ids (default: a hash of the question)")
-    s.add_argument("--topic-col", default="topic")
-    s.set_defaults(func=cmd_eval, ctx=1024)
-
+def add_chat(sub) -> None:
     s = sub.add_parser("chat", help="ask in the terminal: one answer with --prompt, else a conversation")
-    _model_options(s)
+    model_options(s)
     s.add_argument("--prompt", "-p", help="one question; prints the answer and a line of figures")
     s.add_argument(
         "--json", action="store_true", help="with --prompt: one JSON object with answer and figures"
@@ -606,9 +262,25 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_chat)
 
+
+def add_demo(sub) -> None:
     s = sub.add_parser("demo", help="serve the chat page on http://127.0.0.1:7860", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the page (see: research demo --help)")
     s.set_defaults(func=lambda args: run_demo(args.rest))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: each subcommand's options are defined beside the function that runs it."""
+    from research import cli_measure
+
+    p = options.Parser(
+        prog="research", description="Offline question answering with quantized LLMs on this device's CPU."
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo):
+        add(sub)
+    for add in cli_measure.COMMANDS:
+        add(sub)
     return p
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 import research
 from research.errors import KitError
 from research.hashing import sha256_file
+from research.units import MB
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RESUME = "run the same command again to resume"
@@ -171,7 +172,7 @@ class _HubRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
+    return f"{n / MB:,.1f} MB"
 
 
 def _network_error(url: str, exc: BaseException, part: Path, timeout: float) -> KitError:

@@ -8,22 +8,19 @@ oldest turns first, keeping room for the reply.
 from __future__ import annotations
 
 import codecs
-import collections
-import ctypes
 import functools
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
-from research import energy, memory, options, template_worker
+from research import device, energy, memory, options, template_worker, trust
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.hashing import cached_sha256
+from research.llama_backend import LlamaBackend
 from research.models import ModelRef, resolve
 from research.prompts import ChatFormat, Message, choose_format
 
@@ -165,293 +162,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-#: Run in a child process to try a model file before this process loads it.
-PROBE = """
-import sys
-from research.engine import EngineConfig, LlamaBackend
-from research.errors import KitError
-try:
-    mapped = sys.argv[3] == "mmap"
-    b = LlamaBackend(sys.argv[1], EngineConfig(n_ctx=int(sys.argv[2]), n_threads=1, use_mmap=mapped))
-    b.llm.eval(b.tokenize("Hi")[:4] or [0])
-except KitError as e:
-    print(e, file=sys.stderr)
-    sys.exit(3)
-"""
-
-
-def trusted(ref: ModelRef) -> bool:
-    """Files the kit can vouch for: the bundled model and catalog downloads of the right size."""
-    entry = ref.entry
-    if entry is None:
-        return False
-    if entry.bundled:  # the package's own file, not any file of the same name
-        return ref.path.resolve() == (entry.local_path() or Path("/nonexistent")).resolve()
-    from research.models import models_dir
-
-    return ref.path.parent == models_dir().resolve() and entry.size == ref.path.stat().st_size
-
-
-def probe_load(path, n_ctx: int, timeout: float = 600, code: str = PROBE, mapped: bool = True) -> None:
-    """Load `path` in a child process first: a crash inside llama.cpp ends the child, not us.
-
-    `mapped`: map the file or read it in, as the real load will.
-    """
-    import signal
-    import subprocess
-    import sys
-
-    try:
-        r = subprocess.run(
-            [sys.executable, "-c", code, str(path), str(n_ctx), "mmap" if mapped else "read"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise KitError(
-            f"loading {path} did not finish within {timeout:.0f} s; the file may be hostile"
-        ) from None
-    if r.returncode == 3:
-        raise KitError((r.stderr.strip().splitlines() or ["llama.cpp refused the file"])[-1])
-    if r.returncode < 0:
-        name = signal.Signals(-r.returncode).name
-        raise KitError(
-            f"llama.cpp crashed ({name}) loading {Path(path).name}: the file is damaged or hostile; "
-            "it was tried in a separate process, so nothing else was affected"
-        )
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
-        raise KitError(f"trying {Path(path).name} failed (exit {r.returncode}): {last}")
-
-
-def default_threads() -> int:
-    """Physical cores, at most 8: llama.cpp decodes fastest with one thread per core."""
-    import psutil
-
-    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, 8))
-
-
-class _NoTemplates:
-    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model loads.
-
-    Llama() compiles every chat template in the file; a syntax error there aborts the load, and
-    the kit never uses those handlers: it renders templates itself, in its own sandbox.
-    """
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def to_chat_handler(self):
-        return None
-
-
-#: KV-cache type names -> ggml_type ids (ggml.h) for llama.cpp's type_k and type_v.
-KV_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
-
-
-_PATCHING = threading.Lock()  # one load at a time may swap llama_cpp's chat formatter
-
-#: llama.cpp's own log lines, kept (not printed: the CLI's output is the kit's) so that a failure
-#: can say what llama.cpp said; RESEARCH_LLAMA_LOG=1 prints them to stderr as they come.
-LLAMA_LOG: collections.deque[str] = collections.deque(maxlen=200)
-_log_callback = None  # the ctypes callback must live as long as llama.cpp may call it
-
-
-def capture_llama_log() -> None:
-    """Route llama.cpp's log (llama_log_set) into LLAMA_LOG instead of stderr; once per process.
-
-    llama-cpp-python prints llama.cpp's error-level lines even with verbose=False, and some
-    architectures log warnings at that level on every load: they leaked into `chat --json`'s
-    stderr and the CLI's one-line errors.
-    """
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import llama_cpp
-
-    echo = os.environ.get("RESEARCH_LLAMA_LOG") == "1"
-
-    @llama_cpp.llama_log_callback
-    def keep(level, text, _user_data):
-        line = (text or b"").decode("utf-8", "replace")
-        if level == 5 and LLAMA_LOG:  # GGML_LOG_LEVEL_CONT: the rest of the previous line
-            LLAMA_LOG[-1] += line
-        else:
-            LLAMA_LOG.append(line)
-        if echo:
-            sys.stderr.write(line)
-
-    _log_callback = keep
-    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
-
-
-def last_llama_error() -> str:
-    """The last line llama.cpp logged, for an error message ("" when it said nothing)."""
-    lines = [line.strip() for line in LLAMA_LOG if line.strip()]
-    return lines[-1] if lines else ""
-
-
-class LlamaBackend:
-    """llama-cpp-python's Llama, used token by token through its native sampler chain."""
-
-    PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
-
-    def __init__(self, path: str, config: EngineConfig):
-        import llama_cpp
-        from llama_cpp import llama_chat_format
-
-        capture_llama_log()
-
-        self.n_threads = config.n_threads or default_threads()
-        self.mapped = config.use_mmap is not False  # None, the engine's "decide", reaches here decided
-        _PATCHING.acquire()  # the module attribute below is swapped for this load only
-        real_formatter = llama_chat_format.Jinja2ChatFormatter
-        llama_chat_format.Jinja2ChatFormatter = _NoTemplates
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=path,
-                n_ctx=config.n_ctx,
-                n_batch=config.n_batch,
-                n_ubatch=config.n_ubatch or config.n_batch,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                use_mmap=self.mapped,
-                flash_attn=config.flash_attn,
-                type_k=KV_GGML_TYPES[config.kv_type],
-                type_v=KV_GGML_TYPES[config.kv_type],
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as e:
-            said = last_llama_error()
-            raise KitError(f"llama.cpp could not load {path}: {e}" + (f" ({said})" if said else "")) from None
-        finally:
-            llama_chat_format.Jinja2ChatFormatter = real_formatter
-            _PATCHING.release()
-        self.n_ctx = self.llm.n_ctx()
-        self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
-        self.flash_attn, self.kv_type = config.flash_attn, config.kv_type
-        self._vocab = self.llm._model.vocab
-        self._is_eog = llama_cpp.llama_vocab_is_eog
-        self._decode, self._batch_get_one = llama_cpp.llama_decode, llama_cpp.llama_batch_get_one
-        self._token_t = llama_cpp.llama_token
-        self._to_piece = llama_cpp.llama_token_to_piece
-        self._pieces: dict[int, bytes] = {}  # token -> bytes, filled as tokens are first seen
-        self._eog: dict[int, bool] = {}  # token -> end of generation?, likewise
-        self.add_bos = self.llm._model.add_bos_token()
-        self.bos_text = self._special_text(self.llm.token_bos())
-        self.eos_text = self._special_text(self.llm.token_eos())
-
-    def _special_text(self, token: int) -> str:
-        return self.llm._model.token_get_text(token) if token >= 0 else ""
-
-    def tokenize(self, text: str) -> list[int]:
-        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
-        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            # llama-cpp-python's own token_to_piece returns its whole 32-byte buffer, NULs included.
-            buf = ctypes.create_string_buffer(64)
-            n = self._to_piece(self._vocab, token, buf, len(buf), 0, False)
-            if n < 0:  # the piece is longer than the buffer: -n bytes are needed
-                buf = ctypes.create_string_buffer(-n)
-                n = self._to_piece(self._vocab, token, buf, len(buf), 0, False)
-            piece = self._pieces[token] = buf.raw[:n]
-        return piece
-
-    def is_eog(self, token: int) -> bool:
-        eog = self._eog.get(token)
-        if eog is None:
-            eog = self._eog[token] = bool(self._is_eog(self._vocab, token))
-        return eog
-
-    def cached_prefix(self, tokens: Sequence[int]) -> int:
-        """How many leading `tokens` the KV cache holds already (one comparison, not a Python loop)."""
-        import numpy as np
-
-        n = min(self.llm.n_tokens, len(tokens))
-        differ = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(tokens[:n]))
-        same = int(differ[0]) if differ.size else n
-        return min(same, len(tokens) - 1)  # the last prompt token is always evaluated again
-
-    def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]:
-        """Evaluate what the KV cache lacks of `tokens`, then sample and evaluate token by token.
-
-        Our own loop rather than Llama.generate: the same native sampler chain and prefix reuse,
-        and it times prompt evaluation and the first sample apart (prompt_eval_s, first_sample_s).
-        """
-        llm = self.llm
-        seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
-        sampler = self.sampler(sampling, seed)
-        try:
-            yield from self._generate(llm, tokens, sampler)
-        finally:
-            # Now, not when the garbage collector gets to it: LlamaSampler frees itself through a
-            # reference cycle, and each chain holds vocabulary-sized buffers (RSS grew 3-8 MB an
-            # answer with Qwen's 152k vocabulary until a collection).
-            sampler.close()
-
-    def _generate(self, llm, tokens: Sequence[int], sampler) -> Iterator[int]:
-        keep = self.cached_prefix(tokens)
-        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):  # recurrent models cannot drop a tail
-            llm.reset()
-            keep = 0
-        llm.n_tokens = keep
-        t0 = time.perf_counter()
-        llm.eval(tokens[keep:])
-        t1 = time.perf_counter()
-        token = sampler.sample(llm._ctx, -1)
-        self.prompt_eval_s, self.first_sample_s = t1 - t0, time.perf_counter() - t1
-        # One token a step straight through llama_decode: Llama.eval would also copy the whole
-        # vocabulary's logits into a NumPy array (196 KB a token for SmolLM2) that nobody reads,
-        # since the sampler reads them from the context. Positions follow the KV cache.
-        decode, ctx, one = self._decode, llm._ctx.ctx, (self._token_t * 1)()
-        batch = self._batch_get_one(one, 1)
-        while True:
-            yield token
-            if llm.n_tokens >= self.n_ctx:
-                return
-            one[0] = token
-            if decode(ctx, batch) != 0:
-                raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
-            llm.input_ids[llm.n_tokens] = token  # what cached_prefix compares the next prompt with
-            llm.n_tokens += 1
-            token = sampler.sample(llm._ctx, -1)
-
-    def sampler(self, sampling: Sampling, seed: int):
-        """llama.cpp's native sampler chain, in the order llama-cpp-python uses, made cheaper.
-
-        The repeat penalty looks every vocabulary entry up in its history (0.19 ms a token for
-        SmolLM2's 49k). It only lowers the logits of the last 64 distinct tokens, so every token
-        that can make the penalised top-k is already in the unpenalised top-(k + 64): a top-k
-        pre-filter of that size first gives the same result for a fraction of the work.
-        """
-        from llama_cpp import _internals
-
-        s = _internals.LlamaSampler()
-        greedy = sampling.temperature <= 0
-        keep = 1 if greedy else sampling.top_k
-        if sampling.repeat_penalty != 1.0:
-            if keep > 0:
-                s.add_top_k(keep + self.PENALTY_LAST_N)
-            s.add_penalties(self.llm.n_vocab(), self.PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
-        if greedy:
-            s.add_greedy()
-            return s
-        if sampling.top_k > 0:
-            s.add_top_k(sampling.top_k)
-        s.add_top_p(sampling.top_p, 1)
-        s.add_min_p(sampling.min_p, 1)
-        s.add_temp(sampling.temperature)
-        s.add_dist(seed)
-        return s
-
-    def close(self) -> None:
-        self.llm.close()
-
-
 class StopScanner:
     """Hold back text that could be the start of a stop string until it is decided.
 
@@ -554,21 +264,21 @@ class Engine:
         """Check and load a model named by catalog id or path; KitError on anything wrong."""
         ref = model if isinstance(model, ModelRef) else resolve(model)
         info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
-        n_ctx = min(config.n_ctx, info.context_length or config.n_ctx)
         if info.context_length and info.context_length < options.CTX.lo:
             raise KitError(
                 f"{ref.path.name} was trained for a context of {info.context_length} tokens; the kit needs "
                 f"at least {options.CTX.lo} (a chat prompt and room for an answer)"
             )
-        mapped = memory.maps_file(info) if config.use_mmap is None else config.use_mmap
-        ubatch = min(config.n_ubatch or memory.micro_batch(info, n_ctx), config.n_batch)
-        memory.check_fits(
-            memory.estimate(info, n_ctx, config.kv_type, n_ubatch=ubatch, mapped=mapped),
-            f"model {ref.id} at a {n_ctx}-token context",
+        plan = memory.plan(
+            info, config.n_ctx, use_mmap=config.use_mmap, n_ubatch=config.n_ubatch, n_batch=config.n_batch
         )
-        config = EngineConfig(**{**asdict(config), "n_ctx": n_ctx, "use_mmap": mapped, "n_ubatch": ubatch})
-        if not trusted(ref):
-            probe_load(ref.path, min(n_ctx, 512), mapped=mapped)
+        memory.check_fits(
+            memory.estimate(info, plan.n_ctx, config.kv_type, n_ubatch=plan.n_ubatch, mapped=plan.mapped),
+            f"model {ref.id} at a {plan.n_ctx}-token context",
+        )
+        config = replace(config, n_ctx=plan.n_ctx, use_mmap=plan.mapped, n_ubatch=plan.n_ubatch)
+        if not trust.trusted(ref):
+            trust.probe_load(ref.path, min(plan.n_ctx, 512), mapped=plan.mapped)
         if info.chat_template and config.chat_format in (None, "template"):
             template_worker.prestart()  # its start (~0.1 s) overlaps the model's load
         backend = LlamaBackend(str(ref.path), config)
@@ -627,7 +337,7 @@ class Engine:
             prompt_format=self.format.name,
             warning=self.format.warning if self.format.name != before else None,
         )
-        memory.reset_peak_rss()
+        device.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # Benchmarks generate a fixed number of tokens as llama-bench does: a model that ends its
         # text early (a base model) must not stop at its end-of-text token nor at its text.
@@ -669,7 +379,7 @@ class Engine:
         stats.prompt_tps = stats.prompt_eval_tokens / stats.ttft_s if stats.ttft_s > 0 else 0.0
         decode_s = t_last - t_first
         stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
-        stats.peak_rss_mb = memory.peak_rss_mb()
+        stats.peak_rss_mb = device.peak_rss_mb()
         cost.stop()
         stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats

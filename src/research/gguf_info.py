@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import gguf
 
 from research.errors import KitError
+from research.units import MB
 
 MAX_KV = 1 << 16  # real models carry 20-60 keys; the cap bounds the loop on a hostile count
 MAX_TENSORS = 1 << 16  # the largest published models have a few thousand tensors
@@ -396,7 +397,7 @@ def format_summary(info: GGUFInfo) -> str:
     template = f"yes, {s['chat_template_chars']} chars" if s["has_chat_template"] else "none"
     rows = [
         ("file", s["path"]),
-        ("size", f"{info.file_size / 1e6:.1f} MB ({info.file_size} bytes)"),
+        ("size", f"{info.file_size / MB:.1f} MB ({info.file_size} bytes)"),
         ("format", f"GGUF v{info.version}, {s['n_tensors']} tensors, {s['n_kv']} keys"),
         ("architecture", s["architecture"]),
         ("name", s["name"]),

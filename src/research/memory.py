@@ -1,26 +1,37 @@
-"""Memory: will a model fit before we load it, and how much did an answer use.
+"""Memory: will a model fit before we load it? The prediction, part by part, from its header.
 
 On a phone the low-memory killer ends a process that overreaches with no message at all
-("signal 9" in Termux), so the kit checks file size plus KV cache against what is available
-first and refuses in plain words.
+("signal 9" in Termux), so the kit predicts the peak (weights, repacked copies, KV cache,
+activations, vocabulary, runtime) against what is available first and refuses in plain words.
+The decisions the engine takes from the same figures live here too, once: whether to map or read
+the file (maps_file), the micro-batch (micro_batch), and the working-memory budget. What the
+device has and holds is read by research.device; research.memory_measure checks the prediction.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-import psutil
-
+from research import device
 from research.errors import KitError
+from research.units import MB
 
-MB = 1024 * 1024
 
-#: Bytes per cached value of each KV-cache type (block size 32: q8_0 = 34 bytes, q4_0 = 18).
-KV_TYPES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+@dataclass(frozen=True)
+class KVType:
+    """A KV-cache type: its size a value and its ggml_type id (ggml.h), which llama.cpp takes."""
+
+    bytes_per_value: float
+    ggml_type: int
+
+
+#: KV-cache types (block size 32: q8_0 = 34 bytes, q4_0 = 18). The one table of them.
+KV_TYPES = {
+    "f32": KVType(4.0, 0),
+    "f16": KVType(2.0, 1),  # llama.cpp's default
+    "q8_0": KVType(34 / 32, 8),
+    "q4_0": KVType(18 / 32, 2),
+}
 
 #: Weight types llama.cpp's CPU backend copies into an interleaved layout at load time
 #: (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type): the copy lives beside the
@@ -34,10 +45,10 @@ REPACKED = {
 
 #: The Python process with llama_cpp and numpy imported, before any model: 49 MiB measured here
 #: (CPython 3.11, x86-64). Used when the prediction is for another device.
-RUNTIME_BYTES = 52 * 10**6
+RUNTIME_BYTES = 52_000_000  # 49.6 MB
 #: llama.cpp's own context, thread pool and allocator slack besides the sized buffers below;
 #: fitted on the bundled model (what remained of the measured peak), about 6 MB.
-CONTEXT_BYTES = 6 * 10**6
+CONTEXT_BYTES = 6_000_000
 #: llama.cpp's vocabulary (src/llama-vocab.cpp, llama_vocab::impl): per token its text and score
 #: (id_to_token), its entry in token_to_id and its piece (cache_token_to_piece); per BPE merge rule
 #: a pair of strings in bpe_ranks. A SentencePiece vocabulary ("llama": Gemma, Llama 2, Phi-3) has
@@ -53,7 +64,7 @@ VOCAB_BYTES_PER_MERGE = 85
 
 def repacked_tensors(info, cpu: str | None = None) -> list:
     """Tensors of a GGUF that llama.cpp repacks for this CPU (weights of matrix products only)."""
-    rules = REPACKED[cpu or cpu_kind()]
+    rules = REPACKED[cpu or device.cpu_kind()]
     return [
         t
         for t in info.tensors
@@ -76,48 +87,6 @@ def maps_file(info, cpu: str | None = None) -> bool:
     is resident once; decode speed is the same (llama-bench -lm none against mmap).
     """
     return not repacked_tensors(info, cpu)
-
-
-def cpu_kind(features: list[str] | None = None) -> str:
-    """Which repack rules apply: "x86-avx2", "x86-avx512", "arm-dotprod" or "other"."""
-    if features is None:
-        from research.build import cpu_features
-
-        features = cpu_features()
-    f = set(features)
-    if "avx512f" in f and "avx512bw" in f:
-        return "x86-avx512"
-    if "avx2" in f:
-        return "x86-avx2"
-    if "asimddp" in f:
-        return "arm-dotprod"
-    return "other"
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        text = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def available_bytes() -> tuple[int, str]:
-    """Bytes this process may still use, and what limits it ("system memory", "cgroup", ...).
-
-    The smallest of: the system's available memory, the cgroup v2 limit minus its usage, and
-    the address-space limit (RLIMIT_AS) minus the address space already mapped.
-    """
-    limits = [(psutil.virtual_memory().available, "available system memory")]
-    cg_max, cg_cur = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
-    if cg_max is not None and cg_cur is not None:
-        limits.append((max(cg_max - cg_cur, 0), "the cgroup memory limit"))
-    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        limits.append(
-            (max(soft - psutil.Process().memory_info().vms, 0), "the address-space limit (ulimit -v)")
-        )
-    return min(limits)
 
 
 def kv_cache_bytes(
@@ -223,7 +192,7 @@ def model_kv_cache_bytes(
     total = 0.0
     for is_swa, n_head_kv in zip(sliding_window_layers(info), heads, strict=True):
         cells, k, v = (swa, k_swa, v_swa) if is_swa else (full, k_full, v_full)
-        total += cells * n_head_kv * (k + v) * KV_TYPES[kv_type]
+        total += cells * n_head_kv * (k + v) * KV_TYPES[kv_type].bytes_per_value
     return int(total)
 
 
@@ -293,12 +262,11 @@ def estimate(
         raise KitError(f"unknown KV-cache type {kv_type!r}; choose from: {', '.join(KV_TYPES)}")
     names = {t.name: t for t in info.tensors}
     repacked = [t.n_bytes for t in repacked_tensors(info, cpu)]
-    mapped = not repacked if mapped is None else mapped
+    decided = plan(info, n_ctx, use_mmap=mapped, n_ubatch=n_ubatch, n_batch=n_ubatch or 512, cpu=cpu)
+    mapped, n_ubatch = decided.mapped, decided.n_ubatch
     weights = info.file_size
     if mapped and "output.weight" in names and "token_embd.weight" in names:
         weights -= names["token_embd.weight"].n_bytes  # untied: a lookup reads one row per token
-    if n_ubatch is None:
-        n_ubatch = micro_batch(info, n_ctx)
     compute = _file_compute_bytes(info, min(n_ubatch, n_ctx))
     # Unpadded: research.projection reads estimate(info, 1).kv_cache as one position's bytes.
     # llama.cpp's rounding up to 256 cells adds at most 255 positions (2 % at a 1000 context).
@@ -361,9 +329,42 @@ def _compute_bytes(
     return activations + n_vocab * 8 + vocab_bytes(n_vocab, *vocab)
 
 
-#: The engine's working memory (runtime, activations, vocabulary tables) is kept within this:
-#: the budget is file + KV cache + 100 MB, less 10 MB for the prediction's error.
-WORKING_MEMORY = 90 * MB
+#: The engine's memory budget is its file + its KV cache + this much working memory (runtime,
+#: activations, vocabulary tables); bench --compare reports the peak against it.
+WORKING_MEMORY_BUDGET = 100 * MB
+#: micro_batch keeps the predicted working memory this much under the budget: the prediction's
+#: error (within 2 % on the files measured, a few MB).
+PREDICTION_MARGIN = 10 * MB
+WORKING_MEMORY = WORKING_MEMORY_BUDGET - PREDICTION_MARGIN
+
+
+def budget(file_bytes: int, kv_cache_bytes: int) -> int:
+    """The engine's memory budget in bytes: file + KV cache + WORKING_MEMORY_BUDGET."""
+    return file_bytes + kv_cache_bytes + WORKING_MEMORY_BUDGET
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How the engine loads a file, decided here once for the engine and the prediction alike."""
+
+    n_ctx: int  # the context used: what was asked, at most the model's trained context
+    mapped: bool  # map the file (True) or read it in (see maps_file)
+    n_ubatch: int  # prompt tokens llama.cpp evaluates at once (see micro_batch)
+
+
+def plan(
+    info,
+    n_ctx: int,
+    *,
+    use_mmap: bool | None = None,
+    n_ubatch: int | None = None,
+    n_batch: int = 512,
+    cpu: str | None = None,
+) -> LoadPlan:
+    """The load plan for a GGUF: None for use_mmap or n_ubatch means "as the kit decides"."""
+    n_ctx = min(n_ctx, getattr(info, "context_length", None) or n_ctx)
+    mapped = maps_file(info, cpu) if use_mmap is None else use_mmap
+    return LoadPlan(n_ctx, mapped, min(n_ubatch or micro_batch(info, n_ctx), n_batch))
 
 
 def micro_batch(info, n_ctx: int) -> int:
@@ -407,7 +408,7 @@ def estimate_shape(
     embd = int(file_bytes * vocab * n_embd / params)
     main_type = quant.upper().removesuffix("_S").removesuffix("_M").removesuffix("_L")  # Q4_K_M -> Q4_K
     compute = _compute_bytes(n_embd, n_ff, vocab, min(n_ubatch, n_ctx))
-    kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type])
+    kv = kv_cache_bytes(n_ctx, n_layer, n_head_kv, head_dim, KV_TYPES[kv_type].bytes_per_value)
     if main_type in REPACKED[cpu]:
         staging = int(file_bytes * n_embd * n_ff / params)
         return MemoryEstimate(file_bytes, kv, 0, compute, staging=staging, mapped=False)
@@ -421,127 +422,9 @@ def _params(n_layer: int, n_embd: int, n_ff: int, vocab: int, tied: bool) -> int
 
 def check_fits(need: MemoryEstimate, what: str) -> None:
     """Raise KitError when `need` does not fit in the memory this process may still use."""
-    have, limiter = available_bytes()
+    have, limiter = device.available_bytes()
     if need.total > have:
         raise KitError(
             f"{what} needs about {need.describe()}, but only {have / MB:.0f} MB is free "
             f"under {limiter}; choose a smaller model or quantization, or a shorter context (--ctx)"
         )
-
-
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window (Linux/Android: /proc/self/clear_refs); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB since the last reset (or since start)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KB
-
-
-def rss_mb() -> float:
-    """Current resident memory of this process in MB."""
-    return psutil.Process(os.getpid()).memory_info().rss / MB
-
-
-MEASURE = """
-import json, sys
-from research import memory
-from research.engine import Engine, EngineConfig, Sampling, conversation
-path, n_ctx, kv_type = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-before = memory.rss_mb()
-engine = Engine.load(path, EngineConfig(n_ctx=n_ctx, n_threads=2, kv_type=kv_type))
-loaded = memory.rss_mb()
-load_peak = memory.peak_rss_mb()
-memory.reset_peak_rss()
-question = "Summarize: " + "the quick brown fox jumps over the lazy dog " * 80
-msgs = conversation(question[: 4 * min(512, n_ctx - 80)])
-engine.answer(msgs, Sampling(temperature=0, max_tokens=32, ignore_eos=True))
-answer_peak = memory.peak_rss_mb()
-print(json.dumps({"runtime_mb": before, "loaded_mb": loaded, "peak_mb": max(load_peak, answer_peak),
-                  "answer_peak_mb": answer_peak}))
-"""
-
-
-def measure(model, n_ctx: int = 4096, kv_type: str = "f16") -> dict:
-    """Peak resident memory of a fresh process that loads `model` and answers one long question.
-
-    A full prompt batch and 32 generated tokens: the engine's peak in chat use. Figures in MB
-    (2**20 bytes), from the child's VmHWM, so nothing this process holds is counted.
-    """
-    import json
-    import subprocess
-
-    from research.models import resolve
-
-    ref = resolve(model)
-    r = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(ref.path), str(n_ctx), kv_type],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if r.returncode != 0:
-        raise KitError(f"measuring {ref.path.name} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
-    """Prediction against measurement for each model: one row each, with the error."""
-    from research.gguf_info import read_gguf
-    from research.models import resolve
-
-    rows = []
-    for model in models:
-        ref = resolve(model)
-        info = read_gguf(ref.path)
-        est = estimate(info, n_ctx, kv_type)
-        got = measure(ref, n_ctx, kv_type)
-        rows.append(
-            {
-                "model": ref.path.name,
-                "file_mb": info.file_size / MB,
-                "n_ctx": n_ctx,
-                "kv_type": kv_type,
-                "load": est.load,
-                **{f"{k}_mb": v / MB for k, v in est.as_dict().items() if k != "load"},
-                "predicted_mb": est.total / MB,
-                "measured_mb": got["peak_mb"],
-                "error": est.total / MB / got["peak_mb"] - 1,
-                "predicted_answering_mb": est.answering / MB,
-                "measured_answering_mb": got["answer_peak_mb"],
-                "error_answering": est.answering / MB / got["answer_peak_mb"] - 1,
-            }
-        )
-    return rows
-
-
-def format_compare(rows: list[dict]) -> str:
-    """Prediction and measurement side by side, with the parts of the prediction (MB)."""
-    lines = [
-        f"{'model':36} {'ctx':>5} {'kv':5} {'file':>6} {'load':>4} {'weights':>7} {'repack':>6} {'KV':>5} "
-        f"{'compute':>7} {'runtime':>7} {'predicted':>9} {'measured':>8} {'error':>6}  "
-        f"{'answering: pred':>15} {'meas':>5} {'error':>6}"
-    ]
-    for r in rows:
-        lines.append(
-            f"{r['model'][:36]:36} {r['n_ctx']:5} {r['kv_type']:5} {r['file_mb']:6.0f} {r['load']:>4} "
-            f"{r['weights_mb']:7.0f} "
-            f"{r['repacked_mb']:6.0f} {r['kv_cache_mb']:5.0f} {r['compute_mb']:7.0f} {r['runtime_mb']:7.0f} "
-            f"{r['predicted_mb']:9.0f} {r['measured_mb']:8.0f} {r['error']:+6.1%}  "
-            f"{r['predicted_answering_mb']:15.0f} {r['measured_answering_mb']:5.0f} "
-            f"{r['error_answering']:+6.1%}"
-        )
-    return "\n".join(lines)

@@ -18,6 +18,7 @@ import yaml
 from research import download as dl
 from research import paths
 from research.errors import KitError
+from research.units import MB
 
 DEFAULT_MODEL = "smollm2-135m-q4_1"
 REPO_ROOT = paths.REPO_ROOT
@@ -142,7 +143,7 @@ def list_models() -> list[dict]:
                 "name": e.name,
                 "quant": e.quant,
                 "params_b": e.params_b,
-                "size_mb": e.size / 2**20 if e.size else e.approx_size_mb,
+                "size_mb": e.size / MB if e.size else e.approx_size_mb,
                 "format": e.prompt_format,
                 "license": e.license,
                 "present": path is not None,

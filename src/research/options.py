@@ -117,7 +117,7 @@ PP = Range(1, CTX_MAX, unit="tokens")
 #: Generated tokens of bench's tg test: a decode speed is (tokens - 1) / time from the first
 #: token to the last, so it needs two tokens; with one it is 0 t/s and its ratios divide by 0.
 TG = Range(2, CTX_MAX, unit="tokens")
-#: Tokens bench keeps beside pp + tg in its context (bench.kit_rows: n_ctx = pp + tg + 64).
+#: Tokens bench keeps beside pp + tg in its context (chat_timing.kit_rows: n_ctx = pp + tg + 64).
 BENCH_SLACK = 64
 #: Chunks of the corpus to score: at least one (-1 used to score almost all of it).
 CHUNKS = Range(1, None)

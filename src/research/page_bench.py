@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from research.errors import KitError
-
-MiB = 2**20
+from research.units import MB
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def rest(pid: int, seconds: float) -> dict:
         "cpu_pct_of_a_core": 100 * (b.cpu_s - a.cpu_s) / dt,
         "cpu_s_per_minute": 60 * (b.cpu_s - a.cpu_s) / dt,
         "wakeups_per_s": (b.wakeups - a.wakeups) / dt,
-        "rss_mb": b.rss / MiB,
+        "rss_mb": b.rss / MB,
     }
 
 
@@ -125,6 +124,27 @@ class Page:
                 return True
             time.sleep(0.2)
         return False
+
+
+def page_memory(model: str | None, n_ctx: int = 4096, question: str | None = None) -> dict:
+    """Peak resident memory of the chat page's process after it answered `question`.
+
+    The page holds the same engine as `research chat` plus Gradio, its web server and the page's
+    state; its peak beside the cold start's (the engine alone, same model, context and question:
+    research.chat_timing.cold_start) is what the page adds on top.
+    """
+    from gradio_client import Client
+
+    from research.chat_timing import QUESTION
+
+    with Page(model, n_ctx=n_ctx) as page:
+        Client(page.url, verbose=False).predict(
+            question or QUESTION, temperature=0, max_tokens=16, api_name="/ask"
+        )
+        status = Path(f"/proc/{page.pid}/status").read_text()
+        start_s = page.start_s
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return {"peak_rss_mb": peak_kb * 1024 / MB, "start_s": start_s, "n_ctx": n_ctx}
 
 
 def idle(model: str | None = None, seconds: float = 60, browser: str | None = None, progress=print) -> dict:

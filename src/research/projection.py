@@ -11,6 +11,8 @@ projection's error honestly.
 from __future__ import annotations
 
 import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +23,7 @@ from research import memory
 from research.errors import KitError
 from research.paths import kit_data_dir
 from research.quantize import ALIASES, TYPES
+from research.units import MB
 
 #: Decode in llama-bench's tg128 starts from an empty context: on average 64 tokens are cached.
 DEPTH = 64
@@ -110,7 +113,7 @@ def published_check() -> list[dict]:
                 "device": m["device"],
                 "model": shape.name,
                 "threads": m["threads"],
-                "bytes_per_token_mb": shape.bytes_per_token() / 1e6,
+                "bytes_per_token_mb": shape.bytes_per_token() / MB,
                 "bandwidth_gbs": dev["bandwidth_gbs"],
                 "roofline_tps": roof,
                 "measured_tps": m["tg_tps"],
@@ -137,7 +140,7 @@ def project(shape: Shape, device_id: str = "galaxy-s21", efficiency: float | Non
     return {
         "device": device_id,
         "model": shape.name,
-        "bytes_per_token_mb": shape.bytes_per_token() / 1e6,
+        "bytes_per_token_mb": shape.bytes_per_token() / MB,
         "roofline_tps": roof,
         "efficiency": eff,
         "projected_tps": eff * roof,
@@ -151,7 +154,7 @@ def machine_roofline(info, tg_tps: float, bandwidth_gbs: float) -> dict:
     return {
         "model": shape.name,
         "bandwidth_gbs": bandwidth_gbs,
-        "bytes_per_token_mb": shape.bytes_per_token() / 1e6,
+        "bytes_per_token_mb": shape.bytes_per_token() / MB,
         "roofline_tps": roof,
         "measured_tps": tg_tps,
         "efficiency": tg_tps / roof,
@@ -201,3 +204,18 @@ def format_check(rows: list[dict]) -> str:
     mae = statistics.median(abs(r["error"]) for r in rows)
     lines.append(f"median absolute error of the leave-one-out projection: {mae:.0%} over {len(rows)} figures")
     return "\n".join(lines)
+
+
+def read_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
+    """Memory read bandwidth in GB/s: `threads` threads summing a 512 MiB array, best of `reps`."""
+    import numpy as np
+
+    a = np.ones(mib * MB // 8)
+    chunks = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(pool.map(np.sum, chunks))
+            best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9

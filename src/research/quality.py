@@ -25,6 +25,7 @@ import numpy as np
 from research import paths
 from research.errors import KitError
 from research.models import resolve
+from research.units import MB
 
 FLOOR = 16.0  # log-probs more than 16 below a row's top are stored as 0 and skipped (as llama.cpp)
 
@@ -304,7 +305,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         name = ("* " if r.get("reference") else "") + r["model"]
         lines.append(
-            f"{name[:32]:32} {r['file_size'] / 2**20:6.1f} {r['ppl']:8.3f} ± {r['ppl_stderr']:5.3f} "
+            f"{name[:32]:32} {r['file_size'] / MB:6.1f} {r['ppl']:8.3f} ± {r['ppl_stderr']:5.3f} "
             f"{r['delta_ppl']:+8.3f} {r['kld_mean']:8.5f} ± {r['kld_stderr']:7.5f} {r['kld_median']:8.5f} "
             f"{r['kld_p99']:8.5f} {r['kld_max']:8.4f} {r['same_top_pct']:7.2f}%"
         )

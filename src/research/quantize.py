@@ -15,16 +15,17 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from research import child
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.models import resolve
+from research.units import MB
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class QuantResult:
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__, path=str(self.path), n_fallback=self.n_fallback)
-        d["size_mb"] = self.size_bytes / 1e6
+        d["size_mb"] = self.size_bytes / MB
         return d
 
 
@@ -158,52 +159,41 @@ def parse_fallbacks(log: str) -> dict[str, int]:
     return dict(Counter(f"{m[3]} -> {m[4]}" for m in _FALLBACK_RE.findall(log)))
 
 
-CHILD = """
-import ctypes, sys
-import llama_cpp
-src, dst, ftype, threads, requant = sys.argv[1:6]
-@llama_cpp.llama_log_callback
-def log(level, text, data):
-    sys.stderr.write(text.decode("utf-8", "replace"))
-llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
-params = llama_cpp.llama_model_quantize_default_params()
-params.ftype = getattr(llama_cpp, ftype)
-params.nthread = int(threads)
-params.allow_requantize = requant == "1"
-rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-sys.exit(4 if rc != 0 else 0)
-"""
+def _quantize_here(argv: list[str]) -> None:
+    """The child (`python -m research.quantize SRC DST FTYPE THREADS REQUANT`): llama.cpp's own
+    llama_model_quantize, its log on stderr for the parent to read the fallbacks from."""
+    import ctypes
+
+    import llama_cpp
+
+    src, dst, ftype, threads, requant = argv
+
+    @llama_cpp.llama_log_callback
+    def log(level, text, data):
+        sys.stderr.write(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, ftype)
+    params.nthread = int(threads)
+    params.allow_requantize = requant == "1"
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    sys.exit(4 if rc != 0 else 0)
 
 
 def _run_child(src: Path, part: Path, qtype: QuantType, threads: int, requant: bool) -> str:
     """Quantize src into part in a child process; the child's log, or KitError."""
-    cmd = [
-        sys.executable,
-        "-c",
-        CHILD,
-        str(src),
-        str(part),
-        qtype.ftype,
-        str(threads),
-        "1" if requant else "0",
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace"
-    )
-    try:
-        _out, log = proc.communicate()
-    except BaseException:  # Ctrl-C: stop the child before its partial file is removed
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode == 0:
+    cmd = child.python_module("research.quantize", src, part, qtype.ftype, threads, "1" if requant else "0")
+    r = child.run(cmd, f"quantizing to {qtype.name}", check=False)  # Ctrl-C stops the child too
+    log = r.stderr
+    if r.returncode == 0:
         return log
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
+    if r.returncode < 0:
+        name = signal.Signals(-r.returncode).name
         why = "the file size limit (ulimit -f) was reached" if name == "SIGXFSZ" else f"{name}"
         raise KitError(f"quantizing to {qtype.name} stopped: {why}; the partial file was removed")
     m = re.search(r"failed to quantize: (.+)", log)
-    why = m[1].strip() if m else (log.strip().splitlines() or [f"exit {proc.returncode}"])[-1].strip()
+    why = m[1].strip() if m else child.last_line(log) or f"exit {r.returncode}"
     if "iostream error" in why or "No space left" in why:  # how a full disk looks from C++ streams
         why = f"writing {part.name} failed (is the disk full, or a file-size limit set?)"
     raise KitError(f"quantizing to {qtype.name} failed: {why}; the partial file was removed")
@@ -281,7 +271,7 @@ def quantize(
         need, free = estimate_bytes(info, qtype), shutil.disk_usage(out).free
         if need > free:
             raise KitError(
-                f"{qtype.name} needs up to {need / 1e6:.0f} MB but {out} has {free / 1e6:.0f} MB free; "
+                f"{qtype.name} needs up to {need / MB:.0f} MB but {out} has {free / MB:.0f} MB free; "
                 "free some space or choose another --out folder"
             )
         part = dst.with_name(dst.name + ".part")
@@ -297,7 +287,7 @@ def quantize(
             json.dumps({"source": str(ref.path), "type": qtype.name, "fallbacks": result.fallbacks}, indent=1)
         )
         results.append(result)
-        progress(f"{qtype.name}: {result.size_bytes / 1e6:.1f} MB, {result.bits_per_weight:.2f} bits/weight")
+        progress(f"{qtype.name}: {result.size_bytes / MB:.1f} MB, {result.bits_per_weight:.2f} bits/weight")
     return results
 
 
@@ -310,7 +300,7 @@ def format_table(results: list[QuantResult], source=None) -> str:
         info = read_gguf(source)
         mix = " ".join(f"{k} {v['params'] / info.n_params:.0%}" for k, v in info.type_mix.items())
         name = f"source ({source_bpw(info)[0]})"
-        lines.append(f"{'source':8} {info.file_size / 1e6:8.1f} {info.bits_per_weight:7.2f}  {name:44} {mix}")
+        lines.append(f"{'source':8} {info.file_size / MB:8.1f} {info.bits_per_weight:7.2f}  {name:44} {mix}")
     for r in results:
         total = sum(r.type_mix.values()) or 1
         mix = " ".join(f"{k} {v / total:.0%}" for k, v in r.type_mix.items())
@@ -319,5 +309,9 @@ def format_table(results: list[QuantResult], source=None) -> str:
             if r.fallbacks
             else "none"
         )
-        lines.append(f"{r.type:8} {r.size_bytes / 1e6:8.1f} {r.bits_per_weight:7.2f}  {fb:44} {mix}")
+        lines.append(f"{r.type:8} {r.size_bytes / MB:8.1f} {r.bits_per_weight:7.2f}  {fb:44} {mix}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _quantize_here(sys.argv[1:])

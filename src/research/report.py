@@ -12,6 +12,7 @@ from pathlib import Path
 from research import memory, projection
 from research.gguf_info import read_gguf
 from research.models import catalog
+from research.units import MB
 
 #: Delta perplexity of Llama-3-8B per type (llama.cpp tools/quantize README, PR 6936): a proxy
 #: for models we cannot measure here, such as Orca-Mini-3B.
@@ -67,10 +68,10 @@ def ladder_rows(
             {
                 "type": q.type,
                 "path": path,
-                "size_mb": q.size_bytes / 1e6,
+                "size_mb": q.size_bytes / MB,
                 "bits_per_weight": q.bits_per_weight,
                 "n_fallback": q.n_fallback,
-                "memory_mb": memory.estimate(info, n_ctx).total / 1e6,
+                "memory_mb": memory.estimate(info, n_ctx).total / MB,
                 "pp_tps": bench("pp"),
                 "tg_tps": bench("tg"),
                 "llama_bench_tg_tps": bench("tg", "llama-bench"),
@@ -79,7 +80,7 @@ def ladder_rows(
                 "kld_mean": qual.get("kld_mean"),
                 "same_top_pct": qual.get("same_top_pct"),
                 "phone_tps": phone["projected_tps"],
-                "phone_memory_mb": memory.estimate(info, n_ctx, cpu="arm-dotprod").total / 1e6,
+                "phone_memory_mb": memory.estimate(info, n_ctx, cpu="arm-dotprod").total / MB,
             }
         )
     return rows
@@ -92,7 +93,7 @@ def orca_rows(device: str = "galaxy-s21", n_ctx: int = 2048) -> list[dict]:
     for e in catalog().values():
         if e.family != "orca-mini":
             continue
-        size = e.size or int(e.approx_size_mb * 2**20)
+        size = e.size or int(e.approx_size_mb * MB)
         published = {
             "model": "Orca-Mini-3B",
             "quant": e.quant,
@@ -104,10 +105,10 @@ def orca_rows(device: str = "galaxy-s21", n_ctx: int = 2048) -> list[dict]:
         rows.append(
             {
                 "type": e.quant,
-                "size_mb": size / 1e6,
+                "size_mb": size / MB,
                 "bits_per_weight": size * 8 / (e.params_b * 1e9),
-                "phone_memory_mb": est.total / 1e6,  # the peak: loading or answering
-                "phone_memory_answering_mb": est.answering / 1e6,
+                "phone_memory_mb": est.total / MB,  # the peak: loading or answering
+                "phone_memory_answering_mb": est.answering / MB,
                 "phone_load": est.load,  # read in where ARM repacks it
                 "phone_tps": projection.project(shape, device, eff)["projected_tps"],
                 "published_delta_ppl_llama3_8b": PUBLISHED_DELTA_PPL.get(e.quant),
@@ -136,27 +137,44 @@ def figures(
 ) -> dict[str, Path]:
     """Draw the selection figures to PNG files in `out_dir`; returns {name: path}.
 
-    `machine`: this machine's {"bandwidth_gbs", "efficiency"} for the roofline figure;
+    `machine`: this machine's {"bandwidth_gbs", "rows"} for the roofline figure;
     `front`: the Pareto-optimal rows, marked in the Pareto figure.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files first; the notebook shows the PNGs
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    drawn = {
+        "size_vs_speed": size_vs_speed(rows),
+        "bpw_vs_quality": bits_vs_quality(rows),
+        "pareto": pareto_front(rows, front),
+        "roofline": roofline(machine),
+    }
+    return {name: _save(fig, out / f"{name}.png") for name, fig in drawn.items()}
 
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
-        paths[name] = out / f"{name}.png"
-        fig.savefig(paths[name], dpi=120)
-        plt.close(fig)
 
-    def label(ax, xs, ys, names) -> None:
-        for x, y, n in zip(xs, ys, names, strict=True):
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _label(ax, xs, ys, names) -> None:
+    for x, y, n in zip(xs, ys, names, strict=True):
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+
+
+def _kld(r: dict) -> float:
+    return max(r["kld_mean"], 1e-6)  # the reference's 0 on a log axis
+
+
+def size_vs_speed(rows: list[dict]):
+    """File size against decode speed, the kit's chat path and llama-bench."""
+    import matplotlib.pyplot as plt
 
     fast = [r for r in rows if r.get("tg_tps")]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -166,53 +184,63 @@ def figures(
         ax.scatter(
             [r["size_mb"] for r in lb], [r["llama_bench_tg_tps"] for r in lb], marker="x", label="llama-bench"
         )
-    label(ax, [r["size_mb"] for r in fast], [r["tg_tps"] for r in fast], [r["type"] for r in fast])
+    _label(ax, [r["size_mb"] for r in fast], [r["tg_tps"] for r in fast], [r["type"] for r in fast])
     ax.set(xlabel="file size (MB)", ylabel="decode tokens/s", title="Size against decode speed")
     ax.legend()
-    save(fig, "size_vs_speed")
+    return fig
+
+
+def bits_vs_quality(rows: list[dict]):
+    """True bits per weight against perplexity and against KL divergence from the reference."""
+    import matplotlib.pyplot as plt
 
     qual = [r for r in rows if r.get("ppl") is not None]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r["bits_per_weight"] for r in qual]
     a1.scatter(xs, [r["ppl"] for r in qual])
-    label(a1, xs, [r["ppl"] for r in qual], [r["type"] for r in qual])
+    _label(a1, xs, [r["ppl"] for r in qual], [r["type"] for r in qual])
     a1.set(xlabel="bits per weight (true, from tensor types)", ylabel="perplexity", title="Perplexity")
-    a2.scatter(xs, [max(r["kld_mean"], 1e-6) for r in qual])
+    a2.scatter(xs, [_kld(r) for r in qual])
     names = [r["type"] + (" (reference: 0)" if r["kld_mean"] <= 0 else "") for r in qual]
-    label(a2, xs, [max(r["kld_mean"], 1e-6) for r in qual], names)
+    _label(a2, xs, [_kld(r) for r in qual], names)
     a2.set(
         xlabel="bits per weight", ylabel="mean KL divergence (log scale)", yscale="log", title="KL divergence"
     )
-    save(fig, "bpw_vs_quality")
+    return fig
 
-    full = [r for r in qual if r.get("tg_tps")]
+
+def pareto_front(rows: list[dict], front: list[dict] = ()):
+    """Predicted peak memory against KL divergence, coloured by decode speed, the front ringed."""
+    import matplotlib.pyplot as plt
+
+    full = [r for r in rows if r.get("ppl") is not None and r.get("tg_tps")]
     fig, ax = plt.subplots(figsize=(6, 4))
-    sc = ax.scatter(
-        [r["memory_mb"] for r in full],
-        [max(r["kld_mean"], 1e-6) for r in full],
-        c=[r["tg_tps"] for r in full],
-    )
+    sc = ax.scatter([r["memory_mb"] for r in full], [_kld(r) for r in full], c=[r["tg_tps"] for r in full])
     fig.colorbar(sc, label="decode tokens/s")
     on = [r for r in full if r in front]
     ax.scatter(
         [r["memory_mb"] for r in on],
-        [max(r["kld_mean"], 1e-6) for r in on],
+        [_kld(r) for r in on],
         s=160,
         facecolors="none",
         edgecolors="red",
         label="Pareto front",
     )
-    label(
-        ax,
-        [r["memory_mb"] for r in full],
-        [max(r["kld_mean"], 1e-6) for r in full],
-        [r["type"] for r in full],
-    )
+    _label(ax, [r["memory_mb"] for r in full], [_kld(r) for r in full], [r["type"] for r in full])
     ax.set(
         xlabel="predicted peak memory (MB)", ylabel="mean KL divergence", yscale="log", title="Pareto front"
     )
     ax.legend()
-    save(fig, "pareto")
+    return fig
+
+
+def roofline(machine: dict | None = None):
+    """Decode speed against bytes read per token: published phones, the S21's roofline and the
+    projection from it, and this machine's roofline and measurements when given."""
+    import matplotlib.pyplot as plt
+
+    def tps(gbs: float, mb: float) -> float:
+        return gbs * 1e9 / (mb * MB)  # bandwidth in decimal GB/s, bytes per token in MB
 
     fig, ax = plt.subplots(figsize=(6, 4))
     published = projection.published_check()
@@ -220,14 +248,13 @@ def figures(
     ax.scatter(xs, [p["measured_tps"] for p in published], marker="^", label="phones (published)")
     grid = [10 * 1.2**i for i in range(40)]
     s21 = projection.device("galaxy-s21")["bandwidth_gbs"]
-    ax.plot(grid, [s21 * 1e3 / g for g in grid], "--", label=f"S21 roofline ({s21:g} GB/s)")
+    ax.plot(grid, [tps(s21, g) for g in grid], "--", label=f"S21 roofline ({s21:g} GB/s)")
     eff = projection.phone_efficiency()
-    ax.plot(grid, [eff * s21 * 1e3 / g for g in grid], ":", label=f"S21 projection ({eff:.0%} of roofline)")
+    ax.plot(grid, [eff * tps(s21, g) for g in grid], ":", label=f"S21 projection ({eff:.0%} of roofline)")
     if machine:
         bw = machine["bandwidth_gbs"]
-        ax.plot(
-            grid, [bw * 1e3 / g for g in grid], "-", label=f"this machine's roofline ({bw:.1f} GB/s measured)"
-        )
+        measured = f"this machine's roofline ({bw:.1f} GB/s measured)"
+        ax.plot(grid, [tps(bw, g) for g in grid], "-", label=measured)
         ax.scatter(
             [r["bytes_per_token_mb"] for r in machine["rows"]],
             [r["measured_tps"] for r in machine["rows"]],
@@ -241,5 +268,4 @@ def figures(
         title="Decode speed against the bandwidth roofline",
     )
     ax.legend(fontsize=7)
-    save(fig, "roofline")
-    return paths
+    return fig
