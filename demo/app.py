@@ -11,19 +11,23 @@ import html
 import inspect
 import os
 import sys
+import time
 from pathlib import Path
 
 from research import server
 
 server.offline_environment()  # before gradio is imported: analytics off, no share link
+_IMPORTS = time.perf_counter()
 
 import gradio as gr  # noqa: E402
 
-from research import chat, idle, page_text  # noqa: E402
+from research import chat, device, idle, page_text  # noqa: E402
 from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models import resolve  # noqa: E402
 from research.units import MB  # noqa: E402
+
+_IMPORTS = time.perf_counter() - _IMPORTS  # gradio, the kit, llama_cpp: the page's first cost
 
 host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
@@ -81,7 +85,7 @@ def ask(message, history, system, sampling: Sampling, request: gr.Request):
     history = list(history or []) + [{"role": "user", "content": page_text.shown(message.strip())}]
     yield history, ""
     for shown in host.respond(history, system, sampling, _session(request)):
-        yield shown, ""
+        yield shown, gr.skip()  # the question box was emptied once: nothing to send or re-render
 
 
 @handler
@@ -273,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         help="allow a non-loopback --host; the page then asks for a printed token",
     )
     p.add_argument("--ctx", type=options.context, default=4096, help="context size in tokens")
-    p.add_argument("--threads", type=options.threads, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--threads",
+        type=options.threads,
+        help="CPU threads (default: the fast cores but one, which the browser showing the page needs)",
+    )
     p.add_argument(
         "--unload-after",
         type=options.UNLOAD_AFTER.arg,
@@ -298,18 +306,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.model and os.path.isfile(os.path.expanduser(args.model)):
             folders.append(os.path.dirname(os.path.abspath(os.path.expanduser(args.model))))
         host.name, host.folders = args.model, [Path(f).resolve() for f in folders]
-        host.config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads)
+        threads, why = (args.threads, "as asked (--threads)") if args.threads else device.page_threads()
+        print(f"threads: {threads} ({why})", file=sys.stderr, flush=True)
+        host.config = EngineConfig(n_ctx=args.ctx, n_threads=threads)
         minutes = args.unload_after
         if minutes is None:
             minutes = idle.ANDROID_UNLOAD_AFTER_MIN if idle.on_android() else 0
         host.unload_after_s = minutes * 60 if minutes else None
         if args.lazy:
             resolve(args.model)  # a wrong name fails now, not at the first question
-        else:
+        load_s = time.perf_counter()
+        if not args.lazy:
             engine = host.get()  # load now: a bad model fails here, not at the first question
             print(_status(engine).replace("**", "").replace("`", ""), file=sys.stderr)
             host.idle_soon()
-        server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, theme=THEME, css=CSS)
+        load_s = time.perf_counter() - load_s
+        started = time.perf_counter()
+
+        def ready() -> None:
+            server_s = time.perf_counter() - started
+            print(
+                f"start-up: imports {_IMPORTS:.2f} s · model {load_s:.2f} s · server {server_s:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, ready, theme=THEME, css=CSS)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -47,3 +47,19 @@ def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp
     assert hosts, "the browser should have made requests"
     off_device = sorted({h for h in hosts if h not in ("127.0.0.1", "localhost")})
     assert off_device == [], f"requests left the device: {off_device}"
+
+
+def test_the_paint_log_measures_what_the_reader_sees(browser, page):
+    """bench --page's instrument on the real page: first painted characters after Ask, tokens a
+    second as painted, and the engine's own figures read from the same answer (no speed asserted)."""
+    from research import page_speed
+
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx.add_init_script(page_speed.RECORDER)
+    tab = ctx.new_page()
+    tab.goto(page.url, wait_until="networkidle")
+    got = page_speed.ask(tab, "Write a story about a dragon.", 64)
+    ctx.close()
+    assert got["tokens"] > 8 and got["paints"] >= 2
+    assert got["first_paint_ms"] > 0 and got["painted_tps"] > 0
+    assert got["engine_ttft_ms"] > 0 and got["engine_decode_tps"] > 0

@@ -226,3 +226,36 @@ def test_temporary_files_are_private_and_gone_when_the_page_stops(tmp_path):
     again = PageServer(tmp_path)
     again.stop()
     assert not killed.exists()
+
+
+def test_streaming_sends_only_the_new_text(page):
+    """Each update of a streamed answer carries the new piece of text (Gradio's diffs), not the
+    whole conversation again: with 10 kB of history, every update after the first stays small."""
+    import httpx
+
+    config = httpx.get(page.url + "config", timeout=10).json()
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "ask")
+    history = []
+    for i in range(10):
+        history += [  # Gradio 6's raw API: content as a list of parts
+            {"role": "user", "content": [{"type": "text", "text": f"Question {i}: " + "word " * 100}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"Answer {i}: " + "text " * 100}]},
+        ]
+    session = "streamingtest1"
+    data = ["Write a story about a dragon.", history, "Answer briefly.", 0, 40, 0.95, 0.05, 1.1, 128, 1]
+    body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
+    r = httpx.post(page.url + "gradio_api/queue/join", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    sizes = []
+    with httpx.stream("GET", page.url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as s:
+        for line in s.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_generating":
+                sizes.append(len(line))
+            if msg.get("msg") == "process_completed":
+                break
+    assert len(sizes) >= 5, sizes
+    assert sizes[0] > 10_000  # the first update holds the conversation once
+    assert max(sizes[1:]) < 1_500, sizes  # then only what changed: the new text

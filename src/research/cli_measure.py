@@ -95,6 +95,18 @@ def cmd_bench(args) -> None:
             raise KitError(f"cannot write {out}: no folder {Path(out).parent}")
     _check_bench_fits(args.models or [None], args.pp, args.tg)
 
+    if args.page:
+        from research import page_speed
+
+        if len(args.models) > 1 or args.compare or args.idle is not None:
+            raise KitError("--page measures one model's page at a time, without --compare or --idle")
+        model = args.models[0] if args.models else None
+        result = page_speed.measure(model, args.threads, args.reps, args.browser, progress=_progress)
+        print(page_speed.format_page(result))
+        if args.json:
+            _write(args.json, lambda f: json.dump(result, f, indent=2))
+            print(f"JSON: {args.json}")
+        return
     if args.idle is not None:
         from research import page_bench
 
@@ -311,6 +323,12 @@ def add_bench(sub) -> None:
         metavar="SECONDS",
         help="the chat page at rest: CPU, wake-ups and memory over SECONDS (default 60), with and "
         "without a browser tab, and after it unloads its model",
+    )
+    s.add_argument(
+        "--page",
+        action="store_true",
+        help="the chat page in a real browser on this device: first painted characters and tokens/s as "
+        "painted, against the engine alone, at each --threads (--reps answers each)",
     )
     s.add_argument("--browser", metavar="PATH", help="Chromium to open the page in (default: found on PATH)")
     s.add_argument(

@@ -43,9 +43,87 @@ def cpu_info() -> str:
     return platform.machine()
 
 
-def default_threads() -> int:
-    """Physical cores, at most 8: llama.cpp decodes fastest with one thread per core."""
-    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, 8))
+def core_speeds(root: str | Path = "/") -> dict[int, int]:
+    """Each online CPU's relative speed: its cpu_capacity (ARM big.LITTLE: 1024 for the fastest
+    cores, a few hundred for the little ones), else its cpufreq maximum, else 1 for all.
+
+    `core_speeds()` -> {0: 1024, 1: 1024} here; {0: 325, ..., 4: 1024, ...} on a phone.
+    """
+    cpus = Path(root) / "sys/devices/system/cpu"
+    found = sorted(int(d.name[3:]) for d in cpus.glob("cpu[0-9]*") if d.name[3:].isdigit())
+    online = _cpu_list(_text(cpus / "online")) or found
+    for name in ("cpu_capacity", "cpufreq/cpuinfo_max_freq"):
+        speeds = {n: _int(cpus / f"cpu{n}" / name) for n in online}
+        if speeds and all(v for v in speeds.values()):
+            return speeds
+    return dict.fromkeys(online or range(os.cpu_count() or 1), 1)
+
+
+def _cpu_list(text: str) -> list[int]:
+    """ "0-3,6" -> [0, 1, 2, 3, 6] (the kernel's CPU list format)."""
+    out = []
+    for part in filter(None, text.strip().split(",")):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _int(path: Path) -> int | None:
+    text = _text(path).strip()
+    return int(text) if text.isdigit() else None
+
+
+#: A core counts as fast when its speed is at least this share of the fastest one's: the big and
+#: prime cores of a phone (Snapdragon 888: Cortex-X1 1024, A78 ~860-960, A55 ~325-400).
+FAST_SHARE = 0.6
+
+
+def fast_cores(root: str | Path = "/") -> int:
+    """How many cores are fast ones (all of them on a PC; the big cores on a big.LITTLE phone)."""
+    speeds = core_speeds(root)
+    top = max(speeds.values())
+    return sum(1 for v in speeds.values() if v >= FAST_SHARE * top)
+
+
+def default_threads(root: str | Path = "/") -> int:
+    """Threads for the engine alone: one per fast physical core, at most 8.
+
+    llama.cpp's threads all wait for the slowest at every step, so a thread on a little core (or a
+    hyper-thread) slows the whole team down: only the fast cores count.
+    """
+    if Path(root) == Path("/"):
+        physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    else:  # a device described by a copy of its /sys (tests): its cores as listed there
+        physical = len(core_speeds(root))
+    return max(1, min(fast_cores(root), physical, 8))
+
+
+def page_threads(root: str | Path = "/") -> tuple[int, str]:
+    """Threads for the engine when a browser on the same device shows its answers, and why.
+
+    The browser needs a core to paint the stream; on a 2-core machine the page showed 46-58 t/s
+    with 2 threads and 65-67 with 1, because llama.cpp's threads wait for the one the browser
+    delays. So one fast core is left to the browser (bench --page measures the choice).
+    """
+    engine = default_threads(root)
+    speeds = core_speeds(root)
+    n = max(1, engine - 1)
+    little = len(speeds) - fast_cores(root)
+    why = f"{engine} fast core{'s' * (engine != 1)}"
+    why += f" (and {little} slow ones left out)" if little else ""
+    if engine > 1:
+        why += ", one left for the browser that shows the answers"
+    else:
+        why += ": the browser shares it"
+    return n, why
 
 
 def cpu_kind(features: list[str] | None = None) -> str:

@@ -125,6 +125,15 @@ class QuietServer(Server):
 
     TICK_S = 1.0
 
+    def __init__(self, config, ready=None):
+        super().__init__(config)
+        self.ready = ready  # called once the page listens (the page prints its start-up times)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.ready is not None and not self.should_exit:
+            self.ready()
+
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
         stop = getattr(self, "_stop", None)

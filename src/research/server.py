@@ -221,8 +221,13 @@ def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None
     return HostGuard(SecurityHeaders(app), {host} | LOOPBACK_NAMES, any_host=host in ("0.0.0.0", "::"))
 
 
-def serve(demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool = False, **mount) -> None:
-    """Run the page until interrupted. Any non-loopback address needs listen_anywhere=True."""
+def serve(
+    demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool = False, ready=None, **mount
+) -> None:
+    """Run the page until interrupted. Any non-loopback address needs listen_anywhere=True.
+
+    `ready` is called once the page listens.
+    """
     import uvicorn
 
     auth = None
@@ -250,7 +255,7 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, listen_anywhere: bool
     from research import idle
 
     idle.quiet(demo)
-    idle.QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    idle.QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), ready).run()
 
 
 def _exit_on_signal(signum, _frame) -> None:
