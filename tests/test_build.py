@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LLAMA_TOOLS
 
 from research import build
 from research.errors import KitError
@@ -111,9 +112,9 @@ def test_check_without_a_build_says_so(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def native():
-    """A real native build of llama-cli from the installed llama-cpp-python's source (incremental)."""
-    return build.build(["llama-cli"])
+def native(llama_tools):
+    """A real native build (conftest's llama_tools: llama-cli with the other tools the tests run)."""
+    return llama_tools
 
 
 @pytest.mark.model
@@ -121,7 +122,7 @@ def test_native_build_record_and_check(native):
     assert native["llama_cpp_commit"] != "unknown"
     assert native["llama_cpp_python"] == build.installed_version()
     record = json.loads((Path(native["bin_dir"]) / "build.json").read_text())
-    assert "llama-cli" in record["targets"] and record["requested"] == ["llama-cli"]
+    assert record["requested"] == list(LLAMA_TOOLS) and set(LLAMA_TOOLS) <= set(record["targets"])
     assert record["compiler"] and record["cpu_features"]
     version = subprocess.run([str(build.tool_path("llama-cli")), "--version"], capture_output=True, text=True)
     assert native["llama_cpp_commit"] in version.stdout + version.stderr
