@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeBackend
 from test_cli import run
 
-from research import bench, bench_compare, chat_timing, device, llama_bench
+from research import bench, bench_compare, chat_timing, device
 from research.engine import Engine, EngineConfig, Sampling, conversation
 from research.prompts import STOPS, ChatFormat
 
@@ -126,8 +126,8 @@ def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
 
 
 @pytest.mark.model
-def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path):
-    llama_bench.find()  # builds it once if this machine has not yet
+def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path, llama_tools):
+    """llama_tools (conftest): one build call for every tool the tests run."""
     rows = bench.sweep(None, [2], pp=32, tg=8, reps=1, progress=lambda s: None)
     assert {(row["backend"], row["test"]) for row in rows} == {
         ("kit", "pp32"),
@@ -141,7 +141,7 @@ def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path):
 
 
 @pytest.mark.model
-def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
+def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path, llama_tools):
     out = tmp_path / "compare.json"
     r = run("bench", "--compare", "--reps", "2", "--pp", "64", "--tg", "16", "--json", str(out), timeout=1800)
     assert r.returncode == 0, r.stderr
@@ -173,7 +173,7 @@ def test_compare_runs_llama_bench_and_the_chat_path_side_by_side(tmp_path):
 
 
 @pytest.mark.model
-def test_compare_runs_on_another_architecture(tmp_path):
+def test_compare_runs_on_another_architecture(tmp_path, llama_tools):
     """Not tuned to one file: a qwen2-shaped Q4_K_M goes through the same comparison."""
     from fakes import random_model_gguf
 
