@@ -6,6 +6,15 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """People's data goes to a folder of this test session, never the user's own (ratings,
+    evaluation records, calibrations, libraries): set before any test, notebook or child starts."""
+    import os
+    import tempfile
+
+    os.environ["RESEARCH_HOME"] = tempfile.mkdtemp(prefix="research-test-home-")
+
+
 @pytest.fixture(scope="session")
 def page(tmp_path_factory):
     """The real chat page on the bundled model, on a free loopback port."""
