@@ -245,3 +245,22 @@ def test_eval_cli_two_models_two_system_prompts_one_file(tmp_path):
     again = subprocess.run(base + runs[1], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert json.loads(again.stdout)["run"] == summaries[1]["run"]
     assert len(out.read_text().splitlines()) == 9  # the rerun resumed: nothing asked twice
+
+
+def test_records_carry_their_confidence_and_official_scores(tmp_path):
+    e = Engine(
+        FakeBackend(["The capital is Paris.", "Lyon, I think."], n_ctx=400, logprobs=[-0.2, -1.0]),
+        ChatFormat("chatml", stops=STOPS["chatml"]),
+        "fake",
+    )
+    e.__dict__["sha256"] = "fake-sha"
+    recs = evaluate.run(e, questions(4), tmp_path / "r.jsonl", progress=False)
+    right, hedged = recs[0], recs[1]
+    assert right["confidence"]["signals"]["mean_logprob"] == pytest.approx(-0.2)
+    assert right["confidence"]["confidence_method"] == "free" and "signal_s" in right["confidence"]["costs"]
+    assert right["scores"]["short_answer"] == "Paris" and right["scores"]["em_official_short"] == 1.0
+    assert hedged["scores"]["hedged"] and not hedged["scores"]["hallucinated"]
+    s = evaluate.summarize(recs)
+    assert s["hedged"] == 0.5 and s["hallucinated"] == 0.0 and s["em_official_short"] == 0.5
+    with pytest.raises(KitError, match="unknown confidence signals"):
+        evaluate.run(e, questions(1), tmp_path / "r.jsonl", progress=False, extra=("telepathy",))
