@@ -32,6 +32,7 @@ class FakeBackend:
         self.n_ctx, self.n_threads, self.delay = n_ctx, 1, delay
         self.prompts: list[str] = []
         self.calls = 0
+        self.resets = 0  # reset() calls: evaluation forgets the cache before each question
         self.active = 0  # generations running at once: must never exceed 1
         self.max_active = 0
 
@@ -46,6 +47,9 @@ class FakeBackend:
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         return 0
+
+    def reset(self) -> None:
+        self.resets += 1
 
     def generate(self, tokens: Sequence[int], sampling) -> Iterator[int]:
         prompt = "".join(chr(t) for t in tokens)

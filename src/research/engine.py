@@ -166,6 +166,7 @@ class Backend(Protocol):
     def token_bytes(self, token: int) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def cached_prefix(self, tokens: Sequence[int]) -> int: ...
+    def reset(self) -> None: ...
     def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]: ...
     def close(self) -> None: ...
 
@@ -413,6 +414,11 @@ class Engine:
             else:
                 pieces.append(item)
         return "".join(pieces), stats
+
+    def reset(self) -> None:
+        """Forget the cached conversation: the next answer depends on its messages alone."""
+        with self._lock:
+            self.backend.reset()
 
     def close(self) -> None:
         with self._lock:

@@ -127,6 +127,10 @@ def run(
                 )
                 timings = before["timings"]
             else:
+                # What the previous question left in the KV cache changes which llama.cpp kernels
+                # evaluate this prompt, and so its greedy answer: forget it, so that a record is
+                # reproducible from its question alone.
+                engine.reset()
                 text, stats = engine.answer(messages, sampling)
                 text, signals = text.strip(), stats.signals or {}
                 costs = {

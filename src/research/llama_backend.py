@@ -176,6 +176,17 @@ class LlamaBackend:
             eog = self._eog[token] = bool(self._is_eog(self._vocab, token))
         return eog
 
+    def reset(self) -> None:
+        """Forget the KV cache: the next prompt is evaluated whole, as if it were the first.
+
+        llama.cpp picks its attention kernels by the number of rows evaluated at once (64 or more
+        take another path), so a prompt whose prefix is cached can give a different greedy answer
+        than the same prompt evaluated whole; evaluation resets before each question so that a
+        record depends on its question alone.
+        """
+        self.llm.n_tokens = 0  # cached_prefix() then finds nothing; _generate drops the cache
+        self.llm._ctx.kv_cache_clear()
+
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading `tokens` the KV cache holds already (one comparison, not a Python loop)."""
         import numpy as np
