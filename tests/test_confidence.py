@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,67 @@ def test_answer_only_when_sure_withholds_and_still_shows_the_answer_apart():
     assert as_json["abstained"] and as_json["shown"] == "I'm not sure." and as_json["answer"].strip()
     never = json.loads(chat("-p", FRANCE, "--abstain-below", "0", "--json").stdout)
     assert not never["abstained"] and never["shown"] == never["answer"]
+
+
+def calibrated_fake(tmp_path, answers, logprobs, name="fake"):
+    """A fake engine with a calibration saved for it: right answers come with high log-probabilities."""
+    engine = fake_engine(answers, logprobs, name)
+    X, y = separable(80)
+    cal = calibration.fit("free", ("mean_logprob",), X, y, engine.sha256, {"source": "test"})
+    cal.method = confidence.DEFAULT  # the page's method, reading one signal here
+    calibration.save(cal)
+    return engine
+
+
+def page_ask(host, question, session="s1"):
+    from research import page_text
+
+    history = [{"role": "user", "content": page_text.shown(question)}]
+    *_, last = host.respond(history, "Be brief.", Sampling(temperature=0, max_tokens=200), session)
+    return last
+
+
+def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_path):
+    from research import chat
+
+    host = chat.ModelHost()
+    host.engine = calibrated_fake(tmp_path, ["Paris.", "Lyon."], [-0.1, -2.5], "page-conf")
+    sure = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
+    doubt = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
+    assert sure.startswith("Paris.")
+    assert re.search(r"<sub>◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
+    assert doubt.startswith("Lyon.") and re.search(r"<sub>◷ likely wrong, check this: \d+ % · ", doubt)
+
+
+def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_path):
+    from research import chat
+
+    hostile = 'Lyon <img src="http://evil.example/x.png">'
+    host = chat.ModelHost()
+    host.engine = calibrated_fake(tmp_path, [hostile, "Paris."], [-2.5, -0.1], "page-sure")
+    host.answer_only_when_sure("s1", True)
+    history = page_ask(host, "Capital of France?")
+    said = chat.text_of(history[-1]["content"])
+    assert said.startswith(chat.NOT_SURE + "\n\n<sub>◷ likely wrong, check this: ") and "Lyon" not in said
+    with pytest.raises(KitError, match="withheld"):
+        host.rate(history, thumbs="down", path=tmp_path / "r.jsonl")
+    shown = host.show_anyway(history)
+    text = chat.text_of(shown[-1]["content"])
+    assert text.startswith("Lyon &lt;img") and "<img" not in text and "likely wrong" in text
+    assert shown[-1]["metadata"] == history[-1]["metadata"]  # still the same answer, rateable now
+    host.rate(shown, thumbs="down", path=tmp_path / "r.jsonl")
+    (rated,), _ = ratings.read(tmp_path / "r.jsonl")
+    assert rated["answer"] == hostile and rated["confidence_signals"]["mean_logprob"] == pytest.approx(-2.5)
+    with pytest.raises(KitError, match="not withheld"):
+        host.show_anyway(shown)
+    # a sure answer is shown; another session, which did not turn the mode on, sees everything
+    assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
+    assert chat.text_of(page_ask(host, "Capital of France?", "s2")[-1]["content"]).startswith("Lyon")
+    host.answer_only_when_sure("s1", False)
+    assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
+
+
+def test_evaluation_forgets_the_cache_before_each_question(tmp_path):
+    engine = fake_engine(["Paris."], [-0.1])
+    evaluate.run(engine, questions(5), tmp_path / "r.jsonl", progress=False)
+    assert engine.backend.resets == 5 == engine.backend.calls

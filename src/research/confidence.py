@@ -91,6 +91,9 @@ register_method(
 )
 #: The method the chat page and `research chat` show: free, so an answer is never slower for it.
 DEFAULT = "free"
+#: "Answer only when sure" on the page withholds answers below this probability of being right:
+#: below it an answer is more likely wrong than right.
+SURE = 0.5
 
 
 # Free signals: from the per-token trace the backend keeps while it generates.
