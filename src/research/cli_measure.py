@@ -196,6 +196,9 @@ def cmd_eval(args) -> None:
         args.topic_col or None,
     )
     questions = evaluate.load_questions(args.questions, columns)
+    if args.signal_cost:
+        _signal_cost(args, questions)
+        return
     engine = engine_from(args)
     system = evaluate.SYSTEM if args.system is None else args.system
     if args.fewshot is not None:  # a base model, asked as lm-evaluation-harness's nq_open asks
@@ -261,6 +264,24 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
         cal = calibration.fit(name, method.signals, X, y, engine.sha256, fitted_on)
         saved.append({"id": cal.id, "path": str(calibration.save(cal)), "held_out": cal.held_out})
     return saved
+
+
+def _signal_cost(args, questions: list[dict]) -> None:
+    """Decode the first --limit questions (default 10) with the free signals on and off, side by side."""
+    from research import confidence
+
+    asked = [q["question"] for q in questions[: args.limit or 10]]
+    from research.engine import EngineConfig
+
+    config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads, chat_format=args.format)
+    got = confidence.signal_cost(args.model, config, asked)
+    on, off = got["on"], got["off"]
+    print(
+        f"free signals: decode {on['tokens'] / on['decode_s']:.1f} t/s with them, "
+        f"{off['tokens'] / off['decode_s']:.1f} t/s without ({len(asked)} questions x 2 rounds, "
+        f"{on['tokens']} tokens each way): {got['overhead']:+.1%} decode time "
+        f"(target at most 5 %); their own timer counts {got['timer_share']:.2%} of decode time"
+    )
 
 
 def _calibrate_from_ratings(args) -> None:
@@ -516,6 +537,12 @@ def add_eval(sub) -> None:
         "answers cut at a newline, period or comma, no system prompt",
     )
     s.add_argument("--shots", type=options.input_file, help="examples for --fewshot (default: data/fewshot)")
+    s.add_argument(
+        "--signal-cost",
+        action="store_true",
+        help="instead of scoring, decode --limit questions (default 10) with the free confidence signals "
+        "on and off, side by side, and print what they cost",
+    )
     s.set_defaults(func=cmd_eval, ctx=1024)
 
 
