@@ -275,7 +275,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     clear_btn.click(lambda: ([], ""), None, [chatbot, question], api_visibility="private", queue=False)
     chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private")
     chatbot.like(thumbs, chatbot, None, api_visibility="private")
-    sure.change(only_when_sure, sure, None, api_name="answer_only_when_sure", queue=False)
+    sure.change(only_when_sure, sure, None, api_name="answer_only_when_sure")
     show_btn.click(show_anyway, chatbot, chatbot, api_name="show_anyway")
     rate_btn.click(save_rating, [chatbot, score, verdict, comment], rate_status, api_name="rate")
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
