@@ -309,3 +309,13 @@ def test_evaluation_forgets_the_cache_before_each_question(tmp_path):
     engine = fake_engine(["Paris."], [-0.1])
     evaluate.run(engine, questions(5), tmp_path / "r.jsonl", progress=False)
     assert engine.backend.resets == 5 == engine.backend.calls
+
+
+def test_an_unknown_method_or_signal_is_one_line_not_a_traceback():
+    for args in (["--method", "nope"], ["--confidence", "nope"], ["--abstain-below", "1.5"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "research", "eval", *args], capture_output=True, text=True, cwd=ROOT
+        )
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("error: ") and repr(args[1]) in line

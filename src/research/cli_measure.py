@@ -184,7 +184,10 @@ def _check_bench_fits(models: list, pp: int, tg: int) -> None:
 
 def cmd_eval(args) -> None:
     from research import evaluate
+    from research.confidence import METHODS
 
+    if args.method is not None and args.method not in METHODS:
+        raise KitError(f"unknown confidence method {args.method!r}; choose from {', '.join(METHODS)}")
     if args.from_ratings is not None:
         _calibrate_from_ratings(args)
         return
