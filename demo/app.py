@@ -127,6 +127,17 @@ def stop(request: gr.Request):
     host.cancel(_session(request))
 
 
+def only_when_sure(on, request: gr.Request):
+    """The "answer only when sure" toggle, for this page session."""
+    host.answer_only_when_sure(_session(request), bool(on))
+
+
+@handler
+def show_anyway(history):
+    """Show the last answer that "answer only when sure" withheld."""
+    return host.show_anyway(history)
+
+
 @handler
 def thumbs(history, evt: gr.LikeData):
     """A like or dislike on an answer becomes a rating record of the model that gave it."""
@@ -213,6 +224,12 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         undo_btn = gr.Button("Undo", size="sm", min_width=60)
         # Not gr.ClearButton: it clears through a JavaScript string, which the page's CSP forbids.
         clear_btn = gr.Button("Clear", size="sm", min_width=60)
+    with gr.Row():
+        sure = gr.Checkbox(
+            False,
+            label=f"Answer only when sure: below {chat.confidence.SURE:.0%} likely right, say “I'm not sure”",
+        )
+        show_btn = gr.Button("Show the answer anyway", size="sm", min_width=80)
     with gr.Accordion("Rate the last answer", open=False):
         score = gr.Radio([1, 2, 3, 4, 5], label="Score (5 = best)")
         verdict = gr.Radio(list(chat.ratings.VERDICTS), label="Verdict")
@@ -258,6 +275,8 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     clear_btn.click(lambda: ([], ""), None, [chatbot, question], api_visibility="private", queue=False)
     chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private")
     chatbot.like(thumbs, chatbot, None, api_visibility="private")
+    sure.change(only_when_sure, sure, None, api_name="answer_only_when_sure")
+    show_btn.click(show_anyway, chatbot, chatbot, api_name="show_anyway")
     rate_btn.click(save_rating, [chatbot, score, verdict, comment], rate_status, api_name="rate")
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
     export_btn.click(export, [chatbot, system], files, api_name="export")

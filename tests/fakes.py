@@ -11,13 +11,28 @@ ECHO = "<echo>"
 
 
 class FakeBackend:
-    """Backend that 'generates' scripted answers, one character per token."""
+    """Backend that 'generates' scripted answers, one character per token.
 
-    def __init__(self, answers: Sequence[str] = ("Paris.",), n_ctx: int = 256, delay: float = 0.0):
+    With `logprobs` (one per answer, like `answers`) it also keeps a confidence trace as
+    llama_backend does: every token of that answer gets that log-probability and entropy
+    -logprob; without, it keeps none (`trace` stays empty), as a backend with signals off.
+    """
+
+    def __init__(
+        self,
+        answers: Sequence[str] = ("Paris.",),
+        n_ctx: int = 256,
+        delay: float = 0.0,
+        logprobs: Sequence[float] | None = None,
+    ):
         self.answers = list(answers)
+        self.logprobs = list(logprobs) if logprobs is not None else None
+        self.trace: list[tuple[float, float]] = []
+        self.signal_s = 0.0
         self.n_ctx, self.n_threads, self.delay = n_ctx, 1, delay
         self.prompts: list[str] = []
         self.calls = 0
+        self.resets = 0  # reset() calls: evaluation forgets the cache before each question
         self.active = 0  # generations running at once: must never exceed 1
         self.max_active = 0
 
@@ -33,10 +48,15 @@ class FakeBackend:
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         return 0
 
+    def reset(self) -> None:
+        self.resets += 1
+
     def generate(self, tokens: Sequence[int], sampling) -> Iterator[int]:
         prompt = "".join(chr(t) for t in tokens)
         self.prompts.append(prompt)
         answer = self.answers[self.calls % len(self.answers)]
+        lp = self.logprobs[self.calls % len(self.logprobs)] if self.logprobs else None
+        self.trace = []
         if answer == ECHO:  # an answer that names its own question: a mix-up shows at once
             question = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
             answer = f"You asked: {question}"
@@ -47,11 +67,25 @@ class FakeBackend:
             for c in answer:
                 if self.delay:
                     time.sleep(self.delay)
+                if lp is not None:
+                    self.trace.append((lp, -lp))
                 yield ord(c)
             while True:
+                if lp is not None:
+                    self.trace.append((-0.01, 0.01))
                 yield EOG
         finally:
             self.active -= 1
+
+    def teacher_force(self, tokens: Sequence[int], forced: Sequence[int]) -> list[tuple[float, float]]:
+        """A scripted trace for a forced answer: the first logprob, or -1, per token."""
+        lp = self.logprobs[0] if self.logprobs else -1.0
+        return [(lp, -lp)] * len(forced)
+
+    def next_logprobs(self, tokens: Sequence[int], candidates: Sequence[str]) -> list[float]:
+        """P(True)'s A and B: "A" is likelier the higher the first scripted logprob."""
+        lp = self.logprobs[0] if self.logprobs else -1.0
+        return [lp, -1.0 - lp][: len(candidates)]
 
     def close(self) -> None:
         pass

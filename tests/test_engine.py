@@ -130,3 +130,62 @@ def test_concurrent_requests_wait_their_turn():
     assert len(results) == 4
     for text in results.values():  # never two answers interleaved
         assert text in ("alpha alpha alpha", "omega omega omega")
+
+
+def test_signals_cover_the_answer_shown_not_the_stop_string():
+    # a format whose stop string is text, as the few-shot format's ".": its token is not the answer
+    fmt = ChatFormat("qa", stops=(".",))
+    engine = Engine(FakeBackend(["Canberra. More text"], logprobs=[-0.5]), fmt, "fake")
+    pieces, stats = run(engine, conversation("Capital of Australia?"))
+    assert "".join(pieces) == "Canberra"
+    assert stats.signals["n_tokens"] == len("Canberra")
+    assert stats.signals["mean_logprob"] == pytest.approx(-0.5)
+
+
+def test_a_base_model_without_template_or_catalog_format_is_asked_question_answer():
+    from research.prompts import choose_format
+
+    fmt, warning = choose_format(None, None, fallback="qa")
+    assert fmt.name == "qa" and warning is None
+    assert fmt.render(conversation("Capital of France?")) == "Q: Capital of France?\nA:"
+    engine = Engine(FakeBackend([" Paris\n\nQ: What is"]), fmt, "fake")
+    assert (
+        "".join(run(engine, conversation("Capital of France?"))[0]) == "Paris"
+    )  # stops before a new question
+
+
+SIGNAL_QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "Count from one to ten in words."]
+
+
+@pytest.mark.model
+def test_token_signals_change_no_token_and_teacher_forcing_gives_them_back():
+    """Greedy answers are token-identical with the signals on and off, and feeding the answer's
+    tokens back one at a time gives the same log-probabilities and entropies."""
+    import itertools
+    import math
+
+    from research.engine import EngineConfig
+
+    on = Engine.load(None, EngineConfig(n_ctx=512, n_threads=2))
+    off = Engine.load(None, EngineConfig(n_ctx=512, n_threads=2, token_signals=False))
+    greedy = Sampling(temperature=0, repeat_penalty=1.1, max_tokens=40)
+    try:
+        for q in SIGNAL_QUESTIONS:
+            tokens = on.backend.tokenize(on.format.render(conversation(q)))
+            mine = list(itertools.islice(on.backend.generate(tokens, greedy), 40))
+            trace = list(on.backend.trace)
+            theirs = list(itertools.islice(off.backend.generate(tokens, greedy), 40))
+            assert mine == theirs and off.backend.trace == []
+            assert len(trace) == 40
+            n_vocab = on.backend.n_vocab
+            for lp, ent in trace:
+                assert lp <= 0 and 0 <= ent <= math.log(n_vocab) + 1e-6
+            forced = on.backend.teacher_force(tokens, mine)
+            assert len(forced) == 40
+            for (a, b), (c, d) in zip(trace, forced, strict=True):
+                assert a == pytest.approx(c, abs=1e-3) and b == pytest.approx(d, abs=1e-3)
+        _, stats = on.answer(conversation(SIGNAL_QUESTIONS[0], "Answer in a few words."), greedy)
+        assert stats.signals["n_tokens"] == stats.completion_tokens and stats.signal_s > 0
+    finally:
+        on.close()
+        off.close()

@@ -245,3 +245,44 @@ def test_eval_cli_two_models_two_system_prompts_one_file(tmp_path):
     again = subprocess.run(base + runs[1], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert json.loads(again.stdout)["run"] == summaries[1]["run"]
     assert len(out.read_text().splitlines()) == 9  # the rerun resumed: nothing asked twice
+
+
+def test_records_carry_their_confidence_and_official_scores(tmp_path):
+    e = Engine(
+        FakeBackend(["The capital is Paris.", "Lyon, I think."], n_ctx=400, logprobs=[-0.2, -1.0]),
+        ChatFormat("chatml", stops=STOPS["chatml"]),
+        "fake",
+    )
+    e.__dict__["sha256"] = "fake-sha"
+    recs = evaluate.run(e, questions(4), tmp_path / "r.jsonl", progress=False)
+    right, hedged = recs[0], recs[1]
+    assert right["confidence"]["signals"]["mean_logprob"] == pytest.approx(-0.2)
+    assert right["confidence"]["confidence_method"] == "free" and "signal_s" in right["confidence"]["costs"]
+    assert right["scores"]["short_answer"] == "Paris" and right["scores"]["em_official_short"] == 1.0
+    assert hedged["scores"]["hedged"] and not hedged["scores"]["hallucinated"]
+    s = evaluate.summarize(recs)
+    assert s["hedged"] == 0.5 and s["hallucinated"] == 0.0 and s["em_official_short"] == 0.5
+    with pytest.raises(KitError, match="unknown confidence signals"):
+        evaluate.run(e, questions(1), tmp_path / "r.jsonl", progress=False, extra=("telepathy",))
+
+
+@pytest.mark.model
+def test_a_greedy_answer_is_the_same_asked_first_or_after_another(tmp_path):
+    # A system prompt long enough that a whole prompt is 64 rows or more: evaluated whole, llama.cpp
+    # takes other attention kernels than for the few rows a cached prefix leaves, and without a
+    # reset before each question spo-001 came out "won by the United States" after cul-001 and
+    # "won by Australia" on its own.
+    from research.engine import EngineConfig
+
+    system = evaluate.SYSTEM + " " + "Be accurate and brief, and give the answer in plain words. " * 5
+    by_id = {q["id"]: q for q in evaluate.load_questions()}
+    first, then = by_id["cul-001"], by_id["spo-001"]
+    engine = Engine.load(None, EngineConfig(n_ctx=1024, n_threads=1))
+    after = evaluate.run(engine, [first, then], tmp_path / "a.jsonl", system=system, progress=False)
+    fresh = Engine.load(None, EngineConfig(n_ctx=1024, n_threads=1))  # nothing cached at all
+    alone = evaluate.run(fresh, [then], tmp_path / "b.jsonl", system=system, progress=False)
+    assert after[1]["answer"] == alone[0]["answer"]
+    assert (
+        len(engine.backend.tokenize(engine.format.render(evaluate.conversation(then["question"], system))))
+        >= 64
+    )

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from research import page_text, provenance, ratings
+from research import confidence, page_text, provenance, ratings
 from research.engine import Engine, EngineConfig, Sampling, Stats
 from research.errors import KitError
 from research.models import catalog, models_dir, resolve
@@ -49,9 +49,15 @@ def text_of(content) -> str:
     return ""
 
 
-def with_figures(answer: str, stats: Stats) -> str:
-    """An answer as the page shows it: its text shown as text, then its line of figures."""
-    return page_text.shown(answer) + page_text.figures(stats.line())
+def with_figures(answer: str, stats: Stats, conf: confidence.Confidence | None = None) -> str:
+    """An answer as the page shows it: its text shown as text, then its line of figures, which
+    starts with how likely the answer is to be right ("likely right, 82 % · 9 prompt tokens …")."""
+    line = stats.line() if conf is None else f"{conf.words} · {stats.line()}"
+    return page_text.shown(answer) + page_text.figures(line)
+
+
+#: What "answer only when sure" shows in place of an answer below its threshold.
+NOT_SURE = "I'm not sure."
 
 
 def history_messages(history: list[dict]) -> list[dict]:
@@ -117,6 +123,9 @@ class ModelHost:
         self._cancel: dict[str, threading.Event] = {}
         self._answers: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._answers_lock = threading.Lock()
+        # "Answer only when sure", per page session: the threshold below which an answer is
+        # withheld (confidence.SURE), absent when the session has not turned it on.
+        self._sure: dict[str, float] = {}
 
     def get(self) -> Engine:
         with self._load_lock:
@@ -216,6 +225,8 @@ class ModelHost:
                 "the page does not know which model gave this answer (it was given before the page "
                 "restarted, or edited); ask again to rate it"
             )
+        if record.get("withheld") and text.strip() == NOT_SURE:
+            raise KitError("this answer was withheld (answer only when sure): show it to rate it")
         if record["answer"].strip() != text.strip():
             raise KitError(
                 "this answer was edited after the model gave it; ask again to rate the model's own"
@@ -265,16 +276,23 @@ class ModelHost:
                     # prompt was rendered in (a template past a bound switches it to a fallback).
                     prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
                     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                    conf = confidence.of_stats(item, engine.sha256)
+                    withheld = conf.abstains(self._sure.get(session))
+                    full = with_figures(answer, item, conf)
                     self._remember(
                         answer_id,
                         {"question": question, "answer": answer, "provenance": prov, "time": when}
-                        | {"stats": item.as_dict()},
+                        | {"stats": item.as_dict(), "confidence": conf.as_dict(), "shown": full}
+                        | {"withheld": withheld},
                     )
-                    shown[-1] = {"role": "assistant", "content": with_figures(answer, item), "metadata": meta}
+                    content = with_figures(NOT_SURE, item, conf) if withheld else full
+                    shown[-1] = {"role": "assistant", "content": content, "metadata": meta}
                     yield shown
                     continue
                 answer += item
                 now = time.monotonic()
+                if session in self._sure:  # nothing is shown before it is known to be sure enough
+                    continue
                 if now - last >= STREAM_INTERVAL_S:  # the first piece always goes out at once
                     last = now
                     shown[-1] = {"role": "assistant", "content": page_text.shown(answer), "metadata": meta}
@@ -282,6 +300,28 @@ class ModelHost:
         finally:
             if self._cancel.get(session) is event:
                 del self._cancel[session]
+
+    def answer_only_when_sure(self, session: str, on: bool) -> None:
+        """Turn "answer only when sure" on or off for one page session."""
+        if on:
+            self._sure[session] = confidence.SURE
+        else:
+            self._sure.pop(session, None)
+
+    def show_anyway(self, history: list[dict], index: int | None = None) -> list[dict]:
+        """The conversation with the withheld answer at `index` (default: the last answer) shown
+        as the model gave it, with its figures; KitError when that answer was not withheld."""
+        history = list(history or [])
+        message = _assistant_message(history, index)
+        answer_id = answer_id_of(message)
+        with self._answers_lock:
+            record = self._answers.get(answer_id) if answer_id else None
+        said = page_text.plain(page_text.strip_figures(text_of(message.get("content")))).strip()
+        if record is None or not record.get("withheld") or said != NOT_SURE:
+            raise KitError("the last answer was not withheld: there is nothing more to show")
+        i = index if index is not None else history.index(message)
+        history[i] = {"role": "assistant", "content": record["shown"], "metadata": message.get("metadata")}
+        return history
 
     def rate(self, history: list[dict], index: int | None = None, path=None, **rating) -> Path:
         """Append a rating of the answer at `index` (default: the last one) to the ratings file.
@@ -291,6 +331,9 @@ class ModelHost:
         message = _assistant_message(history, index)
         record = self.answer_record(message)
         rec = ratings.make_record(record["question"], record["answer"], record["provenance"], **rating)
+        signals = record.get("stats", {}).get("signals")
+        if signals:  # kept with the rating, so ratings recalibrate without recomputing them
+            rec["confidence_signals"] = signals
         return ratings.append(rec, path)
 
     def export(self, history: list[dict], system: str, folder: str | Path) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ import runpy
 import sys
 import threading
 
-from research import options
+from research import cli_library, options
 from research.build import DEFAULT_TARGETS, KINDS
 from research.errors import KitError
 
@@ -84,36 +84,76 @@ def _sampling(args):
 def cmd_chat(args) -> None:
     from research.engine import Stats, conversation
 
+    if args.lookup and not args.library:
+        raise KitError("--lookup chooses when to consult a library: name one with --library NAME")
     engine = engine_from(args)
     if engine.warning:
         print(f"warning: {engine.warning}", file=sys.stderr)
     sampling = _sampling(args)
+    if args.library:
+        return cli_library.chat(engine, args, sampling)
     if args.prompt is not None:
         pieces, stats = [], None
+        stream = not args.json and args.abstain_below is None  # withholding needs the whole answer first
         for item in engine.stream(conversation(args.prompt, args.system), sampling):
             if isinstance(item, Stats):
                 stats = item
             else:
                 pieces.append(item)
-                if not args.json:
+                if stream:
                     print(item, end="", flush=True)
+        answer, conf = "".join(pieces), _confidence(engine, stats)
+        withheld = conf.abstains(args.abstain_below)
         if args.json:
-            print(json.dumps({"answer": "".join(pieces), **stats.as_dict()}, ensure_ascii=False))
-        else:
-            print(f"\n[{stats.line()}]", file=sys.stderr)
+            shown = NOT_SURE if withheld else answer
+            extra = {"abstained": withheld, "shown": shown} if args.abstain_below is not None else {}
+            print(
+                json.dumps(
+                    {"answer": answer, **stats.as_dict(), **conf.as_dict(), **extra}, ensure_ascii=False
+                )
+            )
+            return
+        if withheld:
+            print(NOT_SURE)
+            print(f"[{_withheld(conf, args.abstain_below)}: {answer}]", file=sys.stderr)
+        elif not stream:
+            print(answer, end="")
+        print(f"\n[{_confidence_line(conf)} · {stats.line()}]", file=sys.stderr)
         return
-    _interactive(engine, sampling, args.system)
+    _interactive(engine, sampling, args.system, args.abstain_below)
 
 
-def _interactive(engine, sampling, system) -> None:
+#: What "answer only when sure" shows instead of an answer below its threshold.
+NOT_SURE = "I'm not sure."
+
+
+def _confidence(engine, stats):
+    from research import confidence
+
+    return confidence.of_stats(stats, engine.sha256)
+
+
+def _confidence_line(conf) -> str:
+    if conf.p is None:
+        return "confidence: not calibrated for this model (python -m research eval --calibrate)"
+    return f"{conf.words} ({conf.method})"
+
+
+def _withheld(conf, below: float) -> str:
+    return f"withheld, {conf.p:.0%} likely right is below {below:.0%}; the model's answer was"
+
+
+def _interactive(engine, sampling, system, abstain_below=None) -> None:
     from research.engine import Stats, conversation
 
     print(
         f"Chatting with {engine.model_id}. Empty line or Ctrl-D ends; "
-        "Ctrl-C stops an answer; /reset forgets.",
+        "Ctrl-C stops an answer; /reset forgets"
+        + ("; /show shows an answer withheld." if abstain_below else "."),
         file=sys.stderr,
     )
     history: list[dict] = []
+    withheld = ""
     while True:
         try:
             question = input("\n> ").strip()
@@ -124,14 +164,26 @@ def _interactive(engine, sampling, system) -> None:
         if question == "/reset":
             history = []
             continue
+        if question == "/show":
+            print(withheld or "(no answer was withheld)")
+            continue
         answer, cancel = [], threading.Event()
         try:
             for item in engine.stream(conversation(question, system, history), sampling, cancel):
                 if isinstance(item, Stats):
-                    print(f"\n[{item.line()}]", file=sys.stderr)
+                    conf = _confidence(engine, item)
+                    if conf.abstains(abstain_below):
+                        withheld = "".join(answer)
+                        print(
+                            f"{NOT_SURE} ({conf.p:.0%} likely right; /show shows its answer anyway)", end=""
+                        )
+                    elif abstain_below is not None:
+                        print("".join(answer), end="")
+                    print(f"\n[{_confidence_line(conf)} · {item.line()}]", file=sys.stderr)
                 else:
                     answer.append(item)
-                    print(item, end="", flush=True)
+                    if abstain_below is None:
+                        print(item, end="", flush=True)
         except KeyboardInterrupt:
             print("\n[stopped]", file=sys.stderr)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(answer)}]
@@ -260,6 +312,14 @@ def add_chat(sub) -> None:
         type=options.SEED.arg,
         help=f"fix the sampling seed: 0 to {options.SEED.hi} (default: random)",
     )
+    s.add_argument(
+        "--abstain-below",
+        type=options.PROBABILITY.arg,
+        metavar="P",
+        help='answer only when sure: below P likely right, say "I\'m not sure" and show the answer apart '
+        "(--prompt: on stderr; in a conversation: /show)",
+    )
+    cli_library.chat_options(s)  # --library NAME, --lookup MODE
     s.set_defaults(func=cmd_chat)
 
 
@@ -279,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo):
         add(sub)
+    cli_library.add_library(sub)
     for add in cli_measure.COMMANDS:
         add(sub)
     return p

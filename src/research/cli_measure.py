@@ -184,7 +184,13 @@ def _check_bench_fits(models: list, pp: int, tg: int) -> None:
 
 def cmd_eval(args) -> None:
     from research import evaluate
+    from research.confidence import METHODS
 
+    if args.method is not None and args.method not in METHODS:
+        raise KitError(f"unknown confidence method {args.method!r}; choose from {', '.join(METHODS)}")
+    if args.from_ratings is not None:
+        _calibrate_from_ratings(args)
+        return
     columns = evaluate.Columns(
         args.question_col,
         args.answer_col,
@@ -193,21 +199,105 @@ def cmd_eval(args) -> None:
         args.topic_col or None,
     )
     questions = evaluate.load_questions(args.questions, columns)
+    if args.signal_cost:
+        _signal_cost(args, questions)
+        return
     engine = engine_from(args)
-    out = args.out or evaluate.default_out(engine)
     system = evaluate.SYSTEM if args.system is None else args.system
-    records = evaluate.run(engine, questions, out, limit=args.limit, system=system, progress=not args.json)
+    if args.fewshot is not None:  # a base model, asked as lm-evaluation-harness's nq_open asks
+        from research import prompts
+
+        engine.format = prompts.fewshot_format(prompts.load_shots(args.shots)[: args.fewshot])
+        system = ""  # the few-shot description stands in its place
+    out = args.out or evaluate.default_out(engine)
+    records = evaluate.run(
+        engine,
+        questions,
+        out,
+        limit=args.limit,
+        system=system,
+        progress=not args.json,
+        extra=tuple(args.confidence),
+        samples=args.samples,
+        method=args.method or "free",
+    )
     summary = evaluate.summarize(records)  # this run's records only, one per question
+    summary |= evaluate.trust(records, engine.sha256, args.abstain_below, args.method or "")
     run = records[0]["run"] if records else None
     others = [r for r in evaluate.summarize_file(out) if r["run"] != run]
+    saved = _calibrate(engine, records, out) if args.calibrate else []
     if args.json:
-        print(json.dumps(summary | {"run": run, "records": str(out), "other_runs": others}))
+        print(
+            json.dumps(
+                summary | {"run": run, "records": str(out), "other_runs": others, "calibrations": saved}
+            )
+        )
         return
     print(evaluate.format_summary(summary))
     print(f"records: {out} (run {run})")
+    for c in saved:
+        print(f"calibration {c['id']} saved to {c['path']}")
     if others:
         print(f"the file also holds {len(others)} other run(s), summarized apart:")
         print(evaluate.format_runs(others))
+
+
+def _calibrate(engine, records: list[dict], out) -> list[dict]:
+    """Fit and save a calibration of every method the records carry signals for, on all of them."""
+    import hashlib
+
+    from research import calibration, confidence, selective
+
+    saved = []
+    for name, method in confidence.METHODS.items():
+        X, y, ids = selective.labelled(records, method.signals)
+        if len(y) < 2 * calibration.FOLDS or y.sum() < 2 or (1 - y).sum() < 2:
+            continue
+        first = records[0]
+        fitted_on = {
+            "source": "eval",
+            "path": str(out),
+            "run": first.get("run"),
+            "prompt_format": first.get("prompt_format"),
+            "system": first.get("system"),
+            "label": "contains a reference",
+            "question_ids": ids,
+            "question_ids_sha256": hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest(),
+        }
+        cal = calibration.fit(name, method.signals, X, y, engine.sha256, fitted_on)
+        saved.append({"id": cal.id, "path": str(calibration.save(cal)), "held_out": cal.held_out})
+    return saved
+
+
+def _signal_cost(args, questions: list[dict]) -> None:
+    """Decode the first --limit questions (default 10) with the free signals on and off, side by side."""
+    from research import confidence
+
+    asked = [q["question"] for q in questions[: args.limit or 10]]
+    from research.engine import EngineConfig
+
+    config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads, chat_format=args.format)
+    got = confidence.signal_cost(args.model, config, asked)
+    on, off = got["on"], got["off"]
+    print(
+        f"free signals: decode {on['tokens'] / on['decode_s']:.1f} t/s with them, "
+        f"{off['tokens'] / off['decode_s']:.1f} t/s without ({len(asked)} questions x 2 rounds, "
+        f"{on['tokens']} tokens each way): {got['overhead']:+.1%} decode time "
+        f"(target at most 5 %); their own timer counts {got['timer_share']:.2%} of decode time"
+    )
+
+
+def _calibrate_from_ratings(args) -> None:
+    from research import confidence, ratings
+
+    engine = engine_from(args)
+    records, _bad = ratings.read(args.from_ratings or None)
+    cal, path, n_forced = confidence.recalibrate(engine, records, args.method or confidence.DEFAULT)
+    print(
+        f"calibration {cal.id} saved to {path}: fitted on {cal.fitted_on['n']} rated answers of "
+        f"{engine.model_id} ({cal.fitted_on['right']} right; {n_forced} had their signals recomputed); "
+        f"cross-validated AUROC {cal.held_out['auroc']:.2f}, ECE {cal.held_out['ece']:.3f}"
+    )
 
 
 def add_quantize(sub) -> None:
@@ -366,6 +456,18 @@ def add_bench(sub) -> None:
     s.set_defaults(func=cmd_bench)
 
 
+def _signal_kinds(text: str) -> list[str]:
+    """An argparse type: "samples,p_true" -> ["samples", "p_true"], each a kind evaluate knows."""
+    import argparse
+
+    from research.evaluate import EXTRA
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in EXTRA for n in names):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(EXTRA)}, comma-separated, not {text!r}")
+    return names
+
+
 def add_eval(sub) -> None:
     s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")
     model_options(s)
@@ -391,6 +493,59 @@ def add_eval(sub) -> None:
     s.add_argument("--alias-col", default="aliases", help="more accepted strings, if the file has them")
     s.add_argument("--id-col", default="id", help="question ids (default: a hash of the question)")
     s.add_argument("--topic-col", default="topic")
+    s.add_argument(
+        "--confidence",
+        type=_signal_kinds,
+        default=[],
+        metavar="KINDS",
+        help="confidence signals that cost more, comma-separated: samples (--samples more answers: "
+        "agreement, semantic entropy), p_true (one more prompt). The free signals are always kept",
+    )
+    s.add_argument(
+        "--samples",
+        type=options.SAMPLES.arg,
+        default=8,  # 4 gave a lexical-agreement AUROC of 0.76 on the kit's set, 8 gave 0.81
+        help=f"answers sampled per question for --confidence samples, {options.SAMPLES.describe()} "
+        "(default %(default)s)",
+    )
+    s.add_argument(
+        "--method",
+        help="confidence method for each record's probability and for --abstain-below (default: free for "
+        "records, the best-ranking method for abstention); see research.confidence.METHODS",
+    )
+    s.add_argument(
+        "--abstain-below",
+        type=options.PROBABILITY.arg,
+        metavar="P",
+        help="also report answers whose held-out probability of being right is below P as refusals",
+    )
+    s.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a calibration of each method on this run's answers and save it for this model file",
+    )
+    s.add_argument(
+        "--from-ratings",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="instead of asking questions, calibrate --method (default free) on your ratings of this model "
+        "(default: the ratings file in your data folder)",
+    )
+    s.add_argument(
+        "--fewshot",
+        type=options.FEWSHOT.arg,
+        metavar="K",
+        help="ask as lm-evaluation-harness's nq_open asks a base model: K example questions first, "
+        "answers cut at a newline, period or comma, no system prompt",
+    )
+    s.add_argument("--shots", type=options.input_file, help="examples for --fewshot (default: data/fewshot)")
+    s.add_argument(
+        "--signal-cost",
+        action="store_true",
+        help="instead of scoring, decode --limit questions (default 10) with the free confidence signals "
+        "on and off, side by side, and print what they cost",
+    )
     s.set_defaults(func=cmd_eval, ctx=1024)
 
 

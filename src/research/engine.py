@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
-from research import device, energy, memory, options, template_worker, trust
+from research import confidence, device, energy, memory, options, template_worker, trust
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.hashing import cached_sha256
@@ -73,6 +73,9 @@ class EngineConfig:
     flash_attn: bool = True
     kv_type: str = "f16"  # llama.cpp's default; q8_0 halves the KV cache at a small quality cost
     chat_format: str | None = None  # None: the GGUF's own template, else the catalog's format
+    # Read each token's log-probability and entropy while generating (research.confidence's free
+    # signals): about 1 % of decode time, and the tokens are the same with it off.
+    token_signals: bool = True
 
     def __post_init__(self):
         """KitError in one line for a value out of range, before llama.cpp sees it.
@@ -88,7 +91,7 @@ class EngineConfig:
         o.BATCH.check(self.n_batch, "n_batch")
         if self.n_ubatch is not None:
             o.BATCH.check(self.n_ubatch, "n_ubatch")
-        for name in ("use_mmap", "flash_attn"):
+        for name in ("use_mmap", "flash_attn", "token_signals"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "use_mmap" and value is None):
                 raise KitError(f"{name} must be True or False, not {value!r}")
@@ -129,6 +132,11 @@ class Stats:
     # Set when the model's chat template went past a bound on this question and the format
     # switched to its fallback (research.prompts): the answer came in that format.
     warning: str | None = None
+    # The free confidence signals of the answer (research.confidence.token_signals: a dozen
+    # numbers, never whole distributions), None when the backend gives none; and the seconds
+    # spent reading them while decoding, to set against decode time.
+    signals: dict | None = None
+    signal_s: float = 0.0
 
     def line(self) -> str:
         """One line of figures, as the CLI and the page show them."""
@@ -158,6 +166,7 @@ class Backend(Protocol):
     def token_bytes(self, token: int) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def cached_prefix(self, tokens: Sequence[int]) -> int: ...
+    def reset(self) -> None: ...
     def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]: ...
     def close(self) -> None: ...
 
@@ -283,12 +292,14 @@ class Engine:
             template_worker.prestart()  # its start (~0.1 s) overlaps the model's load
         backend = LlamaBackend(str(ref.path), config)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
+        # A file with no chat template that the catalog names no format for is a base model:
+        # it is asked in a question-answer completion format, not a chat format it would echo.
         fmt, warning = choose_format(
             requested,
             info.chat_template,
             bos_token=backend.bos_text,
             eos_token=backend.eos_text,
-            fallback=ref.prompt_format or "chatml",
+            fallback=ref.prompt_format or ("chatml" if info.chat_template else "qa"),
         )
         return cls(backend, fmt, ref.id, info, warning, ref)
 
@@ -345,6 +356,7 @@ class Engine:
         started = False  # leading whitespace of an answer is dropped
         t_first = t_last = t0
         sampled = 0  # tokens sampled, the end-of-generation token included: decode steps + 1
+        pieces: list[bytes] = []  # each answer token's bytes, for the confidence signals
         for token in b.generate(tokens, sampling):
             t_last = time.perf_counter()
             sampled += 1
@@ -353,7 +365,8 @@ class Engine:
             if b.is_eog(token) and not sampling.ignore_eos:
                 break
             stats.completion_tokens += 1
-            text = scanner.feed(decoder.decode(b.token_bytes(token)))
+            pieces.append(b.token_bytes(token))
+            text = scanner.feed(decoder.decode(pieces[-1]))
             if not started:
                 text = text.lstrip()
                 started = bool(text)
@@ -380,6 +393,13 @@ class Engine:
         decode_s = t_last - t_first
         stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
         stats.peak_rss_mb = device.peak_rss_mb()
+        trace = getattr(b, "trace", None)
+        if trace:
+            # The token that completed a stop string is not part of the answer shown.
+            n = len(pieces) - (1 if scanner.stopped and len(pieces) > 1 else 0)
+            texts = [p.decode("utf-8", "replace") for p in pieces[:n]]
+            stats.signals = confidence.token_signals(trace[:n], texts, str(messages[-1]["content"]))
+            stats.signal_s = getattr(b, "signal_s", 0.0)
         cost.stop()
         stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats
@@ -394,6 +414,11 @@ class Engine:
             else:
                 pieces.append(item)
         return "".join(pieces), stats
+
+    def reset(self) -> None:
+        """Forget the cached conversation: the next answer depends on its messages alone."""
+        with self._lock:
+            self.backend.reset()
 
     def close(self) -> None:
         with self._lock:

@@ -4,202 +4,37 @@ Runs are reproducible (temperature 0, fixed seed, the model's own prompt format,
 asking for a short answer) and resumable: one JSON Lines record per question, appended durably,
 each carrying the key of the run that produced it (research.provenance), so a rerun of the same
 run skips what is done and a file holding several runs is summarized per run, never mixed.
-A refusal ("I don't know") and an empty answer are counted apart; "hallucinated" is every other
-answer that contains no reference (see score()).
+A refusal ("I don't know"), an empty answer and a wrong answer said with doubt are counted
+apart; "hallucinated" is every other answer that contains no reference (research.scoring.score).
+Every record also carries its confidence signals (research.confidence), and a run's summary
+says how well each confidence method tells its right answers from its wrong ones, on held-out
+answers (research.selective).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
-import re
-import string
 import time
-import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-from research import jsonl, paths, provenance
+from research import confidence, jsonl, paths, provenance, selective
 from research.engine import Engine, Sampling, conversation
 from research.errors import KitError
+from research.questions import Columns, default_questions, interleave, load_questions  # noqa: F401
+from research.scoring import REFUSAL, normalize, score  # noqa: F401  (the kit's scores, imported from here before)
 
 SYSTEM = "Answer the question with a few words only: a name, a place, a number or a date. No explanation."
 SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
-REFUSAL = re.compile(
-    r"\b(i (do not|don't|dont) know|i'?m not sure|i am not sure|i cannot (answer|say)|i can'?t (answer|say)|"
-    r"no information|not able to answer|unable to answer|i have no (idea|knowledge))\b",
-    re.I,
+#: The answers sampled for the agreement signals (research.confidence.sampled_signals): the
+#: page's sampling, without its repeat penalty, and long enough for the first sentence (the
+#: bundled model names a reference within 24 tokens in 129 of its 136 right answers).
+SAMPLES_SETTINGS = Sampling(
+    temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, max_tokens=32
 )
-LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def default_questions() -> str:
-    return str(paths.kit_data_dir() / "qa" / "*.jsonl")
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Column names of a question set; the kit's own and NQ-open's shape work as they are."""
-
-    question: str = "question"
-    answer: str = "answer"  # one string or a list of accepted strings
-    aliases: str | None = "aliases"  # more accepted strings, when the set has them
-    id: str | None = "id"  # else a hash of the question
-    topic: str | None = "topic"  # else everything is "all"
-
-
-def load_questions(path: str | None = None, columns: Columns = Columns()) -> list[dict]:
-    """Questions as dicts (id, question, references, topic, difficulty) from JSONL/CSV/Parquet."""
-    from datasets import load_dataset
-
-    path = path or default_questions()
-    if path.startswith("hf:"):
-        return _rows_from(_from_hub(path[3:]), path, columns)
-    suffix = Path(path).suffix.lower()
-    if suffix not in LOADERS:
-        raise KitError(f"{path}: a question file is .jsonl, .json, .csv or .parquet")
-    if "*" not in path and not Path(path).is_file():
-        raise KitError(f"no such file: {path}")
-    if "*" not in path and Path(path).stat().st_size == 0:
-        raise KitError(f"{path} is empty: no questions to ask")
-    try:
-        ds = load_dataset(LOADERS[suffix], data_files=path, split="train")
-    except Exception as e:  # datasets raises many kinds for a malformed file
-        raise KitError(
-            f"cannot read {path} as {LOADERS[suffix]}: {type(e).__name__}: {str(e)[:200]}"
-        ) from None
-    return _rows_from(ds, path, columns)
-
-
-def _from_hub(name: str):
-    """A question set from the Hugging Face hub, only when asked: `hf:nq_open` or `hf:nq_open:validation`."""
-    import os
-
-    import datasets
-    import huggingface_hub
-    from datasets import load_dataset
-
-    repo, _, split = name.partition(":")
-    saved = {k: os.environ.pop(k, None) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    datasets.logging.set_verbosity_error()  # retries are logged line by line: one message is ours
-    huggingface_hub.utils.logging.set_verbosity_error()
-    try:
-        return load_dataset(repo, split=split or "validation")
-    except Exception as e:  # no network, unknown repo, gated set
-        why = " ".join(str(e).split())[:160]
-        raise KitError(
-            f"could not fetch {repo!r} from the Hugging Face hub ({type(e).__name__}: {why}); "
-            "download it on a connected machine and pass the file instead"
-        ) from None
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
-
-
-def _rows_from(ds, path: str, columns: Columns) -> list[dict]:
-    """Rows of a loaded dataset as the kit's question dicts, interleaved by topic."""
-    missing = [c for c in (columns.question, columns.answer) if c not in ds.column_names]
-    if missing:
-        raise KitError(
-            f"{path} has no column {missing[0]!r}; its columns are {', '.join(ds.column_names)} "
-            "(name yours with --question-col / --answer-col)"
-        )
-    if len(ds) == 0:
-        raise KitError(f"{path} holds no questions")
-    rows = []
-    for row in ds:
-        refs = _strings(row[columns.answer])
-        if columns.aliases and columns.aliases in ds.column_names:
-            refs += [a for a in _strings(row[columns.aliases]) if a not in refs]
-        question = str(row[columns.question] or "").strip()
-        if not question or not refs:
-            continue
-        has_id = columns.id and columns.id in ds.column_names and row[columns.id]
-        qid = str(row[columns.id]) if has_id else hashlib.sha1(question.encode()).hexdigest()[:12]
-        topic = str(row[columns.topic]) if columns.topic and columns.topic in ds.column_names else "all"
-        rows.append(
-            {
-                "id": qid,
-                "question": question,
-                "references": refs,
-                "topic": topic,
-                "difficulty": row.get("difficulty"),
-            }
-        )
-    if not rows:
-        raise KitError(f"{path}: no row has both a question and an answer")
-    return interleave(rows)
-
-
-def interleave(rows: list[dict]) -> list[dict]:
-    """Round-robin over topics, so that the first N questions (--limit) span all of them."""
-    by_topic: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_topic[r["topic"]].append(r)
-    queues = list(by_topic.values())
-    out = []
-    while any(queues):
-        for q in queues:
-            if q:
-                out.append(q.pop(0))
-    return out
-
-
-def _strings(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [str(value).strip()] if str(value).strip() else []
-
-
-def normalize(text: str) -> str:
-    """SQuAD-style normalization: `"  The Nile."` -> `"nile"`; accents folded, `-` as a space."""
-    text = unicodedata.normalize("NFKD", text.lower().replace("\u2212", "-"))
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    text = "".join(" " if c in string.punctuation else c for c in text)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _f1(pred: list[str], ref: list[str]) -> float:
-    common = defaultdict(int)
-    for t in ref:
-        common[t] += 1
-    overlap = 0
-    for t in pred:
-        if common[t] > 0:
-            overlap += 1
-            common[t] -= 1
-    if not pred or not ref or overlap == 0:
-        return 0.0
-    p, r = overlap / len(pred), overlap / len(ref)
-    return 2 * p * r / (p + r)
-
-
-def score(answer: str, references: list[str]) -> dict:
-    """Exact match, alias containment (whole tokens), token F1, refusal; best over references.
-
-    `hallucinated` is what is left: an answer that is not empty, contains no reference and does
-    not refuse. That is mostly wrong answers stated as answers, but it also counts right answers
-    the automatic check cannot see (a paraphrase, "JFK" for "John F. Kennedy") and answers cut
-    off before the name came; the rate is an upper bound on confident wrong answers.
-    """
-    pred = normalize(answer)
-    refs = [normalize(r) for r in references if normalize(r)]
-    ptoks = pred.split()
-    padded = f" {pred} "
-    contains = any(f" {r} " in padded for r in refs)  # whole tokens: "c" never matches inside "cat"
-    refused = bool(REFUSAL.search(answer)) and not contains
-    empty = not pred
-    return {
-        "exact_match": float(any(pred == r for r in refs)),
-        "contains": float(contains),
-        "f1": max((_f1(ptoks, r.split()) for r in refs), default=0.0),
-        "refused": refused,
-        "empty": empty,
-        "hallucinated": not contains and not refused and not empty,
-    }
+#: Confidence signals that cost more than the answer itself, and the signal each one adds.
+EXTRA = {"samples": "lexical_agreement", "p_true": "p_true"}
 
 
 def records_by_run(records: list[dict]) -> dict[str, list[dict]]:
@@ -223,6 +58,9 @@ def run(
     sampling: Sampling = SETTINGS,
     progress: bool = True,
     label: str | None = None,
+    extra: tuple[str, ...] = (),
+    samples: int = 8,
+    method: str = confidence.DEFAULT,
 ) -> list[dict]:
     """Answer the questions this run has not answered yet in `out`, appending one record each.
 
@@ -233,14 +71,31 @@ def run(
     are asked again, since their cause may have changed. Returns this run's records for the
     asked questions, one per question. `label` is a display name kept in the records (the
     notebook's blind A/B names its runs with it).
+
+    Every record carries its confidence signals (research.confidence): the free ones always,
+    and those of `extra` when asked ("samples": `samples` more answers for agreement and
+    semantic entropy; "p_true": one more prompt), with the calibrated probability of `method`
+    when a calibration of this model is saved. A record without a signal asked for now is
+    answered again (the answer is the same: the run is the same).
     """
     from tqdm import tqdm
 
+    unknown = set(extra) - set(EXTRA)
+    if unknown:
+        raise KitError(
+            f"unknown confidence signals {', '.join(sorted(unknown))}; choose from {', '.join(EXTRA)}"
+        )
     out = _out_file(out)
     done, _bad = jsonl.read(out)
     meta = provenance.of(engine, system, sampling)
     key = meta["run"]
-    mine = {r["id"]: r for r in records_by_run(done).get(key, []) if r.get("error") is None}
+    needs = [EXTRA[e] for e in extra]
+    answered = {r["id"]: r for r in records_by_run(done).get(key, []) if r.get("error") is None}
+    mine = {
+        i: r
+        for i, r in answered.items()
+        if "confidence" in r and all(k in r["confidence"]["signals"] for k in needs)
+    }
     asked = questions[: limit or len(questions)]
     todo = [q for q in asked if q["id"] not in mine]
     meta = {"label": label or engine.model_id, **meta}
@@ -262,19 +117,40 @@ def run(
         }
         t = time.perf_counter()
         try:
-            text, stats = engine.answer(conversation(q["question"], system), sampling)
-            text = text.strip()
-            record |= {
-                "answer": text,
-                "scores": score(text, q["references"]),
-                "error": None,
-                "timings": {
+            messages = conversation(q["question"], system)
+            before = answered.get(q["id"])
+            if before is not None and "confidence" in before:  # answered: only the signals asked for now
+                text, signals, costs = (
+                    before["answer"],
+                    before["confidence"]["signals"],
+                    before["confidence"]["costs"],
+                )
+                timings = before["timings"]
+            else:
+                # What the previous question left in the KV cache changes which llama.cpp kernels
+                # evaluate this prompt, and so its greedy answer: forget it, so that a record is
+                # reproducible from its question alone.
+                engine.reset()
+                text, stats = engine.answer(messages, sampling)
+                text, signals = text.strip(), stats.signals or {}
+                costs = {
+                    "signal_s": stats.signal_s,
+                    "decode_s": stats.total_s - stats.ttft_s,
+                    "answer_s": stats.total_s,
+                }
+                timings = {
                     "ttft_s": stats.ttft_s,
                     "decode_tps": stats.decode_tps,
                     "completion_tokens": stats.completion_tokens,
                     "stop_reason": stats.stop_reason,
                     "total_s": stats.total_s,
-                },
+                }
+            record |= {
+                "answer": text,
+                "scores": score(text, q["references"], q["question"]),
+                "confidence": _confidence(engine, messages, text, signals, costs, extra, samples, method),
+                "error": None,
+                "timings": timings,
             }
         except KitError as e:  # a question longer than the context, say: recorded, not fatal
             record |= {
@@ -291,6 +167,26 @@ def run(
         jsonl.append(record, out)
         mine[q["id"]] = record
     return [mine[q["id"]] for q in asked if q["id"] in mine]
+
+
+def _confidence(
+    engine: Engine, messages, text: str, signals, costs, extra, samples: int, method: str
+) -> dict:
+    """A record's confidence: its signals, what they cost, and the calibrated probability."""
+    signals, costs, settings = dict(signals), dict(costs), {}
+    question = str(messages[-1]["content"])
+    if "samples" in extra:
+        got = confidence.sampled_signals(engine, messages, text, samples, SAMPLES_SETTINGS, question)
+        costs["samples_s"] = got.pop("samples_s")
+        signals |= got
+        settings["samples"] = {"k": samples, "sampling": dataclasses.asdict(SAMPLES_SETTINGS)}
+    if "p_true" in extra:
+        got = confidence.p_true(engine, question, text)
+        costs["p_true_s"] = got.pop("p_true_s")
+        signals |= got
+        settings["p_true"] = {"prompt": confidence.P_TRUE_PROMPT}
+    conf = confidence.of_signals(signals, engine.sha256, method)
+    return {"signals": signals, **conf.as_dict(), "costs": costs, "settings": settings}
 
 
 def _out_file(out: str | Path) -> Path:
@@ -327,6 +223,21 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+#: Scores that are shares of answers (Wilson intervals) and means over answers (normal intervals).
+RATES = (
+    "exact_match",
+    "contains",
+    "refused",
+    "empty",
+    "hedged",
+    "hallucinated",
+    "em_official",
+    "em_official_short",
+    "em_lm_eval",
+)
+MEANS = ("f1", "f1_official", "f1_official_short")
+
+
 def summarize(records: list[dict]) -> dict:
     """Overall and per-topic scores with 95 % intervals; errors counted apart."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -341,19 +252,17 @@ def summarize(records: list[dict]) -> dict:
     def block(scores: list[dict]) -> dict:
         n = len(scores)
         out = {"n": n}
-        for key in ("exact_match", "contains", "refused", "empty", "hallucinated"):
+        for key in RATES:
             k = sum(float(s.get(key, False)) for s in scores)
             out[key] = k / n if n else 0.0
             out[key + "_ci"] = wilson(k, n)
-        f1 = [s["f1"] for s in scores]
-        mean = sum(f1) / n if n else 0.0
-        sd = math.sqrt(sum((x - mean) ** 2 for x in f1) / (n - 1)) if n > 1 else 0.0
-        out["f1"] = mean
-        out["f1_ci"] = (
-            (max(0.0, mean - 1.96 * sd / math.sqrt(n)), min(1.0, mean + 1.96 * sd / math.sqrt(n)))
-            if n
-            else (0.0, 0.0)
-        )
+        for key in MEANS:
+            values = [s.get(key, 0.0) for s in scores]
+            mean = sum(values) / n if n else 0.0
+            sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1)) if n > 1 else 0.0
+            half = 1.96 * sd / math.sqrt(n) if n else 0.0
+            out[key] = mean
+            out[key + "_ci"] = (max(0.0, mean - half), min(1.0, mean + half)) if n else (0.0, 0.0)
         return out
 
     overall = block(groups.pop("overall", []))
@@ -364,13 +273,13 @@ def format_summary(summary: dict) -> str:
     """A per-topic table of the summary."""
     lines = [
         f"{'topic':12} {'n':>4} {'exact':>6} {'contains':>9} {'F1':>6} {'refused':>8} {'empty':>6} "
-        f"{'halluc.':>8}"
+        f"{'hedged':>7} {'halluc.':>8}"
     ]
     rows = [*summary["per_topic"].items(), ("overall", summary)]
     for name, s in rows:
         lines.append(
             f"{name:12} {s['n']:4} {s['exact_match']:6.1%} {s['contains']:9.1%} {s['f1']:6.2f} "
-            f"{s['refused']:8.1%} {s.get('empty', 0):6.1%} {s['hallucinated']:8.1%}"
+            f"{s['refused']:8.1%} {s.get('empty', 0):6.1%} {s.get('hedged', 0):7.1%} {s['hallucinated']:8.1%}"
         )
     lo, hi = summary["contains_ci"]
     lines.append(
@@ -378,10 +287,48 @@ def format_summary(summary: dict) -> str:
         f"{summary['errors']} questions could not be asked"
     )
     lines.append(
-        "halluc.: not empty, no reference, no refusal: mostly wrong answers, but also right answers in other "
-        "words (a paraphrase, an abbreviation) and cut-off ones"
+        "halluc.: not empty, no reference, no refusal, no hedging (hedged: wrong, said with doubt): mostly "
+        "wrong answers stated as facts, but also right answers in other words and cut-off ones"
     )
+    if "em_official" in summary:
+        lines.append(
+            "official scores, for published figures: exact match {em_official:.1%} and F1 {f1_official:.3f} "
+            "(SQuAD/NQ-open normalization), on the extracted short answer {em_official_short:.1%} and "
+            "{f1_official_short:.3f}; lm-evaluation-harness nq_open exact match {em_lm_eval:.1%}".format(
+                **summary
+            )
+        )
+    if summary.get("confidence") is not None:
+        lines.append("\n" + selective.format_report(summary["confidence"], summary.get("costs")))
+    a = summary.get("abstention")
+    if a:
+        lines.append(
+            f"answer only when sure ({a['method']} below {a['below']:.0%} counted as refusals, {a['how']}): "
+            f"{a['answered']:.1%} answered, {a['accuracy_answered']:.1%} of them right (all answers: "
+            f"{a['accuracy_all']:.1%}); hallucinated {a['hallucinated_before']:.1%} -> "
+            f"{a['hallucinated_after']:.1%} of all questions"
+        )
     return "\n".join(lines)
+
+
+def trust(
+    records: list[dict], model_sha256: str | None, abstain_below: float | None = None, method: str = ""
+) -> dict:
+    """The confidence part of a run's summary: each method on held-out answers
+    (research.selective.report), what the signals cost per answer, and with `abstain_below`
+    what "answer only when sure" gives with `method` (default: the best-ranking one)."""
+    rep = selective.report(records, model_sha256)
+    spent = [r["confidence"]["costs"] for r in records if r.get("confidence")]
+    costs = {}
+    for key in ("signal_s", "decode_s", "answer_s", "samples_s", "p_true_s"):
+        values = [c[key] for c in spent if c.get(key) is not None]
+        if values:
+            costs[key] = sum(values) / len(values)
+    out = {"confidence": rep, "costs": costs}
+    if abstain_below is not None and rep:
+        method = method or max(rep, key=lambda k: rep[k]["auroc"])
+        out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)
+    return out
 
 
 def format_runs(runs: list[dict], current: str | None = None) -> str:

@@ -123,6 +123,14 @@ BENCH_SLACK = 64
 CHUNKS = Range(1, None)
 #: Questions to ask: at least one (0 used to mean "all of them").
 LIMIT = Range(1, None, unit="questions")
+#: Answers sampled per question for the agreement signals: two at least to agree at all; beyond
+#: 64 each question costs more than a minute on a phone for a signal that no longer moves.
+SAMPLES = Range(2, 64, unit="answers")
+#: A probability (the abstention threshold): 0 abstains never, 1 always.
+PROBABILITY = Range(0.0, 1.0, integer=False)
+#: Example questions before the asked one (eval --fewshot): lm-evaluation-harness uses 0 to 25;
+#: 64 examples already fill a 2048-token context.
+FEWSHOT = Range(0, 64, unit="examples")
 #: Idle minutes before the page unloads its model: 0 is never; a week is the most that means
 #: anything for a page left open.
 UNLOAD_AFTER = Range(0.0, 7 * 24 * 60.0, integer=False, unit="minutes")

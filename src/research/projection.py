@@ -127,6 +127,23 @@ def published_check() -> list[dict]:
     return rows
 
 
+def loo_error(rows: list[dict] | None = None) -> dict:
+    """How far the leave-one-out projection missed the published figures: the median and the
+    largest absolute error, and how many figures (published_check() rows, or those given)."""
+    errors = [abs(r["error"]) for r in (rows if rows is not None else published_check())]
+    return {"median": statistics.median(errors), "max": max(errors), "n": len(errors)}
+
+
+def band(projected_tps: float, error: float) -> tuple[float, float]:
+    """The speeds a projection is consistent with when it misses by up to `error` either way.
+
+    The error is projected / measured - 1, so the measured speed is projected / (1 + error):
+    `band(5.41, 0.22)` -> (4.43, 6.94). An error of 100 % or more leaves no upper bound (inf).
+    """
+    high = projected_tps / (1 - error) if error < 1 else float("inf")
+    return projected_tps / (1 + error), high
+
+
 def phone_efficiency() -> float:
     """The median share of the theoretical bandwidth roofline that published phones reach."""
     return statistics.median(r["efficiency"] for r in published_check())

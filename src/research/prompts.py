@@ -92,6 +92,84 @@ def gemma(messages: Sequence[Message]) -> str:
     return "<bos>" + "".join(parts) + "<start_of_turn>model\n"
 
 
+@register_format("qa", stops=("\nQ:", "\n\n"))
+def qa(messages: Sequence[Message]) -> str:
+    """Question-answer completion for base models, which have no chat turns and, sent a chat
+    format, continue the text (they repeat the question): `[user "Capital of France?"]` ->
+    `"Q: Capital of France?\\nA:"`; a system prompt goes first as a line of its own, earlier
+    turns as answered pairs."""
+    parts = []
+    for m in messages:
+        text = str(m["content"]).strip()
+        if m["role"] == "system":
+            parts.append(f"{text}\n\n")
+        elif m["role"] == "user":
+            parts.append(f"Q: {text}\nA:")
+        else:
+            parts.append(f" {text}\n\n")
+    return "".join(parts)
+
+
+#: lm-evaluation-harness's nq_open task (lm_eval/tasks/nq_open/nq_open.yaml, version 4): its
+#: description, "Q: {{question}}?\nA:" per question, " " before a target, "\n" between examples,
+#: and generation until "\n", "." or ",".
+NQ_OPEN_DESCRIPTION = "Answer these questions:\n\n"
+NQ_OPEN_STOPS = ("\n", ".", ",")
+
+
+def nq_question(question: str) -> str:
+    """nq_open's "{{question}}?": NQ questions carry no mark, so it adds one; a question that
+    already ends in one keeps it alone. `"who wrote hamlet"` -> `"Q: who wrote hamlet?\\nA:"`."""
+    return f"Q: {question.strip().removesuffix('?')}?\nA:"
+
+
+def load_shots(path: str | None = None) -> list[tuple[str, str]]:
+    """Example (question, answer) pairs for fewshot_format from a JSONL file with question and
+    answer fields (an answer list gives its first, as lm-evaluation-harness does); default: the
+    kit's eight (data/fewshot/questions.jsonl), written for it and in none of its question sets."""
+    import json
+    from pathlib import Path
+
+    from research import paths
+
+    path = Path(path) if path else paths.kit_data_dir() / "fewshot" / "questions.jsonl"
+    shots, where = [], ""
+    try:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            where = f" line {n}"
+            if line.strip():
+                row = json.loads(line)
+                answer = row["answer"][0] if isinstance(row["answer"], list) else row["answer"]
+                shots.append((str(row["question"]), str(answer)))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise KitError(f"cannot read examples from {path}{where}: {type(e).__name__}: {e}") from None
+    return shots
+
+
+def fewshot_format(shots: Sequence[tuple[str, str]], description: str = NQ_OPEN_DESCRIPTION) -> ChatFormat:
+    """A few-shot question format for base models, laid out as lm-evaluation-harness's nq_open
+    task lays out its prompts, registered under a name that says how many examples it holds and
+    hashes them (`"nq-open-5shot-1a2b3c4d"`), so runs with other examples never share a run key.
+
+    Only the last question of a conversation is asked (a few-shot prompt has no turns), and a
+    system prompt is not used: the description stands in its place.
+    """
+    import hashlib
+
+    shots = [(str(q), str(a)) for q, a in shots]
+    context = "".join(f"{nq_question(q)} {a}\n" for q, a in shots)
+    digest = hashlib.sha256((description + context).encode()).hexdigest()[:8]
+    name = f"nq-open-{len(shots)}shot-{digest}"
+
+    def render(messages: Sequence[Message]) -> str:
+        question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        return description + context + nq_question(str(question))
+
+    render.__doc__ = f"nq_open's layout with {len(shots)} examples."
+    register_format(name, stops=NQ_OPEN_STOPS)(render)
+    return ChatFormat(name, stops=NQ_OPEN_STOPS)
+
+
 def fold_system(messages: Sequence[Message]) -> list[Message]:
     """Move a leading system message into the first user message."""
     system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]

@@ -1,17 +1,19 @@
-"""Model selection report: one row per quantized file, the figures, and the paper's model on a phone.
+"""Model selection report: one row per quantized file, and the paper's model on a phone.
 
 Joins what the other modules measured (research.quantize, bench, quality, memory, projection)
-into one table, draws the four figures of notebook 02 to files, and builds the same table for
-Orca-Mini-3B from its published sizes, projected to a device profile.
+into one table, says what each row is (the source's own type, an upcast above it, the quality
+reference, a type below it), and builds the same table for Orca-Mini-3B from its published
+sizes, projected to a device profile. The figures are in research.figures.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from research import memory, projection
+from research import memory, paths, projection, quantize
 from research.gguf_info import read_gguf
-from research.models import catalog
+from research.models import catalog, resolve
 from research.units import MB
 
 #: Delta perplexity of Llama-3-8B per type (llama.cpp tools/quantize README, PR 6936): a proxy
@@ -29,6 +31,36 @@ PUBLISHED_DELTA_PPL = {
 ORCA_SHAPE = {"n_layer": 26, "n_embd": 3200, "n_ff": 8640, "n_head_kv": 32, "head_dim": 100, "vocab": 32000}
 
 
+def out_dir(path) -> Path:
+    """A notebook's output folder: absolute as given, else inside the checkout (runs/ is
+    git-ignored), wherever the notebook runs from: "runs/02" -> <checkout>/runs/02."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else paths.REPO_ROOT / p
+
+
+def progress():
+    """A progress callback for long notebook cells: each step printed at once with the seconds
+    since the callback was made, so a cell that runs for minutes is never silent."""
+    t0 = time.perf_counter()
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {text}", flush=True)
+
+    return say
+
+
+def role(qtype: str, source_type: str) -> str:
+    """What a ladder row is against its source's type: "source", "upcast" (above the source's
+    precision: more bytes, no more information) or "below source" (rounded a second time).
+
+    `role("Q8_0", "Q4_1")` -> "upcast"; `role("Q4_0", "Q4_1")` -> "below source".
+    """
+    if qtype == source_type:
+        return "source"
+    bpw = {name: t.bpw for name, t in quantize.TYPES.items()}
+    return "upcast" if bpw.get(qtype, 16.0) > bpw.get(source_type, 16.0) + 1e-9 else "below source"
+
+
 def ladder_rows(
     quants,
     bench_rows: list[dict],
@@ -36,14 +68,20 @@ def ladder_rows(
     threads: int,
     n_ctx: int = 2048,
     device: str = "galaxy-s21",
+    source=None,
 ) -> list[dict]:
     """One row per file of the ladder: size, bits/weight, fallbacks, memory, speed, quality, phone.
 
     Args:
         quants: research.quantize.QuantResult list; bench_rows: research.bench.sweep() rows;
-        quality_rows: research.quality.compare() rows; threads: which bench rows to use.
+        quality_rows: research.quality.compare() rows; threads: which bench rows to use;
+        source: the model the ladder was written from (catalog id or path; None: the bundled one).
+    Each row carries its `role` (see role()) and the flags research.selection reads: `reference`
+    (the row the KL divergence is measured against) and `upcast` (above the source's precision).
     """
     eff = projection.phone_efficiency()
+    source_type, _ = quantize.source_bpw(read_gguf(resolve(source).path))
+    ref_paths = {str(Path(r["path"]).resolve()) for r in quality_rows if r.get("reference")}
     rows = []
     for q in quants:
         info = read_gguf(q.path)
@@ -64,9 +102,14 @@ def ladder_rows(
 
         qual = next((r for r in quality_rows if str(Path(r["path"]).resolve()) == path), {})
         phone = projection.project(projection.shape_of(info), device, eff)
+        kind = "reference" if path in ref_paths else role(q.type, source_type)
         rows.append(
             {
                 "type": q.type,
+                "role": kind,
+                "reference": kind == "reference",
+                "upcast": kind in ("upcast", "reference") and q.type != source_type,
+                "n_tensors": q.n_tensors,
                 "path": path,
                 "size_mb": q.size_bytes / MB,
                 "bits_per_weight": q.bits_per_weight,
@@ -132,140 +175,22 @@ def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def figures(
-    rows: list[dict], out_dir, machine: dict | None = None, front: list[dict] = ()
-) -> dict[str, Path]:
-    """Draw the selection figures to PNG files in `out_dir`; returns {name: path}.
+def next_token_logprobs(model, text: str, n_tokens: int = 64, threads: int | None = None):
+    """The log-probabilities a model gives the token after the first `n_tokens` tokens of `text`
+    (BOS first, as llama-perplexity tokenizes), and those tokens: the two distributions notebook
+    02 compares by hand before research.quality computes KL divergence over every position."""
+    import numpy as np
 
-    `machine`: this machine's {"bandwidth_gbs", "rows"} for the roofline figure;
-    `front`: the Pareto-optimal rows, marked in the Pareto figure.
-    """
-    import matplotlib
+    from research.engine import Engine, EngineConfig
+    from research.quality import log_softmax
 
-    matplotlib.use("Agg")  # files first; the notebook shows the PNGs
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    drawn = {
-        "size_vs_speed": size_vs_speed(rows),
-        "bpw_vs_quality": bits_vs_quality(rows),
-        "pareto": pareto_front(rows, front),
-        "roofline": roofline(machine),
-    }
-    return {name: _save(fig, out / f"{name}.png") for name, fig in drawn.items()}
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _label(ax, xs, ys, names) -> None:
-    for x, y, n in zip(xs, ys, names, strict=True):
-        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-
-
-def _kld(r: dict) -> float:
-    return max(r["kld_mean"], 1e-6)  # the reference's 0 on a log axis
-
-
-def size_vs_speed(rows: list[dict]):
-    """File size against decode speed, the kit's chat path and llama-bench."""
-    import matplotlib.pyplot as plt
-
-    fast = [r for r in rows if r.get("tg_tps")]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r["size_mb"] for r in fast], [r["tg_tps"] for r in fast], label="kit chat path")
-    lb = [r for r in fast if r.get("llama_bench_tg_tps")]
-    if lb:
-        ax.scatter(
-            [r["size_mb"] for r in lb], [r["llama_bench_tg_tps"] for r in lb], marker="x", label="llama-bench"
-        )
-    _label(ax, [r["size_mb"] for r in fast], [r["tg_tps"] for r in fast], [r["type"] for r in fast])
-    ax.set(xlabel="file size (MB)", ylabel="decode tokens/s", title="Size against decode speed")
-    ax.legend()
-    return fig
-
-
-def bits_vs_quality(rows: list[dict]):
-    """True bits per weight against perplexity and against KL divergence from the reference."""
-    import matplotlib.pyplot as plt
-
-    qual = [r for r in rows if r.get("ppl") is not None]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [r["bits_per_weight"] for r in qual]
-    a1.scatter(xs, [r["ppl"] for r in qual])
-    _label(a1, xs, [r["ppl"] for r in qual], [r["type"] for r in qual])
-    a1.set(xlabel="bits per weight (true, from tensor types)", ylabel="perplexity", title="Perplexity")
-    a2.scatter(xs, [_kld(r) for r in qual])
-    names = [r["type"] + (" (reference: 0)" if r["kld_mean"] <= 0 else "") for r in qual]
-    _label(a2, xs, [_kld(r) for r in qual], names)
-    a2.set(
-        xlabel="bits per weight", ylabel="mean KL divergence (log scale)", yscale="log", title="KL divergence"
-    )
-    return fig
-
-
-def pareto_front(rows: list[dict], front: list[dict] = ()):
-    """Predicted peak memory against KL divergence, coloured by decode speed, the front ringed."""
-    import matplotlib.pyplot as plt
-
-    full = [r for r in rows if r.get("ppl") is not None and r.get("tg_tps")]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sc = ax.scatter([r["memory_mb"] for r in full], [_kld(r) for r in full], c=[r["tg_tps"] for r in full])
-    fig.colorbar(sc, label="decode tokens/s")
-    on = [r for r in full if r in front]
-    ax.scatter(
-        [r["memory_mb"] for r in on],
-        [_kld(r) for r in on],
-        s=160,
-        facecolors="none",
-        edgecolors="red",
-        label="Pareto front",
-    )
-    _label(ax, [r["memory_mb"] for r in full], [_kld(r) for r in full], [r["type"] for r in full])
-    ax.set(
-        xlabel="predicted peak memory (MB)", ylabel="mean KL divergence", yscale="log", title="Pareto front"
-    )
-    ax.legend()
-    return fig
-
-
-def roofline(machine: dict | None = None):
-    """Decode speed against bytes read per token: published phones, the S21's roofline and the
-    projection from it, and this machine's roofline and measurements when given."""
-    import matplotlib.pyplot as plt
-
-    def tps(gbs: float, mb: float) -> float:
-        return gbs * 1e9 / (mb * MB)  # bandwidth in decimal GB/s, bytes per token in MB
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    published = projection.published_check()
-    xs = [p["bytes_per_token_mb"] for p in published]
-    ax.scatter(xs, [p["measured_tps"] for p in published], marker="^", label="phones (published)")
-    grid = [10 * 1.2**i for i in range(40)]
-    s21 = projection.device("galaxy-s21")["bandwidth_gbs"]
-    ax.plot(grid, [tps(s21, g) for g in grid], "--", label=f"S21 roofline ({s21:g} GB/s)")
-    eff = projection.phone_efficiency()
-    ax.plot(grid, [eff * tps(s21, g) for g in grid], ":", label=f"S21 projection ({eff:.0%} of roofline)")
-    if machine:
-        bw = machine["bandwidth_gbs"]
-        measured = f"this machine's roofline ({bw:.1f} GB/s measured)"
-        ax.plot(grid, [tps(bw, g) for g in grid], "-", label=measured)
-        ax.scatter(
-            [r["bytes_per_token_mb"] for r in machine["rows"]],
-            [r["measured_tps"] for r in machine["rows"]],
-            label="this machine (measured)",
-        )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="bytes read per token (MB)",
-        ylabel="decode tokens/s",
-        title="Decode speed against the bandwidth roofline",
-    )
-    ax.legend(fontsize=7)
-    return fig
+    engine = Engine.load(model, EngineConfig(n_ctx=512, n_threads=threads, token_signals=False))
+    try:
+        llm = engine.backend.llm
+        tokens = llm.tokenize(text.encode(), add_bos=True, special=False)[:n_tokens]
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.array(llm.scores[len(tokens) - 1], dtype=np.float32)
+        return log_softmax(logits[None])[0], tokens
+    finally:
+        engine.close()

@@ -1,0 +1,205 @@
+"""Rendered results: run the notebooks top to bottom and write them, figures and all, to docs/results.
+
+`python -m research.results` (`make results`) executes each notebook in a fresh kernel with the
+parameters of a full run (FULL: notebook 02 then measures the Orca-Mini-3B-shaped files, notebook
+03 asks every question), injected after the notebook's `parameters` cell as papermill does, and
+writes docs/results/NN_name.md with its figures beside it (NN_name_files/), an index
+(docs/results/README.md: when, on what machine, how long, which parameters), the Orca-Mini-3B-shaped
+measurements (research.shaped.RECORDED) and docs/claims.md from the findings the notebooks saved.
+The notebooks themselves stay without outputs; these copies are what a reader sees without
+running anything. `--quick` renders the CI-sized defaults instead (minutes, not half an hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from research import device, paper, paths, shaped
+from research.errors import KitError
+
+NOTEBOOKS = ("01_build_llama_cpp", "02_model_selection", "03_qa_evaluation")
+#: Parameters of the full run, per notebook: what CI leaves out for time.
+FULL = {
+    "01_build_llama_cpp": {"THREADS": [1, 2]},
+    "02_model_selection": {"ORCA_SHAPED": True, "CHUNKS": 8},
+    "03_qa_evaluation": {"LIMIT": None, "PAPER_LIMIT": None},
+}
+#: Seconds a single cell may run (the Orca-Mini-3B-shaped cell takes about half an hour).
+CELL_TIMEOUT = 4 * 3600
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def inject(nb, params: dict):
+    """Add a cell of `params` after the cell tagged "parameters" (papermill's convention: tagged
+    "injected-parameters"), so a rendered notebook shows what it ran with. Returns `nb`."""
+    import nbformat
+
+    if not params:
+        return nb
+    at = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
+    if at is None:
+        raise KitError("the notebook has no cell tagged 'parameters' to override")
+    source = "# Parameters of this run (research.results)\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in params.items()
+    )
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    cell.id = "injected-parameters"
+    nb.cells.insert(at + 1, cell)
+    return nb
+
+
+def execute(path: Path, params: dict, timeout: int = CELL_TIMEOUT):
+    """Run a notebook top to bottom in a fresh kernel, from its own folder (as nbmake and
+    JupyterLab do); returns (notebook with outputs, seconds). A failing cell raises, with the
+    notebook as far as it ran saved beside the results."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = inject(nbformat.read(path, as_version=4), params)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    t0 = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - t0
+
+
+def _clean_text(text: str) -> str:
+    """Progress bars as the last state of each line, without colour codes; the checkout and the
+    home folder named as such, so renders from two machines compare."""
+    lines = [line.rsplit("\r", 1)[-1] for line in _ANSI.sub("", text).split("\n")]
+    text = "\n".join(lines)
+    return text.replace(str(paths.REPO_ROOT), "<checkout>").replace(str(Path.home()), "~")
+
+
+def clean(nb):
+    """clean_text() over every stream and text output of a notebook; returns it."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = _clean_text(out["text"])
+            for kind in ("text/plain", "text/markdown", "text/html"):
+                if kind in out.get("data", {}):
+                    out["data"][kind] = _clean_text(out["data"][kind])
+    return nb
+
+
+def render(nb, out_dir: Path, name: str) -> Path:
+    """Write a notebook with outputs as Markdown (name.md) and its figures (name_files/*.png)."""
+    from nbconvert import MarkdownExporter
+
+    files = out_dir / f"{name}_files"
+    shutil.rmtree(files, ignore_errors=True)
+    body, resources = MarkdownExporter().from_notebook_node(
+        nb, resources={"output_files_dir": f"{name}_files"}
+    )
+    for rel, data in resources.get("outputs", {}).items():
+        target = out_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    path = out_dir / f"{name}.md"
+    path.write_text(body)
+    return path
+
+
+def write_index(out_dir: Path, run: dict | None = None) -> Path:
+    """docs/results/README.md from docs/results/index.json, `run` (name, params, seconds, quick)
+    added first: what was run, when, on what machine, how long and with which parameters."""
+    from research.provenance import llama_cpp_commit
+
+    store = out_dir / "index.json"
+    runs = json.loads(store.read_text()) if store.is_file() else {}
+    if run is not None:
+        cpus = len(device.core_speeds()) or "?"
+        runs[run["name"]] = run | {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "machine": f"{device.cpu_info()}, {platform.machine()}, {cpus} CPUs",
+            "llama_cpp": llama_cpp_commit(),
+            "python": platform.python_version(),
+        }
+        store.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    lines = [
+        "# Rendered results",
+        "",
+        "The notebooks, run top to bottom by `make results` (`python -m research.results`) and written",
+        "here with their outputs and figures, so they can be read without running anything. Generated:",
+        "do not edit. The claims of the paper against these numbers: [docs/claims.md](../claims.md).",
+        "",
+        "| notebook | parameters of this run | run time | when, where |",
+        "|---|---|---|---|",
+    ]
+    for name in sorted(runs):
+        r = runs[name]
+        params = ", ".join(f"`{k} = {v!r}`" for k, v in r["params"].items()) or "the defaults (CI-sized)"
+        where = f"{r['date']}; {r['machine']}; llama.cpp {r['llama_cpp']}, Python {r['python']}"
+        lines.append(f"| [{name}]({name}.md) | {params} | {r['seconds'] / 60:.1f} min | {where} |")
+    path = out_dir / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_claims(path: Path, findings: list) -> Path:
+    """docs/claims.md: every claim of the paper with the kit's evidence and verdict."""
+    intro = (
+        "# The paper's claims against the kit's numbers\n\n"
+        "Fassold, *Porting Large Language Models to Mobile Devices for Question Answering* (arXiv\n"
+        "2404.15851, 2024), claim by claim: what the kit measured or projected, where (the notebook\n"
+        "section that computes it; rendered in [docs/results](results/README.md)), its error band, and a\n"
+        "verdict: **reproduced**, **consistent within error**, **contradicted**, or **not testable here**\n"
+        "and why. Generated by `make results` from the findings the notebooks save; the verdict rules\n"
+        "are in `src/research/paper.py`.\n\n"
+    )
+    missing = [c for c in paper.CLAIMS if c not in {f.claim for f in findings}]
+    tail = f"\n\nNot confronted in this run: {', '.join(missing)}.\n" if missing else "\n"
+    path.write_text(intro + paper.table(findings) + tail)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m research.results", description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="*", help=f"names or numbers (default: all of {', '.join(NOTEBOOKS)})")
+    ap.add_argument("--quick", action="store_true", help="the CI-sized defaults, without FULL's parameters")
+    ap.add_argument(
+        "--out", default=str(paths.REPO_ROOT / "docs" / "results"), help="folder of the rendered copies"
+    )
+    args = ap.parse_args(argv)
+    chosen = [n for n in NOTEBOOKS if not args.notebooks or any(n.startswith(a) for a in args.notebooks)]
+    if not chosen:
+        print(
+            f"no such notebook: {' '.join(args.notebooks)}; choose from {', '.join(NOTEBOOKS)}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    (out / "claims").mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        params = {} if args.quick else FULL[name]
+        saved = paper.claims_dir() / f"{name[:2]}.json"
+        saved.unlink(missing_ok=True)  # only this run's findings are copied below
+        print(f"{name}: running with {params or 'the defaults'} ...", file=sys.stderr, flush=True)
+        try:
+            nb, seconds = execute(paths.REPO_ROOT / "notebooks" / f"{name}.ipynb", params)
+        except Exception as e:  # a failing cell: say which, and stop (the outputs so far are not rendered)
+            print(f"{name}: FAILED: {str(e)[-3000:]}", file=sys.stderr)
+            return 1
+        render(clean(nb), out, name)
+        if saved.is_file():
+            shutil.copyfile(saved, out / "claims" / saved.name)
+        measured = paths.REPO_ROOT / "runs" / "02" / shaped.RUN_FILE
+        if name.startswith("02") and params.get("ORCA_SHAPED") and measured.is_file():
+            shutil.copyfile(measured, shaped.RECORDED)
+        write_index(out, {"name": name, "params": params, "seconds": seconds})
+        print(f"{name}: rendered in {seconds / 60:.1f} min", file=sys.stderr, flush=True)
+    write_claims(out.parent / "claims.md", paper.load(out / "claims"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Selective answering: how well each confidence method sorts right answers from wrong ones on
+evaluation records, and what "answer only when sure" buys.
+
+Every figure is taken on held-out answers (held_out): a calibration saved for the model that was
+fitted on other questions is applied as it is; otherwise a stratified k-fold cross-validation on
+the records themselves gives each answer a probability from a fit that never saw it. The
+figures are those of the literature on selective prediction (AUROC, the risk-coverage curve,
+accuracy at a coverage, expected calibration error), with 95 % bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from research.calibration import (
+    BOOTSTRAP,
+    FOLDS,
+    load,
+    out_of_fold,
+    risk_coverage,
+    with_intervals,
+)
+
+
+def labelled(
+    records: list[dict], names: tuple[str, ...], key: str = "contains"
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """(signals, right?, ids) of the scored records that carry every signal in `names`."""
+    rows, labels, ids = [], [], []
+    for r in records:
+        signals = (r.get("confidence") or {}).get("signals") or {}
+        if r.get("scores") is None or any(signals.get(k) is None for k in names):
+            continue
+        rows.append([float(signals[k]) for k in names])
+        labels.append(float(r["scores"][key]))
+        ids.append(r.get("id"))
+    return np.asarray(rows, float).reshape(len(rows), len(names)), np.asarray(labels, float), ids
+
+
+def held_out(records: list[dict], method: str, model_sha256: str | None = None) -> dict | None:
+    """Out-of-fold probabilities of one method on these records, and how they were held out.
+
+    A calibration saved for this model and method that was fitted on none of these questions is
+    used as it is (the truest test: other questions, another day); otherwise a stratified k-fold
+    cross-validation on the records themselves. None when the records lack its signals.
+    Returns {"p", "y", "ids", "how"}.
+    """
+    from research import confidence
+
+    names = confidence.METHODS[method].signals
+    X, y, ids = labelled(records, names)
+    if len(y) < 2 * FOLDS or y.sum() < 2 or (1 - y).sum() < 2:
+        return None
+    saved = load(model_sha256, method) if model_sha256 else None
+    if (
+        saved is not None
+        and tuple(saved.model.names) == names
+        and not set(ids) & set(saved.fitted_on.get("question_ids", ()))
+    ):
+        return {
+            "p": saved.model.predict(X),
+            "y": y,
+            "ids": ids,
+            "how": f"calibration {saved.id}, fitted on other questions",
+        }
+    return {"p": out_of_fold(X, y), "y": y, "ids": ids, "how": f"{FOLDS}-fold cross-validation"}
+
+
+def report(records: list[dict], model_sha256: str | None = None, bootstrap: int = BOOTSTRAP) -> dict:
+    """Per method whose signals the records carry: AUROC, accuracy at 50 % and 80 % coverage,
+    ECE, each with a 95 % interval, on held-out answers (held_out), and the risk-coverage curve."""
+    from research import confidence
+
+    out = {}
+    for name, method in confidence.METHODS.items():
+        got = held_out(records, name, model_sha256)
+        if got is None:
+            continue
+        m = with_intervals(got["p"], got["y"], n=bootstrap)
+        cov, acc = risk_coverage(got["p"], got["y"])
+        steps = np.linspace(0.1, 1.0, 10)
+        curve = [float(acc[max(0, int(round(c * len(acc))) - 1)]) for c in steps]
+        out[name] = m | {
+            "cost": method.cost,
+            "how": got["how"],
+            "coverage": steps.round(2).tolist(),
+            "risk_coverage": curve,
+        }
+    return out
+
+
+def abstention(
+    records: list[dict], method: str, below: float, model_sha256: str | None = None
+) -> dict | None:
+    """What "answer only when sure" gives: answers under `below` (held-out probability) count as
+    refusals. Returns the share answered, the accuracy of those, and the hallucinated share of
+    all questions before and after."""
+    got = held_out(records, method, model_sha256)
+    if got is None:
+        return None
+    by_id = {r.get("id"): r for r in records}
+    kept = got["p"] >= below
+    halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
+    n = len(kept)
+    return {
+        "method": method,
+        "below": below,
+        "answered": float(kept.mean()),
+        "accuracy_answered": float(got["y"][kept].mean()) if kept.any() else float("nan"),
+        "accuracy_all": float(got["y"].mean()),
+        "hallucinated_before": float(halluc.mean()),
+        "hallucinated_after": float((halluc & kept).sum() / n),
+        "abstained": float((~kept).sum() / n),
+        "how": got["how"],
+    }
+
+
+def format_report(rep: dict, costs: dict | None = None) -> str:
+    """The method table with intervals, then the issue's targets and the cost of each method."""
+    if not rep:
+        return "confidence: no method's signals in these records"
+    any_m = next(iter(rep.values()))
+    lines = [
+        f"confidence, on held-out answers ({any_m['how']}; right = contains a reference, "
+        f"{any_m['accuracy']:.1%} of {any_m['n']}), 95 % bootstrap intervals:",
+        f"{'method':17} {'cost':10} {'AUROC':>19} {'acc@50%':>19} {'acc@80%':>19} {'ECE':>19}",
+    ]
+
+    def cell(m, k, fmt):
+        lo, hi = m[k + "_ci"]
+        return f"{format(m[k], fmt)} [{format(lo, fmt)}-{format(hi, fmt)}]".rjust(19)
+
+    for name, m in rep.items():
+        lines.append(
+            f"{name:17} {m['cost']:10} {cell(m, 'auroc', '.2f')} {cell(m, 'acc@50', '.1%')} "
+            f"{cell(m, 'acc@80', '.1%')} {cell(m, 'ece', '.3f')}"
+        )
+    best = best_method(rep)
+    b = rep[best]
+    lines.append(
+        f"targets: best AUROC {b['auroc']:.2f} ({best}; target 0.80: {_met(b['auroc'] >= 0.8)}); "
+        f"accuracy at 50 % coverage {b['acc@50'] / b['accuracy']:.2f} x overall "
+        f"(target 1.5: {_met(b['acc@50'] >= 1.5 * b['accuracy'])})"
+    )
+    if costs:
+        lines.append("cost: " + "; ".join(costs_lines(costs)))
+    return "\n".join(lines)
+
+
+def costs_lines(costs: dict) -> list[str]:
+    """`{"signal_s": .., "decode_s": .., "answer_s": .., "samples_s": ..}` in words, per answer."""
+    out = []
+    if costs.get("decode_s"):
+        ratio = costs["signal_s"] / costs["decode_s"]
+        out.append(
+            f"free signals {costs['signal_s'] * 1e3:.1f} ms of {costs['decode_s']:.2f} s decoding = "
+            f"{ratio:.2%} (target at most 5 %: {_met(ratio <= 0.05)})"
+        )
+    for key, what in (("samples_s", "sampled answers"), ("p_true_s", "P(True)")):
+        if costs.get(key) is not None and costs.get("answer_s"):
+            out.append(
+                f"{what} {costs[key]:.2f} s = {costs[key] / costs['answer_s']:.1f} x the answer's own time"
+            )
+    return out
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def abstention_table(records: list[dict], method: str, thresholds, model_sha256: str | None = None) -> list:
+    """abstention() at each threshold: what each "answer only when sure" setting buys."""
+    return [row for t in thresholds if (row := abstention(records, method, t, model_sha256))]
+
+
+def best_method(rep: dict) -> str:
+    """The method with the highest held-out AUROC in a report()."""
+    return max(rep, key=lambda k: rep[k]["auroc"])

@@ -1,0 +1,321 @@
+"""Confidence signals, calibration and abstention on a scripted fake model."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakeBackend
+
+from research import calibration, confidence, evaluate, ratings, selective
+from research.engine import Engine, Sampling, Stats, conversation
+from research.errors import KitError
+from research.prompts import STOPS, ChatFormat
+
+CHATML = ChatFormat("chatml", stops=STOPS["chatml"])
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_engine(answers, logprobs, name="fake"):
+    e = Engine(FakeBackend(answers, n_ctx=400, logprobs=logprobs), CHATML, name)
+    e.__dict__["sha256"] = f"{name}-sha256"
+    return e
+
+
+def stats_of(engine, question):
+    *_, stats = engine.stream(conversation(question), Sampling(temperature=0))
+    assert isinstance(stats, Stats)
+    return stats
+
+
+def test_free_signals_come_from_the_tokens_of_the_answer_itself():
+    engine = fake_engine(["The capital of Australia is Canberra."], [-0.25])
+    stats = stats_of(engine, "What is the capital of Australia?")
+    s = stats.signals
+    assert s["n_tokens"] == len("The capital of Australia is Canberra.")  # not the end-of-answer token
+    assert s["mean_logprob"] == pytest.approx(-0.25) and s["mean_entropy"] == pytest.approx(0.25)
+    # a backend with signals off keeps no trace: no signals, not made-up ones
+    assert stats_of(fake_engine(["Paris."], None), "Capital of France?").signals is None
+
+
+def test_answer_signals_skip_the_words_that_restate_the_question():
+    # "The capital of Australia is" is near-certain restatement; "Canberra" carries the doubt
+    texts = ["The", " capital", " of", " Australia", " is", " Can", "berra", "."]
+    trace = [(-0.01, 0.1)] * 5 + [(-2.0, 3.0), (-0.5, 1.0), (-0.1, 0.2)]
+    s = confidence.token_signals(trace, texts, "What is the capital of Australia?")
+    assert s["answer_first_logprob"] == -2.0  # " Can", the first word not in the question
+    assert s["answer_mean_logprob"] == pytest.approx(-1.25)  # "Canberra" only: its two tokens
+    assert s["mean_logprob"] == pytest.approx(sum(t[0] for t in trace) / 8)
+    assert s["first_logprob"] == -0.01
+    assert confidence.token_signals([], [], "q") is None
+
+
+def test_agreement_and_semantic_entropy_after_normalization():
+    q = "What is the capital of Australia?"
+    same = confidence.agreement_signals(
+        "The capital of Australia is Canberra.", ["Canberra.", "canberra", "It is Canberra"], q
+    )
+    assert same["agreement"] == 1.0 and same["semantic_entropy"] == 0.0
+    split = confidence.agreement_signals("Canberra.", ["Sydney", "Canberra", "Melbourne", "Sydney."], q)
+    assert split["agreement"] == 0.25
+    # clusters {Canberra x2}, {Sydney x2}, {Melbourne}: entropy over 5 answers
+    assert split["semantic_entropy"] == pytest.approx(-(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)))
+    assert not confidence.same_answer("", "")  # empty answers agree with nothing
+
+
+def test_words_for_probabilities():
+    assert confidence.describe(0.82) == ("likely right", 0.82)
+    assert confidence.label(0.82) == "likely right, 82 %"
+    assert confidence.label(0.23) == "likely wrong, check this: 23 %"
+    assert confidence.label(0.4) == "unsure, check this: 40 %"
+    assert confidence.label(0.6) == "probably right, 60 %"
+    assert confidence.describe(None) == ("not calibrated", None)
+
+
+def separable(n=60, seed=0):
+    """Signals where right answers have higher log-probabilities, with noise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.45).astype(float)
+    x = rng.normal(-1.5 + 1.2 * y, 0.5)
+    return x[:, None], y
+
+
+def test_calibration_fits_saves_and_gives_probabilities(tmp_path):
+    X, y = separable()
+    cal = calibration.fit(
+        "mean_logprob", ("mean_logprob",), X, y, "abc123", {"source": "test", "question_ids": []}
+    )
+    assert cal.held_out["auroc"] > 0.8 and cal.fitted_on["n"] == 60 and cal.fitted_on["right"] == int(y.sum())
+    path = calibration.save(cal, tmp_path)
+    assert path == tmp_path / "abc123" / "mean_logprob.json"
+    back = calibration.Calibration.from_dict(json.loads(path.read_text()))
+    assert back.id == cal.id and back.probability({"mean_logprob": -0.2}) == pytest.approx(
+        cal.probability({"mean_logprob": -0.2})
+    )
+    assert cal.probability({"mean_logprob": -0.2}) > 0.6 > 0.4 > cal.probability({"mean_logprob": -2.5})
+    assert cal.probability({"other": 1.0}) is None  # a signal it needs is missing
+
+
+def test_calibration_is_refused_on_too_few_answers():
+    with pytest.raises(KitError, match="too few labelled answers"):
+        calibration.fit("free", ("mean_logprob",), [[0.0]] * 5, [1, 0, 1, 0, 1], "x", {})
+
+
+def test_metrics_on_known_cases():
+    assert calibration.auroc([0.9, 0.2, 0.6], [1, 0, 0]) == 1.0
+    assert calibration.auroc([0.5, 0.5], [1, 0]) == 0.5  # ties count half
+    assert math.isnan(calibration.auroc([0.1, 0.2], [1, 1]))
+    assert calibration.ece([0.8, 0.8], [1, 0]) == pytest.approx(0.3)
+    assert calibration.accuracy_at([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], 0.5) == 1.0
+    cov, acc = calibration.risk_coverage([0.9, 0.1], [1, 0])
+    assert list(cov) == [0.5, 1.0] and list(acc) == [1.0, 0.5]
+
+
+def test_cross_validation_never_scores_an_answer_with_a_fit_that_saw_it():
+    # Labels are noise: a fit that saw its own answers would look better than chance.
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X, y = rng.normal(size=(60, 25)), (rng.random(60) < 0.5).astype(float)
+        in_sample = calibration.Logistic(()).fit(X, y, l2=0.01).predict(X)
+        held = calibration.out_of_fold(X, y, l2=0.01)
+        assert calibration.auroc(in_sample, y) > 0.8
+        assert calibration.auroc(held, y) < 0.65
+
+
+def questions(n):
+    return [
+        {
+            "id": f"q{i}",
+            "question": f"What is the capital of France ({i})?",
+            "references": ["Paris"],
+            "topic": "t",
+        }
+        for i in range(n)
+    ]
+
+
+def test_eval_records_carry_signals_and_the_summary_reports_methods_held_out(tmp_path):
+    # right answers come with high log-probabilities, wrong ones with low: a method must see it
+    engine = fake_engine(["Paris.", "Lyon.", "Paris, France.", "Rome."], [-0.1, -2.0, -0.4, -1.5])
+    out = tmp_path / "r.jsonl"
+    records = evaluate.run(engine, questions(40), out, progress=False, extra=("samples",), samples=2)
+    rec = records[0]["confidence"]
+    assert rec["signals"]["mean_logprob"] == pytest.approx(-0.1) and rec["signals"]["n_samples"] == 2
+    assert rec["confidence_method"] == "free" and rec["confidence"] is None  # nothing calibrated yet
+    assert rec["costs"]["samples_s"] > 0 and rec["settings"]["samples"]["k"] == 2
+    trust = evaluate.trust(records, engine.sha256, abstain_below=0.5)
+    rep = trust["confidence"]
+    assert {"mean_logprob", "free", "agreement", "combined"} <= set(rep) and "p_true" not in rep
+    assert rep["mean_logprob"]["auroc"] == 1.0 and rep["mean_logprob"]["how"] == "5-fold cross-validation"
+    lo, hi = rep["free"]["auroc_ci"]
+    assert lo <= rep["free"]["auroc"] <= hi
+    a = trust["abstention"]
+    assert (
+        a["answered"] == pytest.approx(0.5)
+        and a["accuracy_answered"] == 1.0
+        and a["hallucinated_after"] == 0.0
+    )
+    text = evaluate.format_summary(evaluate.summarize(records) | trust)
+    assert "AUROC" in text and "answer only when sure" in text and "free signals" in text
+
+
+def test_a_rerun_asking_for_more_signals_keeps_the_answers_and_adds_them(tmp_path):
+    engine = fake_engine(["Paris."], [-0.1])
+    out = tmp_path / "r.jsonl"
+    evaluate.run(engine, questions(3), out, progress=False)
+    calls = engine.backend.calls
+    again = evaluate.run(engine, questions(3), out, progress=False, extra=("p_true",))
+    assert all("p_true" in r["confidence"]["signals"] for r in again)
+    assert engine.backend.calls == calls  # no answer generated again: only the new signal's pass
+    assert evaluate.run(engine, questions(3), out, progress=False, extra=("p_true",)) == again  # done now
+
+
+def test_saved_calibration_gives_each_answer_its_probability(tmp_path):
+    engine = fake_engine(["Paris.", "Lyon."], [-0.1, -2.0])
+    records = evaluate.run(engine, questions(20), tmp_path / "a.jsonl", progress=False)
+    X, y, ids = selective.labelled(records, confidence.METHODS["free"].signals)
+    cal = calibration.fit(
+        "free", confidence.METHODS["free"].signals, X, y, engine.sha256, {"question_ids": ids}
+    )
+    calibration.save(cal)  # into the session's people's-data folder (conftest)
+    conf = confidence.of_stats(stats_of(engine, "Capital of France?"), engine.sha256)
+    assert conf.calibration == cal.id and conf.p > 0.5 and conf.words == confidence.label(conf.p)
+    # the eval records of other questions now carry it, and the summary uses it as held out
+    other = [
+        {"id": f"n{i}", "question": f"Name France's capital ({i})", "references": ["Paris"], "topic": "t"}
+        for i in range(20)
+    ]
+    recs = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False)
+    assert {r["confidence"]["calibration"] for r in recs} == {cal.id}
+    assert all((r["confidence"]["confidence"] > 0.5) == (r["answer"] == "Paris.") for r in recs)
+    assert selective.report(recs, engine.sha256)["free"]["how"].startswith(f"calibration {cal.id}")
+    # on the questions it was fitted on, the summary cross-validates instead
+    assert selective.report(records, engine.sha256)["free"]["how"] == "5-fold cross-validation"
+    assert confidence.Confidence(0.2, "free", cal.id, "").abstains(0.5)
+    assert not confidence.Confidence(None, "free", None, "").abstains(0.5)  # no number: never withheld
+
+
+def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path):
+    engine = fake_engine(["Paris."], [-0.3])
+    prov = {"model": "fake", "model_sha256": engine.sha256, "system": ""}
+    rated = [
+        ratings.make_record(f"Capital of France {i}?", "Paris." if i % 2 else "Lyon.", prov, verdict=v)
+        for i, v in enumerate(["correct", "wrong"] * 8)
+    ]
+    rated.append(
+        ratings.make_record("Other model?", "x", {"model": "m", "model_sha256": "other"}, thumbs="up")
+    )
+    kept, signals, forced = confidence.rated_signals(engine, rated)
+    assert len(kept) == 16 and forced == 16  # the other model's rating is not used
+    cal, path, _ = confidence.recalibrate(engine, rated, "mean_logprob", root=tmp_path)
+    assert path.is_file() and cal.fitted_on["source"] == "ratings" and cal.fitted_on["n"] == 16
+    with pytest.raises(KitError, match="free signals"):
+        confidence.recalibrate(engine, rated, "agreement", root=tmp_path)
+
+
+FRANCE = "What is the capital of France?"
+
+
+def chat(*args):
+    cmd = [sys.executable, "-m", "research", "chat", "--temperature", "0", "--max-tokens", "24", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.model
+def test_chat_json_carries_the_calibrated_confidence_of_the_bundled_model():
+    r = chat("-p", FRANCE, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["confidence_method"] == "free" and out["calibration"].startswith("free@")
+    assert 0 < out["confidence"] < 1 and out["confidence_words"] == confidence.label(out["confidence"])
+    assert out["signals"]["n_tokens"] == out["completion_tokens"]
+
+
+@pytest.mark.model
+def test_answer_only_when_sure_withholds_and_still_shows_the_answer_apart():
+    sure = chat("-p", FRANCE, "--abstain-below", "1")  # nothing is that sure
+    assert sure.returncode == 0, sure.stderr
+    assert sure.stdout.strip() == "I'm not sure."
+    assert "withheld" in sure.stderr and "the model's answer was:" in sure.stderr
+    as_json = json.loads(chat("-p", FRANCE, "--abstain-below", "1", "--json").stdout)
+    assert as_json["abstained"] and as_json["shown"] == "I'm not sure." and as_json["answer"].strip()
+    never = json.loads(chat("-p", FRANCE, "--abstain-below", "0", "--json").stdout)
+    assert not never["abstained"] and never["shown"] == never["answer"]
+
+
+def calibrated_fake(tmp_path, answers, logprobs, name="fake"):
+    """A fake engine with a calibration saved for it: right answers come with high log-probabilities."""
+    engine = fake_engine(answers, logprobs, name)
+    X, y = separable(80)
+    cal = calibration.fit("free", ("mean_logprob",), X, y, engine.sha256, {"source": "test"})
+    cal.method = confidence.DEFAULT  # the page's method, reading one signal here
+    calibration.save(cal)
+    return engine
+
+
+def page_ask(host, question, session="s1"):
+    from research import page_text
+
+    history = [{"role": "user", "content": page_text.shown(question)}]
+    *_, last = host.respond(history, "Be brief.", Sampling(temperature=0, max_tokens=200), session)
+    return last
+
+
+def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_path):
+    from research import chat
+
+    host = chat.ModelHost()
+    host.engine = calibrated_fake(tmp_path, ["Paris.", "Lyon."], [-0.1, -2.5], "page-conf")
+    sure = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
+    doubt = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
+    assert sure.startswith("Paris.")
+    assert re.search(r"<sub>◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
+    assert doubt.startswith("Lyon.") and re.search(r"<sub>◷ likely wrong, check this: \d+ % · ", doubt)
+
+
+def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_path):
+    from research import chat
+
+    hostile = 'Lyon <img src="http://evil.example/x.png">'
+    host = chat.ModelHost()
+    host.engine = calibrated_fake(tmp_path, [hostile, "Paris."], [-2.5, -0.1], "page-sure")
+    host.answer_only_when_sure("s1", True)
+    history = page_ask(host, "Capital of France?")
+    said = chat.text_of(history[-1]["content"])
+    assert said.startswith(chat.NOT_SURE + "\n\n<sub>◷ likely wrong, check this: ") and "Lyon" not in said
+    with pytest.raises(KitError, match="withheld"):
+        host.rate(history, thumbs="down", path=tmp_path / "r.jsonl")
+    shown = host.show_anyway(history)
+    text = chat.text_of(shown[-1]["content"])
+    assert text.startswith("Lyon &lt;img") and "<img" not in text and "likely wrong" in text
+    assert shown[-1]["metadata"] == history[-1]["metadata"]  # still the same answer, rateable now
+    host.rate(shown, thumbs="down", path=tmp_path / "r.jsonl")
+    (rated,), _ = ratings.read(tmp_path / "r.jsonl")
+    assert rated["answer"] == hostile and rated["confidence_signals"]["mean_logprob"] == pytest.approx(-2.5)
+    with pytest.raises(KitError, match="not withheld"):
+        host.show_anyway(shown)
+    # a sure answer is shown; another session, which did not turn the mode on, sees everything
+    assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
+    assert chat.text_of(page_ask(host, "Capital of France?", "s2")[-1]["content"]).startswith("Lyon")
+    host.answer_only_when_sure("s1", False)
+    assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
+
+
+def test_evaluation_forgets_the_cache_before_each_question(tmp_path):
+    engine = fake_engine(["Paris."], [-0.1])
+    evaluate.run(engine, questions(5), tmp_path / "r.jsonl", progress=False)
+    assert engine.backend.resets == 5 == engine.backend.calls
+
+
+def test_an_unknown_method_or_signal_is_one_line_not_a_traceback():
+    for args in (["--method", "nope"], ["--confidence", "nope"], ["--abstain-below", "1.5"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "research", "eval", *args], capture_output=True, text=True, cwd=ROOT
+        )
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("error: ") and repr(args[1]) in line

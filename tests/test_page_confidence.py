@@ -1,0 +1,68 @@
+"""The page's confidence, through the real page on the bundled model (gradio_client): each answer
+says how likely it is to be right, and "answer only when sure" withholds the doubtful ones with a
+way to see them anyway."""
+
+import json
+import re
+
+import pytest
+from gradio_client import Client
+from test_page import answer_text, ask_args, text
+
+from research import chat, confidence
+
+pytestmark = [pytest.mark.page, pytest.mark.model]
+
+#: Questions the bundled model answers greedily on the page's settings: one it answers right and
+#: sure, and ones it answers with little confidence (checked by the tests, not assumed).
+SURE = "What is the capital of France?"
+DOUBTFUL = ("Who was the mayor of Quellport in 1847?", "Who won the 1923 Tour de France?")
+SHOWN = re.compile(
+    r"<sub>◷ ((?:likely|probably) right|unsure, check this|likely wrong, check this)[,:] (\d+) % · "
+)
+
+
+def figures(message) -> tuple[str, int]:
+    """The confidence words and percentage at the head of an answer's figures line."""
+    m = SHOWN.search(text(message))
+    assert m, text(message)
+    return m.group(1), int(m.group(2))
+
+
+def test_each_answer_shows_its_calibrated_confidence_in_words_and_number(page):
+    client = Client(page.url, verbose=False)
+    history, _ = client.predict(*ask_args(SURE), api_name="/ask")
+    words, percent = figures(history[-1])
+    assert confidence.label(percent / 100).startswith(words)  # the words match the number
+    assert "Paris" in answer_text(history[-1])
+    sure_p = percent
+    lows = [figures(client.predict(*ask_args(q), api_name="/ask")[0][-1])[1] for q in DOUBTFUL]
+    assert min(lows) < sure_p  # the number moves with the answer: not a constant
+
+
+def test_answer_only_when_sure_withholds_and_shows_the_answer_on_request(page):
+    client = Client(page.url, verbose=False)
+    plain = {q: client.predict(*ask_args(q), api_name="/ask")[0][-1] for q in (SURE, *DOUBTFUL)}
+    client.predict(True, api_name="/answer_only_when_sure")
+    withheld = 0
+    for q, before in plain.items():
+        history, _ = client.predict(*ask_args(q), api_name="/ask")
+        words, percent = figures(history[-1])
+        assert (words, percent) == figures(before)  # the same greedy answer, the same confidence
+        if percent < confidence.SURE * 100:
+            withheld += 1
+            assert answer_text(history[-1]).strip() == chat.NOT_SURE
+            with pytest.raises(Exception, match="withheld"):
+                client.predict(history, 2, "wrong", "", api_name="/rate")
+            shown = client.predict(history, api_name="/show_anyway")
+            assert answer_text(shown[-1]) == answer_text(before) != chat.NOT_SURE
+            assert "Saved" in client.predict(shown, 2, "wrong", "", api_name="/rate")
+            rated = json.loads(page.ratings.read_text().splitlines()[-1])
+            assert rated["answer"] == answer_text(before) and rated["confidence_signals"]["n_tokens"] > 0
+        else:
+            assert answer_text(history[-1]) == answer_text(before)
+    assert withheld >= 1
+    client.predict(False, api_name="/answer_only_when_sure")
+    q = next(q for q in DOUBTFUL if figures(plain[q])[1] < confidence.SURE * 100)
+    history, _ = client.predict(*ask_args(q), api_name="/ask")
+    assert answer_text(history[-1]) == answer_text(plain[q])  # off again: every answer shown
