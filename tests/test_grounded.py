@@ -290,3 +290,49 @@ def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
         == 0
     )
     assert json.loads(capsys.readouterr().out)["sources"] == []
+
+
+# ---- the page's library choice (research.chat), without a browser ----
+
+
+def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib):
+    from research import chat
+
+    host = chat.ModelHost()
+    host.engine = engine(lambda p: "Marigold Dawn [1]" if "Passages:" in p else "I don't know")
+    history = [{"role": "user", "content": "What is the newest ferry?"}]
+    assert "passages" in host.use_library("s1", lib, "always")
+    shown = list(host.respond(history, "", grounded.Sampling(max_tokens=32), "s1"))[-1]
+    content = shown[-1]["content"]
+    answer, sources = content.split(chat.SOURCES_HEAD)
+    assert answer.startswith("Marigold Dawn [1]") and "◷" in answer  # the answer, then its figures
+    assert "retrieval" in sources and "prompt tokens" in sources and "✓ cited" in sources
+    assert re.search(rf"\]\(/passage/{lib}/\d+-\d+\)", sources)  # a link to the page's own route
+    # The sources are the page's, not the answer's: a later question and a rating see the answer only.
+    assert chat.history_messages(shown)[-1]["content"] == "Marigold Dawn [1]"
+    assert host.answer_record(shown[-1])["library"]["sources"][0]["n"] == 1
+    # Another session, and this one once it chose no library, ask the model alone.
+    alone = list(host.respond(history, "", grounded.Sampling(max_tokens=32), "s2"))[-1]
+    assert chat.SOURCES_HEAD not in alone[-1]["content"] and "I don't know" in alone[-1]["content"]
+    host.use_library("s1", chat.NO_LIBRARY)
+    assert (
+        chat.SOURCES_HEAD not in list(host.respond(history, "", grounded.Sampling(), "s1"))[-1][-1]["content"]
+    )
+    with pytest.raises(KitError, match="no library named"):
+        host.use_library("s1", "missing")
+
+
+def test_the_page_keeps_a_sure_closed_book_answer_in_unsure_mode(lib, monkeypatch):
+    from research import chat
+
+    scripted = lambda q, a, s: 0.9 if "France" in q else 0.1  # noqa: E731
+    monkeypatch.setitem(grounded.CONFIDENCE, grounded.Grounding().confidence, scripted)
+    host = chat.ModelHost()
+    host.engine = engine(lambda p: "Marigold Dawn" if "Passages:" in p else "Paris")
+    host.use_library("s", lib, "unsure")
+    sampling = grounded.Sampling()
+    sure = list(host.respond([{"role": "user", "content": "Capital of France?"}], "", sampling, "s"))
+    unsure = list(host.respond([{"role": "user", "content": "Newest ferry?"}], "", sampling, "s"))
+    assert len(sure) == 1 and sure[0][-1]["content"].startswith("Paris")  # shown, not generated again
+    assert "not consulted" in sure[0][-1]["content"] and host.answer_record(sure[0][-1])["answer"] == "Paris"
+    assert unsure[-1][-1]["content"].startswith("Marigold Dawn") and "retrieval" in unsure[-1][-1]["content"]
