@@ -292,6 +292,29 @@ def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
     assert json.loads(capsys.readouterr().out)["sources"] == []
 
 
+@pytest.mark.model
+def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, capsys):  # noqa: F811
+    """`eval --library NAME --compare-closed-book`: every mode scored against the closed-book
+    answer of the same question; the library set is out of the model's reach closed-book."""
+    from research.cli import main
+
+    library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
+    qs = library_eval.paths.kit_data_dir() / "library" / "questions.jsonl"
+    out = tmp_path / "records.jsonl"
+    argv = ["eval", "--library", "kit", "--compare-closed-book", "--questions", str(qs), "--limit", "3"]
+    assert main([*argv, "--out", str(out), "--json", "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"never", "always", "unsure"}
+    always, never = summary["always"]["library"], summary["never"]["library"]
+    assert always["n"] == 3 and always["lookups"] == 1.0 and never["lookups"] == 0.0
+    assert always["gained"] - always["lost"] == always["net"] and always["retrieval_ms"] > 0
+    assert always["right"] > never["right"]  # what the library is for
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({r["mode"] for r in records}) == ["always", "never", "unsure"] and len(records) == 9
+    assert main(["eval", "--compare-closed-book", "--limit", "1"]) == 1  # no library: one line
+    assert "add --library NAME" in capsys.readouterr().err
+
+
 # ---- the page's library choice (research.chat), without a browser ----
 
 
