@@ -153,6 +153,19 @@ def test_never_does_not_search_and_unsure_only_when_unsure(lib, monkeypatch):
         grounded.ground(e, "nope", "q", "never")
 
 
+def test_unsure_reads_research_confidence_calibrated_probability_where_there_is_one(lib, monkeypatch):
+    from research import confidence
+
+    e = engine(lambda p: "I don't know")  # the text alone says unsure: confidence 0
+    assert grounded.ground(e, lib, "Newest ferry?", "unsure").looked_up  # no calibration here
+    sure = confidence.Confidence(0.95, "free", "cal-1", "very likely right")
+    monkeypatch.setattr(confidence, "of_stats", lambda stats, sha, method=confidence.DEFAULT: sure)
+    g = grounded.ground(e, lib, "Newest ferry?", "unsure")
+    assert not g.looked_up and g.confidence == 0.95
+    with pytest.raises(KitError, match="unknown confidence"):
+        grounded.ground(e, lib, "Newest ferry?", "unsure", grounding=Grounding(confidence="nope"))
+
+
 def test_heuristic_confidence():
     h = grounded.heuristic
     assert h("What is the capital of France?", "Paris") == 1.0
@@ -349,7 +362,7 @@ def test_the_page_keeps_a_sure_closed_book_answer_in_unsure_mode(lib, monkeypatc
     from research import chat
 
     scripted = lambda q, a, s: 0.9 if "France" in q else 0.1  # noqa: E731
-    monkeypatch.setitem(grounded.CONFIDENCE, grounded.Grounding().confidence, scripted)
+    monkeypatch.setitem(grounded.CONFIDENCE, "logprob", scripted)  # no calibration: "calibrated" reads it
     host = chat.ModelHost()
     host.engine = engine(lambda p: "Marigold Dawn" if "Passages:" in p else "Paris")
     host.use_library("s", lib, "unsure")

@@ -90,7 +90,7 @@ def run(
     for m in modes:
         if m not in MODES:
             raise KitError(f"unknown mode {m!r}; choose from: {', '.join(MODES)}")
-    if grounding.confidence not in grounded.CONFIDENCE:
+    if grounding.confidence not in ("calibrated", *grounded.CONFIDENCE):
         raise KitError(f"unknown confidence signal {grounding.confidence!r}")
     library_obj = lib.open_library(library)
     out = Path(out) if out else default_out(engine, library)
@@ -150,7 +150,7 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
             "right": bool(score(text, refs)["contains"]),
             "time_s": time.perf_counter() - t,
             "prompt_tokens": stats.prompt_tokens,
-            "confidence": grounded.CONFIDENCE[grounding.confidence](q["question"], text, stats),
+            "confidence": grounded.closed_book_confidence(engine, grounding, q["question"], text, stats),
         }
     unsure = "closed" in a and a["closed"]["confidence"] < grounding.threshold
     if "always" in modes or ("unsure" in modes and unsure):
