@@ -64,6 +64,12 @@ def test_passages_are_numbered_into_the_system_prompt(lib):
     assert out["cited"] == [1] and out["cited_by"] == "model"
 
 
+def test_the_best_passage_comes_last_next_to_the_question():
+    hit = lambda n: library.Hit(f"1-{n}", 1.0, f"t{n}", "f.txt", n, f"text {n}", "text")  # noqa: E731
+    block = grounded.passages_block([grounded.Source(1, hit(1)), grounded.Source(2, hit(2))])
+    assert block == "[2] (t2) text 2\n\n[1] (t1) text 1"
+
+
 def test_passages_fit_the_context_with_room_for_the_reply(lib):
     from research.engine import Sampling
 

@@ -189,8 +189,11 @@ class Source:
 
 
 def passages_block(sources: Sequence[Source]) -> str:
-    """The passages as the model reads them: `[1] (Title) text`, a blank line between them."""
-    return "\n\n".join(f"[{s.n}] ({defang(s.hit.title)}) {defang(s.hit.text)}" for s in sources)
+    """The passages as the model reads them: `[n] (Title) text`, a blank line between them, the
+    best ([1]) last, next to the question: on the bundled SmolLM2-135M over data/library (61
+    questions, 3 passages) best-last answered 44 right against 41 best-first (7 gained, 4 lost:
+    a small model reads what is nearest the question; chosen on that same set)."""
+    return "\n\n".join(f"[{s.n}] ({defang(s.hit.title)}) {defang(s.hit.text)}" for s in reversed(sources))
 
 
 def system_for(sources: Sequence[Source], system: str | None = None) -> str:
