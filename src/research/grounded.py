@@ -188,6 +188,10 @@ class Source:
         }
 
 
+#: How passages_block lays the passages out, recorded with every evaluation record.
+PASSAGE_ORDER = "best last"
+
+
 def passages_block(sources: Sequence[Source]) -> str:
     """The passages as the model reads them: `[n] (Title) text`, a blank line between them, the
     best ([1]) last, next to the question: on the bundled SmolLM2-135M over data/library (61

@@ -100,6 +100,7 @@ def run(
         "library_version": library_obj.version,
         "library_key": library_key(library_obj),
         "grounded_system": grounded.SYSTEM,
+        "passage_order": grounded.PASSAGE_ORDER,  # in the key: a rerun with another layout is a new run
         "k": grounding.k,
         "confidence_fn": grounding.confidence,
         "threshold": grounding.threshold,
