@@ -166,6 +166,18 @@ def load_model(choice, path):
 
 
 @handler
+def choose_library(name, mode, request: gr.Request):
+    """The library this session's answers look things up in, and when (research.grounded)."""
+    return host.use_library(_session(request), name, mode)
+
+
+def _libraries():
+    from research import library
+
+    return gr.Dropdown(choices=[chat.NO_LIBRARY, *library.names()])
+
+
+@handler
 def export(history, system):
     md, js = host.export(history, system, os.environ["GRADIO_TEMP_DIR"])
     return [str(md), str(js)]
@@ -254,6 +266,14 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         )
         path = gr.Textbox(label="…or a path to a .gguf file", placeholder="/path/to/model.gguf")
         load_btn = gr.Button("Load", size="sm")
+    with gr.Accordion("Library", open=False):
+        library_choice = gr.Dropdown(
+            [chat.NO_LIBRARY],
+            value=chat.NO_LIBRARY,
+            label="Answer from your library (python -m research library add)",
+        )
+        lookup = gr.Radio([(v, k) for k, v in chat.LOOKUP.items()], value="always", label="Look it up")
+        library_status = gr.Markdown()
     with gr.Accordion("Export the conversation", open=False):
         export_btn = gr.Button("Export as Markdown and JSON", size="sm")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
@@ -281,6 +301,9 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
     export_btn.click(export, [chatbot, system], files, api_name="export")
     demo.load(_initial_status, None, status, api_visibility="private")
+    demo.load(_libraries, None, library_choice, api_visibility="private")  # added since the page started
+    for picked in (library_choice.change, lookup.change):
+        picked(choose_library, [library_choice, lookup], library_status, api_visibility="private")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,12 @@ def test_passages_are_numbered_into_the_system_prompt(lib):
     assert out["cited"] == [1] and out["cited_by"] == "model"
 
 
+def test_the_best_passage_comes_last_next_to_the_question():
+    hit = lambda n: library.Hit(f"1-{n}", 1.0, f"t{n}", "f.txt", n, f"text {n}", "text")  # noqa: E731
+    block = grounded.passages_block([grounded.Source(1, hit(1)), grounded.Source(2, hit(2))])
+    assert block == "[2] (t2) text 2\n\n[1] (t1) text 1"
+
+
 def test_passages_fit_the_context_with_room_for_the_reply(lib):
     from research.engine import Sampling
 
@@ -151,6 +157,19 @@ def test_never_does_not_search_and_unsure_only_when_unsure(lib, monkeypatch):
         grounded.ground(e, lib, "q", "sometimes")
     with pytest.raises(KitError, match="no library named"):
         grounded.ground(e, "nope", "q", "never")
+
+
+def test_unsure_reads_research_confidence_calibrated_probability_where_there_is_one(lib, monkeypatch):
+    from research import confidence
+
+    e = engine(lambda p: "I don't know")  # the text alone says unsure: confidence 0
+    assert grounded.ground(e, lib, "Newest ferry?", "unsure").looked_up  # no calibration here
+    sure = confidence.Confidence(0.95, "free", "cal-1", "very likely right")
+    monkeypatch.setattr(confidence, "of_stats", lambda stats, sha, method=confidence.DEFAULT: sure)
+    g = grounded.ground(e, lib, "Newest ferry?", "unsure")
+    assert not g.looked_up and g.confidence == 0.95
+    with pytest.raises(KitError, match="unknown confidence"):
+        grounded.ground(e, lib, "Newest ferry?", "unsure", grounding=Grounding(confidence="nope"))
 
 
 def test_heuristic_confidence():
@@ -290,3 +309,72 @@ def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
         == 0
     )
     assert json.loads(capsys.readouterr().out)["sources"] == []
+
+
+@pytest.mark.model
+def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, capsys):  # noqa: F811
+    """`eval --library NAME --compare-closed-book`: every mode scored against the closed-book
+    answer of the same question; the library set is out of the model's reach closed-book."""
+    from research.cli import main
+
+    library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
+    qs = library_eval.paths.kit_data_dir() / "library" / "questions.jsonl"
+    out = tmp_path / "records.jsonl"
+    argv = ["eval", "--library", "kit", "--compare-closed-book", "--questions", str(qs), "--limit", "3"]
+    assert main([*argv, "--out", str(out), "--json", "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"never", "always", "unsure"}
+    always, never = summary["always"]["library"], summary["never"]["library"]
+    assert always["n"] == 3 and always["lookups"] == 1.0 and never["lookups"] == 0.0
+    assert always["gained"] - always["lost"] == always["net"] and always["retrieval_ms"] > 0
+    assert always["right"] > never["right"]  # what the library is for
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({r["mode"] for r in records}) == ["always", "never", "unsure"] and len(records) == 9
+    assert main(["eval", "--compare-closed-book", "--limit", "1"]) == 1  # no library: one line
+    assert "add --library NAME" in capsys.readouterr().err
+
+
+# ---- the page's library choice (research.chat), without a browser ----
+
+
+def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib):
+    from research import chat
+
+    host = chat.ModelHost()
+    host.engine = engine(lambda p: "Marigold Dawn [1]" if "Passages:" in p else "I don't know")
+    history = [{"role": "user", "content": "What is the newest ferry?"}]
+    assert "passages" in host.use_library("s1", lib, "always")
+    shown = list(host.respond(history, "", grounded.Sampling(max_tokens=32), "s1"))[-1]
+    content = shown[-1]["content"]
+    answer, sources = content.split(chat.SOURCES_HEAD)
+    assert answer.startswith("Marigold Dawn [1]") and "◷" in answer  # the answer, then its figures
+    assert "retrieval" in sources and "prompt tokens" in sources and "✓ cited" in sources
+    assert re.search(rf"\]\(/passage/{lib}/\d+-\d+\)", sources)  # a link to the page's own route
+    # The sources are the page's, not the answer's: a later question and a rating see the answer only.
+    assert chat.history_messages(shown)[-1]["content"] == "Marigold Dawn [1]"
+    assert host.answer_record(shown[-1])["library"]["sources"][0]["n"] == 1
+    # Another session, and this one once it chose no library, ask the model alone.
+    alone = list(host.respond(history, "", grounded.Sampling(max_tokens=32), "s2"))[-1]
+    assert chat.SOURCES_HEAD not in alone[-1]["content"] and "I don't know" in alone[-1]["content"]
+    host.use_library("s1", chat.NO_LIBRARY)
+    assert (
+        chat.SOURCES_HEAD not in list(host.respond(history, "", grounded.Sampling(), "s1"))[-1][-1]["content"]
+    )
+    with pytest.raises(KitError, match="no library named"):
+        host.use_library("s1", "missing")
+
+
+def test_the_page_keeps_a_sure_closed_book_answer_in_unsure_mode(lib, monkeypatch):
+    from research import chat
+
+    scripted = lambda q, a, s: 0.9 if "France" in q else 0.1  # noqa: E731
+    monkeypatch.setitem(grounded.CONFIDENCE, "logprob", scripted)  # no calibration: "calibrated" reads it
+    host = chat.ModelHost()
+    host.engine = engine(lambda p: "Marigold Dawn" if "Passages:" in p else "Paris")
+    host.use_library("s", lib, "unsure")
+    sampling = grounded.Sampling()
+    sure = list(host.respond([{"role": "user", "content": "Capital of France?"}], "", sampling, "s"))
+    unsure = list(host.respond([{"role": "user", "content": "Newest ferry?"}], "", sampling, "s"))
+    assert len(sure) == 1 and sure[0][-1]["content"].startswith("Paris")  # shown, not generated again
+    assert "not consulted" in sure[0][-1]["content"] and host.answer_record(sure[0][-1])["answer"] == "Paris"
+    assert unsure[-1][-1]["content"].startswith("Marigold Dawn") and "retrieval" in unsure[-1][-1]["content"]

@@ -66,9 +66,26 @@ def history_messages(history: list[dict]) -> list[dict]:
     for m in history or []:
         role = m.get("role") if isinstance(m, dict) else None
         if role in ("user", "assistant"):
-            text = page_text.strip_figures(text_of(m.get("content")))
+            text = page_text.strip_figures(strip_sources(text_of(m.get("content"))))
             out.append({"role": role, "content": page_text.plain(text)})
     return out
+
+
+#: The page's choice of no library, and the lookup modes as it names them.
+NO_LIBRARY = "(none: the model alone)"
+LOOKUP = {
+    "always": "every question",
+    "unsure": "only when the model's own answer is unsure",
+    "never": "never (the model alone, for comparison)",
+}
+#: Where the sources start under an answer: the kit's own HTML, which shown() makes impossible in
+#: an answer's text (its `<` becomes `&lt;`), so an answer cannot end itself early.
+SOURCES_HEAD = "\n\n<sub>📚 Sources</sub>"
+
+
+def strip_sources(text: str) -> str:
+    """An answer without the sources the page listed under it."""
+    return text.split(SOURCES_HEAD, 1)[0]
 
 
 def answer_id_of(message: dict) -> str | None:
@@ -126,6 +143,7 @@ class ModelHost:
         # "Answer only when sure", per page session: the threshold below which an answer is
         # withheld (confidence.SURE), absent when the session has not turned it on.
         self._sure: dict[str, float] = {}
+        self._libraries: dict[str, tuple[str, str]] = {}  # session -> (library, lookup mode)
 
     def get(self) -> Engine:
         with self._load_lock:
@@ -219,7 +237,7 @@ class ModelHost:
         answer_id = answer_id_of(message)
         with self._answers_lock:
             record = self._answers.get(answer_id) if answer_id else None
-        text = page_text.plain(page_text.strip_figures(text_of(message.get("content"))))
+        text = page_text.plain(page_text.strip_figures(strip_sources(text_of(message.get("content")))))
         if record is None:
             raise KitError(
                 "the page does not know which model gave this answer (it was given before the page "
@@ -251,6 +269,9 @@ class ModelHost:
         with self._load_lock:
             self._active += 1
         try:
+            if session in self._libraries:
+                yield from self._respond_library(history, messages, system, sampling, session)
+                return
             yield from self._respond(history, messages, system, sampling, session)
         finally:
             with self._load_lock:
@@ -322,6 +343,59 @@ class ModelHost:
         i = index if index is not None else history.index(message)
         history[i] = {"role": "assistant", "content": record["shown"], "metadata": message.get("metadata")}
         return history
+
+    # ---- answers from the user's library (research.grounded) ----
+
+    def use_library(self, session: str, name: str | None, mode: str = "always") -> str:
+        """Answer this session's questions from library `name` (None or "": from the model alone)."""
+        from research import grounded, library
+
+        if not name or name == NO_LIBRARY:
+            self._libraries.pop(session, None)
+            return "Answers come from the model alone."
+        if mode not in grounded.MODES:
+            raise KitError(f"unknown lookup mode {mode!r}; choose from: {', '.join(grounded.MODES)}")
+        summary = library.open_library(name).summary()
+        self._libraries[session] = (name, mode)
+        return f"Answers look up {page_text.literal(name)} ({summary['passages']} passages) · {LOOKUP[mode]}"
+
+    def _respond_library(self, history, messages, system, sampling, session) -> Iterator[list[dict]]:
+        """The answer grounded in the session's library, its sources listed under it (each a link
+        to the page's /passage route) with what the library cost; hostile text stays text."""
+        from research import grounded
+
+        name, mode = self._libraries[session]
+        engine = self.get()
+        question = messages[-1]["content"]
+        earlier = [m for m in messages[:-1] if m["role"] != "system"]
+        g = grounded.ground(
+            engine, name, question, mode, system=system or None, history=earlier, sampling=sampling
+        )
+
+        def block(answer: str) -> str:
+            numbers, by = grounded.citations(answer, question, g.sources)
+            head = f"{SOURCES_HEAD} · {page_text.shown(g.figures())}"
+            listed = grounded.sources_markdown(name, g.sources, numbers) if g.sources else ""
+            return f"{head}\n\n{listed.removeprefix('**Sources**').strip()}" if listed else head
+
+        if g.closed_answer is not None and not g.looked_up:  # "unsure", and sure: the answer stands
+            answer_id, stats = uuid.uuid4().hex, g.closed_stats
+            prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
+            when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            record = {"question": question, "answer": g.closed_answer, "provenance": prov, "time": when}
+            self._remember(answer_id, record | {"stats": stats.as_dict(), "library": g.as_dict()})
+            content = with_figures(g.closed_answer, stats) + block(g.closed_answer)
+            yield list(history) + [{"role": "assistant", "content": content, "metadata": {"id": answer_id}}]
+            return
+        for shown in self._respond(history, g.messages, system, sampling, session):
+            last = shown[-1]
+            answer = page_text.plain(page_text.strip_figures(last["content"]))
+            shown[-1] = last | {"content": last["content"] + block(answer)}
+            with self._answers_lock:
+                record = self._answers.get(last["metadata"]["id"])
+            if record is not None:
+                record["library"] = g.as_dict()
+            yield shown
 
     def rate(self, history: list[dict], index: int | None = None, path=None, **rating) -> Path:
         """Append a rating of the answer at `index` (default: the last one) to the ratings file.

@@ -143,6 +143,46 @@ def cmd_eval(args) -> None:
     print(f"records: {args.out or library_eval.default_out(engine, args.name)}", file=sys.stderr)
 
 
+def eval_options(s) -> None:
+    """`eval`'s --library, --compare-closed-book and --lookup options (research.cli_measure)."""
+    s.add_argument("--library", type=_name, metavar="NAME", help="answer from this library, citing it")
+    s.add_argument(
+        "--compare-closed-book",
+        action="store_true",
+        help="with --library: answer each question closed-book too, and report gained, lost, net and "
+        "citation accuracy per lookup mode (never, always, unsure)",
+    )
+    s.add_argument(
+        "--lookup",
+        type=_modes,
+        metavar="MODES",
+        help="with --library: lookup modes, comma-separated (default: always; never,always,unsure with "
+        "--compare-closed-book)",
+    )
+
+
+def eval_library(args) -> None:
+    """`eval --library NAME [--compare-closed-book]`: the library's evaluation (library_eval) with
+    `eval`'s own options; the default questions are the library's set and the kit's general one."""
+    from research import library_eval
+    from research.cli import engine_from
+    from research.grounded import MODES
+
+    if not args.library:
+        raise KitError("--compare-closed-book and --lookup need a library: add --library NAME")
+    modes = args.lookup or (list(MODES) if args.compare_closed_book else ["always"])
+    if args.compare_closed_book and "never" not in modes:
+        modes = ["never", *modes]  # gained and lost are counted against the closed-book answer
+    files = [args.questions] if args.questions else library_eval.default_questions()
+    questions = library_eval.load(files, args.limit)
+    engine = engine_from(args)
+    _, summary = library_eval.run(
+        engine, questions, args.library, modes, out=args.out, progress=not args.json
+    )
+    print(json.dumps(summary, indent=2) if args.json else library_eval.format_summary(summary))
+    print(f"records: {args.out or library_eval.default_out(engine, args.library)}", file=sys.stderr)
+
+
 def cmd_bench(args) -> None:
     from research import library_bench
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from research import options
+from research import cli_library, options
 from research.cli import THREADS_HELP, engine_from, model_options, models_option
 from research.errors import KitError
 from research.units import MB
@@ -190,6 +190,9 @@ def cmd_eval(args) -> None:
         raise KitError(f"unknown confidence method {args.method!r}; choose from {', '.join(METHODS)}")
     if args.from_ratings is not None:
         _calibrate_from_ratings(args)
+        return
+    if args.library or args.compare_closed_book or args.lookup:  # issue 16: answers from a library
+        cli_library.eval_library(args)
         return
     columns = evaluate.Columns(
         args.question_col,
@@ -546,6 +549,7 @@ def add_eval(sub) -> None:
         help="instead of scoring, decode --limit questions (default 10) with the free confidence signals "
         "on and off, side by side, and print what they cost",
     )
+    cli_library.eval_options(s)  # --library NAME, --compare-closed-book, --lookup MODES
     s.set_defaults(func=cmd_eval, ctx=1024)
 
 

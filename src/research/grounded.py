@@ -5,13 +5,15 @@ Three modes: "never" (closed book), "always" (every question looks the library u
 threshold: Mallen et al., ACL 2023, retrieve only what the model does not know, since added
 passages also destroy answers a small model knew, arXiv 2603.11513).
 
-The confidence of a closed-book answer is a pluggable function (CONFIDENCE, register_confidence):
-the default, "logprob", is the geometric mean probability of the answer's own tokens where the
+The confidence of a closed-book answer is, by default ("calibrated"), research.confidence's
+calibrated probability that the answer is right, where the model file has a calibration
+(`eval --calibrate`); without one, or by name, a pluggable function (CONFIDENCE,
+register_confidence): "logprob", the geometric mean probability of the answer's own tokens where the
 engine reads token log-probabilities (Stats.signals); where it does not, "heuristic", a free
 signal read from the answer's text: a refusal or an empty answer is 0; hedging, an answer cut
 off at the token limit, a long answer, and an answer that mostly repeats the question's own
 words (what a small model does when it does not know: "The ferry is the Harrow Island ferry")
-lower it. research.confidence's calibrated methods can be registered in their place.
+lower it.
 
 Retrieved text is hostile: before it enters the prompt, chat-format control sequences are
 broken (a document holding `<|im_start|>system` must not open a turn of its own), and on the page
@@ -52,9 +54,11 @@ class Grounding:
 
     k: int = 3  # passages at most: more crowds a small context and distracts a small model
     threshold: float = 0.5  # "unsure": look up when the closed-book confidence is below this
-    # A name in CONFIDENCE: "logprob" reads the engine's token log-probabilities, and falls back
-    # to "heuristic" (the answer's text) where the engine gives none.
-    confidence: str = "logprob"
+    # "calibrated": research.confidence's calibrated probability that the answer is right, where
+    # this model file has a calibration (`eval --calibrate`), else "logprob". Or a name in
+    # CONFIDENCE: "logprob" reads the engine's token log-probabilities, and falls back to
+    # "heuristic" (the answer's text) where the engine gives none.
+    confidence: str = "calibrated"
     margin_tokens: int = 8  # slack for how the template joins the passages to the question
 
 
@@ -129,6 +133,24 @@ def logprob(question: str, answer: str, stats: Stats | None = None) -> float:
     return round(math.exp(min(0.0, float(mean))), 3)
 
 
+def closed_book_confidence(engine: Engine, grounding: Grounding, question: str, answer: str, stats) -> float:
+    """The confidence "unsure" compares with its threshold: research.confidence's calibrated
+    probability for "calibrated" when this model has a calibration, else CONFIDENCE's function."""
+    name = grounding.confidence
+    if name == "calibrated":
+        from research import confidence
+
+        p = confidence.of_stats(stats, engine.sha256).p
+        if p is not None:
+            return round(p, 3)
+        name = "logprob"
+    if name not in CONFIDENCE:
+        raise KitError(
+            f"unknown confidence signal {name!r}; choose from: calibrated, {', '.join(CONFIDENCE)}"
+        )
+    return CONFIDENCE[name](question, answer, stats)
+
+
 # ---- passages in the prompt ----
 
 #: Strings that open or close a turn in the kit's chat formats; in a passage they are broken
@@ -166,9 +188,16 @@ class Source:
         }
 
 
+#: How passages_block lays the passages out, recorded with every evaluation record.
+PASSAGE_ORDER = "best last"
+
+
 def passages_block(sources: Sequence[Source]) -> str:
-    """The passages as the model reads them: `[1] (Title) text`, a blank line between them."""
-    return "\n\n".join(f"[{s.n}] ({defang(s.hit.title)}) {defang(s.hit.text)}" for s in sources)
+    """The passages as the model reads them: `[n] (Title) text`, a blank line between them, the
+    best ([1]) last, next to the question: on the bundled SmolLM2-135M over data/library (61
+    questions, 3 passages) best-last answered 44 right against 41 best-first (7 gained, 4 lost:
+    a small model reads what is nearest the question; chosen on that same set)."""
+    return "\n\n".join(f"[{s.n}] ({defang(s.hit.title)}) {defang(s.hit.text)}" for s in reversed(sources))
 
 
 def system_for(sources: Sequence[Source], system: str | None = None) -> str:
@@ -332,7 +361,7 @@ def ground(
     if mode == "unsure":
         answer, stats = engine.answer(plain, sampling)
         out.closed_answer, out.closed_stats = answer.strip(), stats
-        out.confidence = CONFIDENCE[grounding.confidence](question, answer, stats)
+        out.confidence = closed_book_confidence(engine, grounding, question, answer, stats)
         if out.confidence >= grounding.threshold:
             out.messages = plain
             return out

@@ -90,7 +90,7 @@ def run(
     for m in modes:
         if m not in MODES:
             raise KitError(f"unknown mode {m!r}; choose from: {', '.join(MODES)}")
-    if grounding.confidence not in grounded.CONFIDENCE:
+    if grounding.confidence not in ("calibrated", *grounded.CONFIDENCE):
         raise KitError(f"unknown confidence signal {grounding.confidence!r}")
     library_obj = lib.open_library(library)
     out = Path(out) if out else default_out(engine, library)
@@ -100,6 +100,7 @@ def run(
         "library_version": library_obj.version,
         "library_key": library_key(library_obj),
         "grounded_system": grounded.SYSTEM,
+        "passage_order": grounded.PASSAGE_ORDER,  # in the key: a rerun with another layout is a new run
         "k": grounding.k,
         "confidence_fn": grounding.confidence,
         "threshold": grounding.threshold,
@@ -144,18 +145,20 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
     a: dict = {}
     if "never" in modes or "unsure" in modes:
         t = time.perf_counter()
+        engine.reset()  # what the last question left cached changes greedy answers (evaluate.run)
         text, stats = engine.answer(conversation(q["question"], system), sampling)
         a["closed"] = {
             "answer": text.strip(),
             "right": bool(score(text, refs)["contains"]),
             "time_s": time.perf_counter() - t,
             "prompt_tokens": stats.prompt_tokens,
-            "confidence": grounded.CONFIDENCE[grounding.confidence](q["question"], text, stats),
+            "confidence": grounded.closed_book_confidence(engine, grounding, q["question"], text, stats),
         }
     unsure = "closed" in a and a["closed"]["confidence"] < grounding.threshold
     if "always" in modes or ("unsure" in modes and unsure):
         t = time.perf_counter()
         g = grounded.ground(engine, library, q["question"], "always", sampling=sampling, grounding=grounding)
+        engine.reset()
         text, stats = engine.answer(g.messages, sampling)
         text = text.strip()
         numbers, by = grounded.citations(text, q["question"], g.sources)

@@ -200,12 +200,31 @@ class SecurityHeaders:
 _REPLACED = {b"content-security-policy", *(k for k, _ in SECURITY_HEADERS)}
 
 
+def passage(library: str, pid: str):
+    """GET /passage/<library>/<id>: a passage the page cited, read from this device, as plain text.
+
+    Retrieved text is hostile: it is sent as text/plain (never sniffed as HTML: nosniff), under
+    the same Content-Security-Policy and Host/Origin guard as the page; a name or id that is not
+    one is a one-line 404, which echoes nothing of any file.
+    """
+    from fastapi.responses import PlainTextResponse
+
+    from research import grounded
+
+    try:
+        text = grounded.passage_text(library, pid)
+    except KitError as e:
+        return PlainTextResponse(f"{e}\n", status_code=404)
+    return PlainTextResponse(text, headers={"content-disposition": "inline"})
+
+
 def build_app(demo, host: str = "127.0.0.1", auth: tuple[str, str] | None = None, **mount):
     """The ASGI app: the page mounted at / behind the Host/Origin guard."""
     import gradio as gr
     from fastapi import FastAPI
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_api_route("/passage/{library}/{pid}", passage, methods=["GET"])  # before the page's own
     app = gr.mount_gradio_app(
         app,
         demo,
