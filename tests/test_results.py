@@ -66,3 +66,10 @@ def test_the_index_keeps_earlier_runs(tmp_path):
     assert set(json.loads((tmp_path / "index.json").read_text())) == {"01_x", "02_y"}
     readme = (tmp_path / "README.md").read_text()
     assert "the defaults (CI-sized)" in readme and "`CHUNKS = 8`" in readme and "2.0 min" in readme
+
+
+def test_links_written_for_the_notebooks_folder_work_from_docs_results():
+    text = "[g](README.md#glossary) [r](../docs/results/x.md) [q](../data/qa/README.md) [w](https://x)"
+    assert results.relink(text) == (
+        "[g](../../notebooks/README.md#glossary) [r](../results/x.md) [q](../../data/qa/README.md) [w](https://x)"
+    )

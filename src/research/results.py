@@ -93,6 +93,18 @@ def clean(nb):
     return nb
 
 
+def relink(markdown: str) -> str:
+    """Links written for notebooks/ made to work from docs/results/:
+    `relink("[glossary](README.md#glossary)")` -> "[glossary](../../notebooks/README.md#glossary)"."""
+    for old, new in (
+        ("](../docs/", "](../"),
+        ("](../data/", "](../../data/"),
+        ("](README.md", "](../../notebooks/README.md"),
+    ):
+        markdown = markdown.replace(old, new)
+    return markdown
+
+
 def render(nb, out_dir: Path, name: str) -> Path:
     """Write a notebook with outputs as Markdown (name.md) and its figures (name_files/*.png)."""
     from nbconvert import MarkdownExporter
@@ -108,7 +120,7 @@ def render(nb, out_dir: Path, name: str) -> Path:
         target.write_bytes(data)
     path = out_dir / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
+    path.write_text(relink(body))
     return path
 
 
