@@ -264,6 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--types", default=",".join(TYPES), help="quantization types (default: %(default)s)")
     p.add_argument("--contexts", default="512,2048", help="contexts for peak memory (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="decode threads (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=2, help="speed repetitions (default: %(default)s)")
     p.add_argument("--record", default=str(RECORDED), help="JSON to write (default: %(default)s)")
     p.add_argument("--delete", action="store_true", help="delete the quantized files afterwards")
     a = p.parse_args(argv)
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
     results = orca_shaped(a.out_dir, types=a.types.split(","))
     files = [r.path for r in results]
     contexts = tuple(int(c) for c in a.contexts.split(","))
-    result = measure(files, contexts=contexts, threads=a.threads)
+    result = measure(files, contexts=contexts, threads=a.threads, reps=a.reps)
     result["command"] = "python -m research.shaped " + " ".join(argv if argv is not None else sys.argv[1:])
     result["minutes"] = round((time.perf_counter() - t0) / 60, 1)
     print(f"recorded in {save(result, a.record)} after {result['minutes']} min", file=sys.stderr)
