@@ -73,3 +73,17 @@ def test_links_written_for_the_notebooks_folder_work_from_docs_results():
     assert results.relink(text) == (
         "[g](../../notebooks/README.md#glossary) [r](../results/x.md) [q](../../data/qa/README.md) [w](https://x)"
     )
+
+
+def test_a_progress_bar_in_many_outputs_renders_as_its_last_state():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="\rrun:   0%| 0/3"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rrun:  33%| 1/3"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rrun: 100%| 3/3\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+    ]
+    nb.cells = [cell]
+    outs = results.clean(nb).cells[0].outputs
+    assert [o["text"] for o in outs] == ["run: 100%| 3/3\n", "done\n"]

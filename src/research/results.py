@@ -81,9 +81,29 @@ def _clean_text(text: str) -> str:
     return text.replace(str(paths.REPO_ROOT), "<checkout>").replace(str(Path.home()), "~")
 
 
+def _merge_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream as one (a progress bar arrives as one output per update,
+    each starting with a carriage return), so that cleaning keeps only its last state."""
+    merged = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and out.get("output_type") == "stream"
+            and prev.get("output_type") == "stream"
+            and prev.get("name") == out.get("name")
+        ):
+            prev["text"] += out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
 def clean(nb):
-    """clean_text() over every stream and text output of a notebook; returns it."""
+    """Streams merged and clean_text() over every stream and text output of a notebook; returns it."""
     for cell in nb.cells:
+        if "outputs" in cell:
+            cell["outputs"] = _merge_streams(cell["outputs"])
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 out["text"] = _clean_text(out["text"])
