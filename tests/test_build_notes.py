@@ -1,6 +1,5 @@
 """Every CMake flag the kit sets is explained; llama-cli's answer and speed line are read."""
 
-
 from research import build, build_notes
 
 
