@@ -1,4 +1,6 @@
 # Two commands from a fresh clone:  make demo  (the chat page)  and  make test  (every test).
+# For a workshop: make lab (JupyterLab on the kit's environment, offline) and make results
+# (run notebooks 01-03 and write them, figures and all, to docs/results).
 # Each creates .venv and installs the kit into it when it is missing or older than pyproject.toml.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -7,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint lab results clean
 
 demo: $(STAMP)
 	$(PY) -m research demo $(ARGS)
@@ -16,6 +18,17 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
+
+# JupyterLab on the kit's own environment, nothing fetched: no extension manager, no news feed,
+# no telemetry; it opens notebooks/ and prints the address to open (localhost only).
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  --LabApp.news_url=None --LabApp.extension_manager=readonly $(ARGS)
+
+# The notebooks run top to bottom with their default parameters and written to docs/results
+# (about 5 minutes on two cores); RESULTS_ARGS=--full for the long run (see research.results).
+results: $(STAMP)
+	$(PY) -m research.results $(RESULTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src demo tests notebooks

@@ -17,7 +17,9 @@ from research import projection
 from research.errors import KitError
 from research.units import MB
 
-VERDICTS = ("reproduced", "consistent within error", "contradicted", "not testable here")
+#: "not decided": the evidence's error band holds both the claim and its opposite (a projection
+#: 2 % above a threshold with a 22 % median error), so it is neither a match nor a contradiction.
+VERDICTS = ("reproduced", "consistent within error", "not decided", "contradicted", "not testable here")
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,9 @@ def speed_finding(
             "too slow even at the fast end of the median band (projected, not measured)",
         )
     else:
-        verdict = "consistent within error"
+        verdict = "not decided"
         why = (
-            f"not established: a {margin:+.0%} margin against a {error['median']:.0%} median error; the band "
+            f"a {margin:+.0%} margin against a {error['median']:.0%} median error; the band "
             "holds the threshold, so only a measurement on an S21 (notebook 01's llama-bench) decides"
         )
     return Finding("interactive-speed", kit, where, band, verdict, why)

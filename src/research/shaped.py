@@ -252,3 +252,35 @@ def summary_rows(result: dict) -> list[dict]:
                 row[f"{b['backend']}_{b['test'][:2]}_tps"] = b["avg_ts"]
         rows.append(row)
     return rows
+
+
+def main(argv=None) -> int:
+    """`python -m research.shaped [OUT_DIR] [--types Q4_0,Q5_0,Q8_0] [--record PATH]`: write,
+    quantize and measure the Orca-Mini-3B-shaped files, and record the figures (default: RECORDED)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m research.shaped", description=main.__doc__)
+    p.add_argument("out_dir", nargs="?", default="/tmp/orca-shaped", help="where the GGUF files go")
+    p.add_argument("--types", default=",".join(TYPES), help="quantization types (default: %(default)s)")
+    p.add_argument("--contexts", default="512,2048", help="contexts for peak memory (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="decode threads (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=2, help="speed repetitions (default: %(default)s)")
+    p.add_argument("--record", default=str(RECORDED), help="JSON to write (default: %(default)s)")
+    p.add_argument("--delete", action="store_true", help="delete the quantized files afterwards")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    results = orca_shaped(a.out_dir, types=a.types.split(","))
+    files = [r.path for r in results]
+    contexts = tuple(int(c) for c in a.contexts.split(","))
+    result = measure(files, contexts=contexts, threads=a.threads, reps=a.reps)
+    result["command"] = "python -m research.shaped " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    print(f"recorded in {save(result, a.record)} after {result['minutes']} min", file=sys.stderr)
+    if a.delete:
+        for f in files:
+            Path(f).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
