@@ -36,7 +36,7 @@ def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp
     tab.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
 
     before = page.ratings.read_text().count("\n") if page.ratings.exists() else 0
-    tab.get_by_label("Like").last.click()
+    tab.get_by_label("Like", exact=True).last.click()
     tab.wait_for_function("() => document.body.innerText.includes('Rating saved')", timeout=20_000)
     lines = page.ratings.read_text().splitlines()
     assert len(lines) == before + 1
