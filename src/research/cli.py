@@ -271,7 +271,8 @@ def add_build(sub) -> None:
         "--jobs",
         "-j",
         type=options.JOBS.arg,
-        help=f"parallel compile jobs, 1 to {options.THREADS_MAX} (default: all cores)",
+        help=f"parallel compile jobs, 1 to {options.THREADS_MAX} (default: all cores; at most 4 in "
+        "Termux, where Android kills a build that takes too much memory)",
     )
     s.add_argument(
         "--check",
