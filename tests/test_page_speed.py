@@ -30,6 +30,8 @@ def test_equal_cores_all_count_and_a_lone_core_is_shared(tmp_path):
     one = cpus(tmp_path / "one", [1024])
     assert device.fast_cores(one) == 1
     assert device.page_threads(one) == (1, "1 fast core: the browser shares it")
+    two = cpus(tmp_path / "two", [1024, 1024])  # the browser's share of a core is less than a thread's
+    assert device.page_threads(two) == (2, "2 fast cores: the browser shares them")
 
 
 def test_offline_cores_and_missing_capacities(tmp_path):
@@ -56,3 +58,14 @@ def test_painted_speed_and_first_paint_from_a_paint_log():
     # 400 of 440 characters painted over 2.0 s after the first paint: 100 of 110 tokens -> 50 t/s
     assert got["painted_tps"] == pytest.approx(110 * 400 / 440 / 2.0)
     assert got["paints"] == 3
+
+
+def test_a_short_answer_in_one_piece_gives_its_first_paint_but_no_speed():
+    paints = [
+        [100.0, 15, False, 1, "Loading content"],
+        [420.0, 90, True, 1, "Paris is the capital of France."],  # text and figures in one paint
+    ]
+    got = page_speed.painted(paints, asked=50.0, tokens=9, speed=False)
+    assert got["first_paint_ms"] == pytest.approx(370.0) and got["painted_tps"] is None
+    with pytest.raises(page_speed.KitError, match="one piece"):
+        page_speed.painted(paints, asked=50.0, tokens=9)

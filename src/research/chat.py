@@ -29,9 +29,11 @@ from research.errors import KitError
 from research.models import catalog, models_dir, resolve
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
-#: At most one page update every 50 ms (20 a second reads as smooth streaming). Gradio sends the
-#: whole conversation with every update; one per token cost a third of the decode speed on 2 cores.
-STREAM_INTERVAL_S = 0.05
+#: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
+#: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
+#: 2 cores the page painted 52-57 % of the engine alone's speed at 20 updates a second, 70 % at 10
+#: and 78-82 % at 4 (`python -m research bench --page --threads 1,2`); 2 a second gained nothing more.
+STREAM_INTERVAL_S = 0.25
 #: The page's sampling controls, in the order the page lays them out: Sampling's own fields.
 KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
 #: Answers whose provenance the page remembers (a few hundred bytes each), oldest forgotten first.

@@ -109,20 +109,25 @@ def default_threads(root: str | Path = "/") -> int:
 def page_threads(root: str | Path = "/") -> tuple[int, str]:
     """Threads for the engine when a browser on the same device shows its answers, and why.
 
-    The browser needs a core to paint the stream; on a 2-core machine the page showed 46-58 t/s
-    with 2 threads and 65-67 with 1, because llama.cpp's threads wait for the one the browser
-    delays. So one fast core is left to the browser (bench --page measures the choice).
+    The browser needs part of a core to paint the stream. With the page updating 20 times a
+    second, a 2-core machine painted 46-58 t/s with 2 threads and 65-67 with 1, because
+    llama.cpp's threads wait for the one the browser delays. At 4 updates a second
+    (chat.STREAM_INTERVAL_S) the browser needs much less, and 2 threads painted 62-74 t/s
+    against 55-64 with 1 (`bench --page --threads 1,2`, three runs). So on up to two fast cores
+    the engine takes them all; from three on, one is left to the browser, which costs the
+    engine at most a third of its cores on a decode that is bound by memory, not by cores
+    (not measured here: this machine has two).
     """
     engine = default_threads(root)
     speeds = core_speeds(root)
-    n = max(1, engine - 1)
+    n = engine - 1 if engine >= 3 else engine
     little = len(speeds) - fast_cores(root)
     why = f"{engine} fast core{'s' * (engine != 1)}"
     why += f" (and {little} slow ones left out)" if little else ""
-    if engine > 1:
+    if n < engine:
         why += ", one left for the browser that shows the answers"
     else:
-        why += ": the browser shares it"
+        why += ": the browser shares them" if engine > 1 else ": the browser shares it"
     return n, why
 
 

@@ -47,19 +47,26 @@ PENDING = "Loading content"
 FIGURES = re.compile(r"first token ([\d.]+) s · prompt [\d.]+ t/s · (\d+) tokens at ([\d.]+) t/s")
 
 
-def painted(paints: list, asked: float, tokens: int) -> dict:
+def painted(paints: list, asked: float, tokens: int, speed: bool = True) -> dict:
     """Figures of one answer from its paint log: first paint (ms after Ask), painted tokens/s.
 
     Tokens are counted by characters painted (tokens x share of the answer's characters): the
-    page paints text, not tokens. The figures line, painted last, is left out.
+    page paints text, not tokens. The figures line, painted last, is left out of the speed; a
+    short answer may come in one piece with it, which still gives its first paint (`speed=False`:
+    painted_tps is then None).
     """
-    text = [
-        (t, n)
+    shown = [
+        (t, n, done)
         for t, n, done, _, start in paints
-        if t >= asked and n > 0 and not done and not start.startswith(PENDING)
+        if t >= asked and n > 0 and not start.startswith(PENDING)
     ]
+    if not shown:
+        raise KitError("the page painted no answer")
+    text = [(t, n) for t, n, done in shown if not done]
     if len(text) < 2:
-        raise KitError("the page painted the answer in one piece: too short to measure its speed")
+        if speed:
+            raise KitError("the page painted the answer in one piece: too short to measure its speed")
+        return {"first_paint_ms": shown[0][0] - asked, "painted_tps": None, "paints": len(text)}
     (t0, n0), (t1, n1) = text[0], text[-1]
     share = (n1 - n0) / n1 if n1 else 0.0
     return {
@@ -85,7 +92,7 @@ def ask(tab, question: str, max_tokens: int) -> dict:
         raise KitError(f"the page's answer has no line of figures to read: {answer[-200:]!r}")
     ttft_s, tokens, decode_tps = float(m[1]), int(m[2]), float(m[3])
     paints = [p for p in tab.evaluate("window.__paints") if p[3] > before]
-    out = painted(paints, tab.evaluate("window.__asked"), tokens)
+    out = painted(paints, tab.evaluate("window.__asked"), tokens, speed=max_tokens > SHORT_TOKENS)
     return out | {"engine_ttft_ms": ttft_s * 1e3, "engine_decode_tps": decode_tps, "tokens": tokens}
 
 
