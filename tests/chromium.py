@@ -67,3 +67,10 @@ def watch(context) -> list[str]:
     context.route("**/*", route)
     context.add_init_script(WATCH)
     return seen
+
+
+def off_device(urls) -> list[str]:
+    """The URLs among `urls` that name another host than this device."""
+    from urllib.parse import urlsplit
+
+    return sorted({u for u in urls if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)})

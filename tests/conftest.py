@@ -15,6 +15,15 @@ def pytest_configure(config):
     os.environ["RESEARCH_HOME"] = tempfile.mkdtemp(prefix="research-test-home-")
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the tests of one module (tests/chromium.py)."""
+    from chromium import chromium
+
+    with chromium() as b:
+        yield b
+
+
 @pytest.fixture(scope="session")
 def page(tmp_path_factory):
     """The real chat page on the bundled model, on a free loopback port."""

@@ -4,15 +4,8 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
-from chromium import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.page, pytest.mark.model]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp_path):

@@ -8,10 +8,9 @@ violation (the text never became HTML in the first place), every string shown as
 """
 
 import json
-from urllib.parse import urlsplit
 
 import pytest
-from chromium import chromium, watch
+from chromium import off_device, watch
 from page_server import PageServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.page]
@@ -56,16 +55,6 @@ def scripted(tmp_path_factory):
     server = PageServer(tmp, script=script)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-def off_device(urls):
-    return sorted({u for u in urls if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)})
 
 
 def test_hostile_questions_answers_and_metadata_reach_nothing(browser, scripted):

@@ -14,7 +14,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
-from chromium import chromium, watch
+from chromium import off_device, watch
 from page_server import PageServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.page]
@@ -49,16 +49,6 @@ def page(tmp_path_factory):
     server = PageServer(tmp, script=script, env={"RESEARCH_HOME": str(home)})
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-def off_device(urls):
-    return sorted({u for u in urls if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)})
 
 
 def get(url, origin=None):

@@ -356,10 +356,17 @@ def check(kind: str = "native") -> tuple[bool, list[str]]:
     return ok and same, lines
 
 
-def cli_answer(
-    question: str, model=None, n_predict: int = 32, kind: str = "native", runner=(), timeout: float = 900
-) -> str:
-    """One greedy answer from the built llama-cli (optionally under an emulator such as qemu-aarch64)."""
+def cli_run(
+    question: str,
+    model=None,
+    n_predict: int = 32,
+    kind: str = "native",
+    runner=(),
+    threads: int | None = None,
+    timeout: float = 900,
+) -> tuple[list[str], str]:
+    """Run the built llama-cli once, greedily (optionally under an emulator such as qemu-aarch64):
+    (the command, what it printed)."""
     from research.models import resolve
 
     exe = tool_path("llama-cli", kind)
@@ -384,10 +391,21 @@ def cli_answer(
         "-c",
         "512",
         "-t",
-        str(min(os.cpu_count() or 1, 4)),
+        str(threads or min(os.cpu_count() or 1, 4)),
         "--no-warmup",
     ]
-    r = child.run(cmd, "llama-cli", timeout=timeout)
-    # llama-cli prints a banner, "> question", the answer, then "[ Prompt: … | Generation: … ]".
-    m = re.search(rf"> {re.escape(question)}\n(.*?)\n*\[ Prompt:", r.stdout, re.S)
-    return m.group(1).strip() if m else r.stdout.strip()
+    return cmd, child.run(cmd, "llama-cli", timeout=timeout).stdout
+
+
+def cli_answer_of(printed: str, question: str) -> str | None:
+    """The answer in what llama-cli printed: a banner, "> question", the answer, "[ Prompt: … ]"."""
+    m = re.search(rf"> {re.escape(question)}\n(.*?)\n*\[ Prompt:", printed, re.S)
+    return m.group(1).strip() if m else None
+
+
+def cli_answer(
+    question: str, model=None, n_predict: int = 32, kind: str = "native", runner=(), timeout: float = 900
+) -> str:
+    """One greedy answer from the built llama-cli (optionally under an emulator such as qemu-aarch64)."""
+    _, printed = cli_run(question, model, n_predict, kind, runner, timeout=timeout)
+    return cli_answer_of(printed, question) or printed.strip()

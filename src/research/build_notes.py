@@ -11,9 +11,9 @@ import os
 import re
 import shlex
 import shutil
+from pathlib import Path
 
-from research import build, child
-from research.errors import KitError
+from research import build
 
 #: Why each flag of research.build.cmake_flags is there, by flag name (the part before "=").
 FLAG_NOTES = {
@@ -73,37 +73,12 @@ def cli_run(
     Returns {"command", "answer", "speed_line", "prompt_tps", "decode_tps"}: the speeds are
     llama-cli's own (prompt evaluation and generation tokens/s of this one answer).
     """
-    from research.models import resolve
-
-    exe = build.tool_path("llama-cli", kind)
-    if exe is None:
-        raise KitError(
-            f"llama-cli is not built for {kind}: python -m research build --kind {kind} --targets llama-cli"
-        )
-    threads = threads or min(os.cpu_count() or 1, 4)
-    path = resolve(model).path
-    cmd = [
-        str(exe),
-        "-m",
-        str(path),
-        "-p",
-        question,
-        "-st",
-        "-n",
-        str(n_predict),
-        "--temp",
-        "0",
-        "--seed",
-        "1",
-    ]
-    cmd += ["-c", "512", "-t", str(threads), "--no-warmup"]
-    r = child.run(cmd, "llama-cli", timeout=900)
-    m = re.search(rf"> {re.escape(question)}\n(.*?)\n*\[ Prompt:", r.stdout, re.S)
-    speed = _SPEED.search(r.stdout)
-    shown = shlex.join(["llama-cli", "-m", path.name, *cmd[3:]])
+    cmd, printed = build.cli_run(question, model, n_predict, kind, threads=threads)
+    speed = _SPEED.search(printed)
+    shown = shlex.join(["llama-cli", "-m", Path(cmd[2]).name, *cmd[3:]])
     return {
         "command": shown,
-        "answer": m.group(1).strip() if m else r.stdout.strip()[-400:],
+        "answer": build.cli_answer_of(printed, question) or printed.strip()[-400:],
         "speed_line": speed.group(0) if speed else "(no speed line printed)",
         "prompt_tps": float(speed.group(1)) if speed else None,
         "decode_tps": float(speed.group(2)) if speed else None,
