@@ -29,9 +29,9 @@ def test_equal_cores_all_count_and_a_lone_core_is_shared(tmp_path):
     assert device.fast_cores(pc) == 4
     one = cpus(tmp_path / "one", [1024])
     assert device.fast_cores(one) == 1
-    assert device.page_threads(one) == (1, "1 fast core: the browser shares it")
+    assert device.page_threads(one) == (1, "1 fast core: the browser runs beside the model")
     two = cpus(tmp_path / "two", [1024, 1024])  # the browser's share of a core is less than a thread's
-    assert device.page_threads(two) == (2, "2 fast cores: the browser shares them")
+    assert device.page_threads(two) == (2, "2 fast cores: the browser runs beside the model")
 
 
 def test_offline_cores_and_missing_capacities(tmp_path):

@@ -127,7 +127,7 @@ def page_threads(root: str | Path = "/") -> tuple[int, str]:
     if n < engine:
         why += ", one left for the browser that shows the answers"
     else:
-        why += ": the browser shares them" if engine > 1 else ": the browser shares it"
+        why += ": the browser runs beside the model"
     return n, why
 
 
