@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from research import library as lib
-from research import page_text
+from research import page_text, scoring
 from research.engine import Engine, Sampling, Stats, conversation
 from research.errors import KitError
 
@@ -78,11 +78,8 @@ def register_confidence(name: str):
     return wrap
 
 
-HEDGE = re.compile(
-    r"\b(i think|i believe|probably|possibly|perhaps|maybe|might be|may be|not sure|unclear|"
-    r"it seems|likely|unknown|not known|no record)\b",
-    re.I,
-)
+#: Besides doubt (research.scoring.hedged), an answer that says the fact is not known or recorded.
+UNKNOWN = re.compile(r"\b(unknown|not known|no record)\b", re.I)
 
 
 def _content(text: str) -> list[str]:
@@ -96,12 +93,10 @@ def heuristic(question: str, answer: str, stats: Stats | None = None) -> float:
     `heuristic("Capital of France?", "Paris")` -> 1.0; `heuristic("Who runs Kell?", "I don't know")` -> 0.0;
     `heuristic("Who founded the Harrow ferry?", "The Harrow ferry was founded by the ferry.")` -> 0.6.
     """
-    from research.evaluate import REFUSAL
-
-    if not answer.strip() or REFUSAL.search(answer):
+    if not answer.strip() or scoring.REFUSAL.search(answer):
         return 0.0
     c = 1.0
-    if HEDGE.search(answer):
+    if scoring.hedged(answer) or UNKNOWN.search(answer):
         c -= 0.4
     if stats is not None and stats.stop_reason == "length":
         c -= 0.3
@@ -122,13 +117,11 @@ def logprob(question: str, answer: str, stats: Stats | None = None) -> float:
 
     `logprob("Q?", "Paris", stats with answer_mean_logprob -0.1)` -> 0.905.
     """
-    from research.evaluate import REFUSAL
-
     signals = getattr(stats, "signals", None) or {}
     mean = signals.get("answer_mean_logprob", signals.get("mean_logprob"))
     if mean is None:
         return heuristic(question, answer, stats)
-    if not answer.strip() or REFUSAL.search(answer):
+    if not answer.strip() or scoring.REFUSAL.search(answer):
         return 0.0
     return round(math.exp(min(0.0, float(mean))), 3)
 
