@@ -36,6 +36,9 @@ def test_ram_is_consistent_only_when_a_peak_lies_within_the_paper_s_figure():
     ok = paper.ram_finding({512: 2300.0, 2048: 3100.0}, {512: 2640.0, 2048: 3150.0}, 2284.0, "nb")
     assert ok.verdict == "consistent within error" and "512" in ok.why
     assert "measured here" in ok.kit and "predicted for the phone" in ok.kit
+    assert "not checked on this shape" in ok.band
+    errs = [-0.027, 0.004, -0.023]
+    assert "within 2.7% of the 3 peaks" in paper.ram_finding({512: 2300.0}, {512: 2640.0}, 2284.0, "nb", errs).band
     over = paper.ram_finding({}, {512: 2640.0, 2048: 3150.0}, 2284.0, "nb")
     assert over.verdict == "contradicted"
     assert "2.2 GB is the file" in over.why and "predicted for the phone" in over.kit
@@ -88,3 +91,9 @@ def test_findings_are_saved_per_notebook_and_tabled_in_the_paper_s_order(tmp_pat
     assert len(lines) == 4 and lines[2].startswith("| termux-build |")
     assert "built / here" in lines[2]  # a pipe inside a cell would break the table
     assert "**not testable here** (no phone)" in lines[2]
+
+
+def test_orca_params_is_the_count_of_its_shape():
+    from research import shaped
+
+    assert paper.ORCA_PARAMS == shaped.n_params(**shaped.ORCA_MINI_3B)

@@ -70,6 +70,11 @@ class Finding:
             raise KitError(f"unknown verdict {self.verdict!r}; choose from: {', '.join(VERDICTS)}")
 
 
+#: Orca-Mini-3B's parameters, from its shape: shaped.n_params(**shaped.ORCA_MINI_3B), which
+#: tests/test_paper.py checks (not imported here: research.shaped pulls in the benchmarks).
+ORCA_PARAMS = 3_426_473_600
+
+
 def size_line(n_bytes: int, n_elements: int) -> str:
     """llama.cpp's load-log line for a model (llama-model-loader.cpp, print_info):
     `size_line(2395435328, 3426473600)` -> "file size = 2.23 GiB (5.59 BPW)"."""
@@ -96,15 +101,21 @@ def bits_finding(
         "exact (bytes over parameters); the paper gives one decimal",
         "reproduced" if ok else "contradicted",
         f"the only legacy type at 5.6 (the others: {near}); llama.cpp prints it as "
-        f"'{size_line(round(published_bpw * 3426473600 / 8), 3426473600)}'",
+        f"'{size_line(round(published_bpw * ORCA_PARAMS / 8), ORCA_PARAMS)}'",
     )
 
 
 def ram_finding(
-    measured: dict[int, float], predicted: dict[int, float], file_mb: float, where: str
+    measured: dict[int, float],
+    predicted: dict[int, float],
+    file_mb: float,
+    where: str,
+    model_errors: list[float] | None = None,
 ) -> Finding:
     """~2.2 GB of RAM against the peak memory of Q5_0, measured here at each context
-    ({n_ctx: MB}, empty when not measured) or predicted for the phone ({n_ctx: MB})."""
+    ({n_ctx: MB}, empty when not measured) or predicted for the phone ({n_ctx: MB}).
+    `model_errors`: the memory model's relative errors against the peaks measured here on files
+    of the paper model's shape ((predicted - measured) / measured), the band of the prediction."""
     lo, hi = PAPER_RAM_MB
     base = measured or predicted
     what = (
@@ -131,10 +142,15 @@ def ram_finding(
             f"even at {min(base, key=base.get)} tokens of context the peak is {smallest - hi:.0f} MB above "
             "2.3 GiB. "
             f"2.2 GB is the file ({file_mb:.0f} MB; llama.cpp's load log prints "
-            f"'{size_line(round(file_mb * MB), 3426473600)}'): the weights alone, without the KV cache "
+            f"'{size_line(round(file_mb * MB), ORCA_PARAMS)}'): the weights alone, without the KV cache "
             "and working memory the process adds"
         )
-    band = f"paper 'about 2.2 GB' read as {lo:.0f}-{hi:.0f} MB; the memory model within 5 % of measurements"
+    band = f"paper 'about 2.2 GB' read as {lo:.0f}-{hi:.0f} MB; "
+    if model_errors:
+        worst = max(abs(e) for e in model_errors)
+        band += f"the memory model within {worst:.1%} of the {len(model_errors)} peaks measured here on its shape"
+    else:
+        band += "the memory model not checked on this shape here (no measured peaks)"
     return Finding("ram", kit, where, band, verdict, why)
 
 
