@@ -87,3 +87,24 @@ def test_a_progress_bar_in_many_outputs_renders_as_its_last_state():
     nb.cells = [cell]
     outs = results.clean(nb).cells[0].outputs
     assert [o["text"] for o in outs] == ["run: 100%| 3/3\n", "done\n"]
+
+
+def test_the_readme_s_claims_section_is_the_one_the_committed_results_generate(tmp_path):
+    from research import shaped
+
+    findings = paper.load(paths.REPO_ROOT / "docs" / "results" / "claims")
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    block = readme.split(results.README_BEGIN + "\n", 1)[1].split(results.README_END, 1)[0]
+    assert block == results.claims_block(findings, shaped.recorded()) + "\n", (
+        "README's claims differ from docs/results: run `make results` (or results.write_readme_claims)"
+    )
+    assert {f.claim for f in findings} == set(paper.CLAIMS)
+    # Rewriting keeps everything around the section.
+    copy = tmp_path / "README.md"
+    copy.write_text("intro\n" + results.README_BEGIN + "\nold\n" + results.README_END + "\nrest\n")
+    results.write_readme_claims(copy, findings[:1], None)
+    text = copy.read_text()
+    assert text.startswith("intro\n") and text.endswith(results.README_END + "\nrest\n") and "old" not in text
+    copy.write_text("no section")
+    with pytest.raises(KitError, match="no claims section"):
+        results.write_readme_claims(copy, findings, None)
