@@ -56,3 +56,59 @@ def test_the_paint_log_measures_what_the_reader_sees(browser, page):
     assert got["tokens"] > 8 and got["paints"] >= 2
     assert got["first_paint_ms"] > 0 and got["painted_tps"] > 0
     assert got["engine_ttft_ms"] > 0 and got["engine_decode_tps"] > 0
+
+
+def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, page):
+    """In Chromium at phone width: each answer's figures line opens with its confidence in words
+    and number; with "Answer only when sure" ticked a doubtful answer reads "I'm not sure." until
+    "Show the answer anyway" is pressed (which questions are doubtful is read, not assumed)."""
+    from test_page_confidence import DOUBTFUL, SHOWN, SURE
+
+    from research import chat, confidence, page_speed
+
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    tab = ctx.new_page()
+    tab.goto(page.url, wait_until="networkidle")
+    page_speed._greedy(tab)  # temperature 0, as test_page_confidence asks
+    answers = tab.locator(".message.bot, [data-testid='bot']")
+
+    def ask(question: str) -> str:
+        """Ask in a new conversation (greedy: the same answer each time), read the answer."""
+        tab.get_by_text("Clear", exact=True).click()  # the page's Clear button
+        tab.wait_for_function("() => !document.querySelector(\".message.bot, [data-testid='bot']\")")
+        n = 0
+        box = tab.get_by_placeholder("Ask a question…")
+        box.fill(question)
+        box.press("Enter")
+        # The figures line (◷) of this new answer marks it complete.
+        tab.wait_for_function(
+            f"() => {{ const a = document.querySelectorAll(\".message.bot, [data-testid='bot']\");"
+            f" return a.length > {n} && a[a.length - 1].innerText.includes('◷'); }}",
+            timeout=90_000,
+            polling=250,
+        )
+        return answers.last.inner_text()
+
+    seen = {}
+    for q in (SURE, *DOUBTFUL):
+        shown = ask(q)
+        m = SHOWN.search("<sub>" + shown[shown.index("◷") :])
+        assert m, shown
+        assert confidence.label(int(m.group(2)) / 100).startswith(m.group(1))
+        seen[q] = int(m.group(2))
+    assert seen[SURE] >= confidence.SURE * 100 > min(seen[q] for q in DOUBTFUL)
+
+    tab.get_by_label("Answer only when sure", exact=False).check()
+    tab.wait_for_timeout(500)
+    doubtful = min(DOUBTFUL, key=seen.get)
+    shown = ask(doubtful)
+    assert chat.NOT_SURE in shown and f"{seen[doubtful]} %" in shown, shown
+    tab.get_by_role("button", name="Show the answer anyway").click()
+    tab.wait_for_function(
+        f"() => !document.querySelectorAll(\".message.bot, [data-testid='bot']\")"
+        f"[0].innerText.includes({json.dumps(chat.NOT_SURE)})",
+        timeout=20_000,
+    )
+    assert chat.NOT_SURE not in answers.last.inner_text()
+    assert ask(SURE).split("◷")[0].strip() != chat.NOT_SURE  # a sure answer still shows
+    ctx.close()
