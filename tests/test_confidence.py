@@ -319,3 +319,34 @@ def test_an_unknown_method_or_signal_is_one_line_not_a_traceback():
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         (line,) = r.stderr.strip().splitlines()
         assert line.startswith("error: ") and repr(args[1]) in line
+
+
+def test_the_nested_choice_judges_the_best_method_on_answers_it_was_not_chosen_on():
+    """Picked on other folds, an informative signal still wins and keeps its AUROC; when every
+    signal is noise, the nested figure stays near chance where the best-of-many figure flatters."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    free = {k: 0.0 for k in confidence.FREE}
+
+    def recs(informative: bool) -> list[dict]:
+        out = []
+        for i in range(200):
+            right = bool(i % 2)
+            sig = {k: float(rng.normal()) for k in free}
+            sig |= {k: float(rng.normal()) for k in confidence.SAMPLED}
+            if informative:
+                sig["lexical_agreement"] = float(right) + 0.3 * float(rng.normal())
+            out.append({"id": f"q{i}", "scores": {"contains": right}, "confidence": {"signals": sig}})
+        return out
+
+    good = selective.selected(recs(True), bootstrap=50)
+    assert good["auroc"] > 0.9 and set(good["chosen"]) <= {"lexical", "lexical_logprob", "combined"}
+    assert "p_true" not in good["chosen"]  # a method whose signal no record carries does not compete
+    noise = recs(False)
+    nested = selective.selected(noise, bootstrap=50)["auroc"]
+    best_of_many = max(m["auroc"] for m in selective.report(noise, bootstrap=50).values())
+    assert nested < best_of_many and abs(nested - 0.5) < 0.1
+    text = selective.format_report(selective.report(noise, bootstrap=50), None, selective.selected(noise, 50))
+    assert "nested 5-fold cross-validation" in text and "targets: best AUROC" in text
+    assert selective.selected(noise[:5]) is None  # too few answers to choose and judge

@@ -89,6 +89,13 @@ register_method("p_true", ["p_true"], "extra pass", "the model's own probability
 register_method(
     "combined", FREE + SAMPLED, "samples", "free signals and sampled agreement in one logistic model"
 )
+register_method(
+    "lexical_logprob",
+    ["lexical_agreement", "answer_mean_logprob"],
+    "samples",
+    "lexical agreement and the answer's own mean log-probability: the strongest sampled and the "
+    "strongest free signal, two weights where combined fits thirteen",
+)
 #: The method the chat page and `research chat` show: free, so an answer is never slower for it.
 DEFAULT = "free"
 #: "Answer only when sure" on the page withholds answers below this probability of being right:

@@ -299,7 +299,12 @@ def format_summary(summary: dict) -> str:
             )
         )
     if summary.get("confidence") is not None:
-        lines.append("\n" + selective.format_report(summary["confidence"], summary.get("costs")))
+        lines.append(
+            "\n"
+            + selective.format_report(
+                summary["confidence"], summary.get("costs"), summary.get("confidence_selected")
+            )
+        )
     a = summary.get("abstention")
     if a:
         lines.append(
@@ -324,7 +329,7 @@ def trust(
         values = [c[key] for c in spent if c.get(key) is not None]
         if values:
             costs[key] = sum(values) / len(values)
-    out = {"confidence": rep, "costs": costs}
+    out = {"confidence": rep, "costs": costs, "confidence_selected": selective.selected(records)}
     if abstain_below is not None and rep:
         method = method or max(rep, key=lambda k: rep[k]["auroc"])
         out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)

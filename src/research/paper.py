@@ -148,7 +148,8 @@ def ram_finding(
     band = f"paper 'about 2.2 GB' read as {lo:.0f}-{hi:.0f} MB; "
     if model_errors:
         worst = max(abs(e) for e in model_errors)
-        band += f"the memory model within {worst:.1%} of the {len(model_errors)} peaks measured here on its shape"
+        band += f"the memory model within {worst:.1%} of the {len(model_errors)} peaks measured here "
+        band += "on its shape"
     else:
         band += "the memory model not checked on this shape here (no measured peaks)"
     return Finding("ram", kit, where, band, verdict, why)
