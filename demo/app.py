@@ -37,6 +37,7 @@ THEME = gr.themes.Soft(
     font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
 )
 CSS = """
+*, *::before, *::after { animation: none !important; transition: none !important; }
 .gradio-container { max-width: 900px !important; margin: auto; }
 @media (max-width: 640px) {
   .gradio-container { padding: 4px !important; }

@@ -175,3 +175,13 @@ def test_sampling_from_the_page_is_checked():
         chat.sampling_from("hot", 40, 0.95, 0.05, 1.1, 64, -1)
     s = chat.sampling_from(0, 40, 0.95, 0.05, 1.1, 64, -1)
     assert s.seed is None and s.temperature == 0
+
+
+def test_the_page_updates_less_often_as_an_answer_grows_and_at_least_once_a_second():
+    from research.chat import STREAM_INTERVAL_S, STREAM_MAX_INTERVAL_S, stream_interval
+
+    lengths = [0, 500, 2000, 3000, 4000, 8000, 20_000]
+    got = [stream_interval(n) for n in lengths]
+    assert got[0] == got[1] == got[2] == STREAM_INTERVAL_S
+    assert got == sorted(got) and got[3] > STREAM_INTERVAL_S
+    assert got[-1] == STREAM_MAX_INTERVAL_S == 1.0

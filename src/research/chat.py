@@ -13,9 +13,11 @@ model's answer, a file name): research.page_text shows it as text, never as HTML
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import json
+import queue
 import sys
 import threading
 import time
@@ -31,13 +33,24 @@ from research.models import catalog, models_dir, resolve
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
 #: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
 #: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
-#: 2 cores the page painted 52-57 % of the engine alone's speed at 20 updates a second, 70 % at 10
-#: and 78-82 % at 4 (`python -m research bench --page --threads 1,2`); 2 a second gained nothing more.
+#: 2 cores, with every llama.cpp call on one thread (ModelHost), the page painted 74 % of the
+#: engine alone's speed at 20 updates a second and 102 % at 4, side by side in one run
+#: (`python -m research bench --page --threads 2 --reps 7`).
 STREAM_INTERVAL_S = 0.25
+#: ... and less often as the answer grows, since each update costs the browser a render of the
+#: whole answer: one more interval per STREAM_CHARS characters, so the browser's work a second
+#: stays about what a short answer costs it, up to one update a second (answers past 8,000
+#: characters: 2,000 tokens and more).
+STREAM_CHARS, STREAM_MAX_INTERVAL_S = 2000, 1.0
 #: The page's sampling controls, in the order the page lays them out: Sampling's own fields.
 KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
 #: Answers whose provenance the page remembers (a few hundred bytes each), oldest forgotten first.
 REMEMBERED_ANSWERS = 10_000
+
+
+def stream_interval(chars: int) -> float:
+    """Seconds from one page update of an answer `chars` long to the next (see STREAM_CHARS)."""
+    return min(STREAM_MAX_INTERVAL_S, STREAM_INTERVAL_S * max(1.0, chars / STREAM_CHARS))
 
 
 def text_of(content) -> str:
@@ -120,6 +133,13 @@ class ModelHost:
 
     `folders`: where the page's loader may open model files, besides the catalog and the
     downloads folder (the folders named when starting the page, and the start model's own).
+
+    Every call into llama.cpp (load, answer, close) runs on the host's one llama.cpp thread.
+    llama.cpp's CPU threads are an OpenMP team belonging to the thread that calls it, and while
+    two calling threads are alive libgomp counts more threads than cores and stops spinning at
+    its barriers: the bundled model on 2 threads decoded at 48-62 t/s from a second Python
+    thread against 86-87 from the first (and 82-92 from one thread alone). Gradio runs each answer
+    on whichever worker thread is free, so the page fell to that speed a few answers in.
     """
 
     def __init__(
@@ -146,11 +166,52 @@ class ModelHost:
         # withheld (confidence.SURE), absent when the session has not turned it on.
         self._sure: dict[str, float] = {}
         self._libraries: dict[str, tuple[str, str]] = {}  # session -> (library, lookup mode)
+        self._llama_ident: int | None = None
+        self._llama = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="llama.cpp", initializer=self._is_llama_thread
+        )
+
+    def _is_llama_thread(self) -> None:
+        self._llama_ident = threading.get_ident()
+
+    def on_llama(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the host's llama.cpp thread (see the class doc), its result here."""
+        if threading.get_ident() == self._llama_ident:
+            return fn(*args, **kwargs)
+        return self._llama.submit(fn, *args, **kwargs).result()
+
+    def stream(self, engine: Engine, messages, sampling: Sampling, cancel: threading.Event) -> Iterator:
+        """engine.stream on the llama.cpp thread, its pieces handed over as they come: decoding
+        goes on while the page sends what it has. Closing this early stops the answer."""
+        pieces: queue.SimpleQueue = queue.SimpleQueue()
+        done = object()
+
+        def produce():
+            try:
+                for item in engine.stream(messages, sampling, cancel):
+                    pieces.put(item)
+            except BaseException as e:  # handed over and raised on the page's side
+                pieces.put(_Failed(e))
+            finally:
+                pieces.put(done)
+
+        future = self._llama.submit(produce)
+        finished = False
+        try:
+            while (item := pieces.get()) is not done:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                cancel.set()  # nobody reads the rest: stop decoding it
+            future.result()
 
     def get(self) -> Engine:
         with self._load_lock:
             if self.engine is None:
-                self.engine = Engine.load(self.name, self.config)
+                self.engine = self.on_llama(Engine.load, self.name, self.config)
                 self.unloaded = False
             return self.engine
 
@@ -173,7 +234,7 @@ class ModelHost:
             if self.engine is None or self._active:
                 return False
             engine, self.engine, self.unloaded = self.engine, None, True
-        engine.close()
+        self.on_llama(engine.close)
         give_back_memory()
         minutes = (self.unload_after_s or 0) / 60
         print(
@@ -213,10 +274,10 @@ class ModelHost:
             raise KitError("choose a model from the list or type a path to a .gguf file")
         self.check_allowed(name)
         with self._load_lock:
-            new = Engine.load(name, self.config)
+            new = self.on_llama(Engine.load, name, self.config)
             old, self.engine, self.name = self.engine, new, name
         if old is not None:
-            old.close()
+            self.on_llama(old.close)
         return new
 
     def cancel(self, session: str) -> None:
@@ -292,7 +353,7 @@ class ModelHost:
         shown = list(history) + [{"role": "assistant", "content": "", "metadata": meta}]
         answer, last = "", 0.0
         try:
-            for item in engine.stream(messages, sampling, event):
+            for item in self.stream(engine, messages, sampling, event):
                 if isinstance(item, Stats):
                     item.load_s = load_s
                     # Read while the engine is still this answer's: its format is the one the
@@ -316,7 +377,7 @@ class ModelHost:
                 now = time.monotonic()
                 if session in self._sure:  # nothing is shown before it is known to be sure enough
                     continue
-                if now - last >= STREAM_INTERVAL_S:  # the first piece always goes out at once
+                if now - last >= stream_interval(len(answer)):  # the first piece goes out at once
                     last = now
                     shown[-1] = {"role": "assistant", "content": page_text.shown(answer), "metadata": meta}
                     yield shown
@@ -370,8 +431,15 @@ class ModelHost:
         engine = self.get()
         question = messages[-1]["content"]
         earlier = [m for m in messages[:-1] if m["role"] != "system"]
-        g = grounded.ground(
-            engine, name, question, mode, system=system or None, history=earlier, sampling=sampling
+        g = self.on_llama(
+            grounded.ground,
+            engine,
+            name,
+            question,
+            mode,
+            system=system or None,
+            history=earlier,
+            sampling=sampling,
         )
 
         def block(answer: str) -> str:
@@ -449,6 +517,13 @@ class ModelHost:
         doc = {"time": stamp, "system": system, "messages": messages}
         json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
         return md_path, json_path
+
+
+@dataclasses.dataclass
+class _Failed:
+    """An exception raised on the llama.cpp thread, to raise again on the page's side."""
+
+    error: BaseException
 
 
 def give_back_memory() -> None:

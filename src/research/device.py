@@ -112,8 +112,9 @@ def page_threads(root: str | Path = "/") -> tuple[int, str]:
     The browser needs part of a core to paint the stream. With the page updating 20 times a
     second, a 2-core machine painted 46-58 t/s with 2 threads and 65-67 with 1, because
     llama.cpp's threads wait for the one the browser delays. At 4 updates a second
-    (chat.STREAM_INTERVAL_S) the browser needs much less, and 2 threads painted 62-74 t/s
-    against 55-64 with 1 (`bench --page --threads 1,2`, three runs). So on up to two fast cores
+    (chat.STREAM_INTERVAL_S), with llama.cpp called from one thread (chat.ModelHost), 2 threads
+    painted 74-104 t/s against 66-73 with 1 (`bench --page --threads 1,2 --reps 7`, two runs:
+    88-99 % of the engine alone at 2 threads). So on up to two fast cores
     the engine takes them all; from three on, one is left to the browser, which costs the
     engine at most a third of its cores on a decode that is bound by memory, not by cores
     (not measured here: this machine has two).

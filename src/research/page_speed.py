@@ -18,13 +18,19 @@ import statistics
 import time
 
 from research import device
+from research.engine import Sampling
 from research.errors import KitError
 from research.page_bench import QUIET_BROWSER, Page, find_browser
 
-#: A long answer (decode speed) and a short one (time to first token), asked greedily.
+#: A long answer (decode speed) and a short one (time to first token), asked greedily. The long
+#: one runs to the page's default "Max tokens" (the engine's default), on both sides.
 LONG = "Write a long story about a cat who learns to fly."
 SHORT = "What is the capital of France?"
-LONG_TOKENS, SHORT_TOKENS = 256, 32
+LONG_TOKENS, SHORT_TOKENS = Sampling().max_tokens, 32
+#: How often the harness looks whether the answer is complete. Playwright's default polls at
+#: every animation frame, which keeps the browser rendering 60 frames a second on a core the
+#: model needs: the harness itself would cost the page what it measures.
+POLL_MS = 500
 
 #: Timestamps, in the page, of each painted change of the last answer: [ms, characters].
 RECORDER = """
@@ -76,15 +82,24 @@ def painted(paints: list, asked: float, tokens: int, speed: bool = True) -> dict
     }
 
 
-def ask(tab, question: str, max_tokens: int) -> dict:
-    """Ask in the page as a person would (type, Enter) and read the paint log and the figures."""
+def ask(tab, question: str, max_tokens: int, new_conversation: bool = True) -> dict:
+    """Ask in the page as a person would (type, Enter) and read the paint log and the figures.
+
+    By default in a new conversation (the page's Clear first), as `research chat` and the engine
+    alone answer it: later in a conversation the prompt holds the earlier answers, and decoding
+    after a longer prompt is slower by itself (SmolLM2, 2 threads, alone: 97 t/s after 39 prompt
+    tokens, 81 after 743), so a page a few answers in would be compared with a fresher engine.
+    """
+    if new_conversation and tab.evaluate("answers().length"):
+        tab.get_by_text("Clear", exact=True).click()
+        tab.wait_for_function("() => answers().length === 0", polling=POLL_MS)
     before = tab.evaluate("answers().length")
     tab.evaluate("window.__paints = []; window.__asked = null")
     box = tab.get_by_placeholder("Ask a question…")
     box.fill(question)
     box.press("Enter")
     done = f"() => window.__paints.some(p => p[3] > {before} && p[2])"  # this answer, figures painted
-    tab.wait_for_function(done, timeout=300_000)
+    tab.wait_for_function(done, timeout=300_000, polling=POLL_MS)
     tab.wait_for_timeout(300)
     answer = tab.locator(".message.bot, [data-testid='bot']").last.inner_text()
     m = FIGURES.search(answer)
@@ -99,7 +114,7 @@ def ask(tab, question: str, max_tokens: int) -> dict:
 def engine_alone(model, threads: int, question: str, max_tokens: int) -> dict:
     """The same greedy answer from the engine in this process: no page, no browser."""
     from research.chat import DEFAULT_SYSTEM
-    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, conversation
 
     engine = Engine.load(model, EngineConfig(n_ctx=4096, n_threads=threads))
     try:
@@ -182,9 +197,9 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
 def _greedy(tab) -> None:
     """Temperature 0 on the page (the settings accordion's slider), so both sides say the same."""
     tab.get_by_text("Settings", exact=True).first.click()
-    slider = tab.get_by_label("Temperature (0 = greedy)")
-    number = tab.locator("input[type=number]").first
-    (number if number.count() else slider).fill("0")
+    number = tab.get_by_role("spinbutton", name="number input for Temperature")  # beside the slider
+    number.wait_for(timeout=10_000)  # the accordion opens after the click returns
+    number.fill("0")
     tab.keyboard.press("Tab")
     tab.get_by_text("Settings", exact=True).first.click()
 
