@@ -185,3 +185,42 @@ def test_the_page_updates_less_often_as_an_answer_grows_and_at_least_once_a_seco
     assert got[0] == got[1] == got[2] == STREAM_INTERVAL_S
     assert got == sorted(got) and got[3] > STREAM_INTERVAL_S
     assert got[-1] == STREAM_MAX_INTERVAL_S == 1.0
+
+
+def test_the_page_calls_llama_cpp_from_one_thread_whichever_thread_asks(monkeypatch):
+    """OpenMP: a second thread calling llama.cpp beside the first halves its speed (ModelHost's
+    doc), and Gradio answers on whichever worker thread is free. Loads, answers and closes all
+    run on the host's one llama.cpp thread; its errors still reach the asker."""
+    import threading
+
+    from research.engine import Engine
+
+    seen = []
+    real_stream = Engine.stream
+
+    def stream(self, *args, **kwargs):
+        seen.append(("stream", threading.get_ident()))
+        yield from real_stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "stream", stream)
+    monkeypatch.setattr(
+        Engine, "load", classmethod(lambda cls, *a: seen.append(("load", threading.get_ident())) or fake)
+    )
+    fake = engine("model-a", ["Paris."] * 4)
+    host = chat.ModelHost("model-a")
+    askers = [
+        threading.Thread(target=ask, args=(host, f"Capital {i}?"), kwargs={"session": f"s{i}"})
+        for i in range(3)
+    ]
+    for t in askers:
+        t.start()
+        t.join()
+    assert [k for k, _ in seen] == ["load", "stream", "stream", "stream"]
+    assert len({tid for _, tid in seen}) == 1 and seen[0][1] not in {t.ident for t in askers}
+    with pytest.raises(KitError, match="empty question"):
+        list(host.respond([{"role": "user", "content": " "}], "", GREEDY, "s9"))
+    # An answer nobody reads to the end is stopped, and the llama.cpp thread is free again.
+    unread = host.respond([{"role": "user", "content": "Again?"}], "", GREEDY, "s8")
+    assert next(unread)[-1]["role"] == "assistant"
+    unread.close()
+    assert "Paris." in ask(host, "And again?")[-1]["content"]
