@@ -1,6 +1,6 @@
 # Two commands from a fresh clone:  make demo  (the chat page)  and  make test  (every test).
 # For a workshop: make lab (JupyterLab on the kit's environment, offline) and make results
-# (run notebooks 01-03 and write them, figures and all, to docs/results).
+# (run notebooks 01-05 and write them, figures and all, to docs/results).
 # Each creates .venv and installs the kit into it when it is missing or older than pyproject.toml.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -26,7 +26,7 @@ lab: $(STAMP)
 	  --LabApp.news_url=None --LabApp.extension_manager=readonly $(ARGS)
 
 # The notebooks run top to bottom with their default parameters and written to docs/results
-# (about 5 minutes on two cores); RESULTS_ARGS=--full for the long run (see research.results).
+# (about 15 minutes on two cores); RESULTS_ARGS=--full for the long run (see research.results).
 results: $(STAMP)
 	$(PY) -m research.results $(RESULTS_ARGS)
 

@@ -26,12 +26,22 @@ from pathlib import Path
 from research import device, paper, paths, shaped
 from research.errors import KitError
 
-NOTEBOOKS = ("01_build_llama_cpp", "02_model_selection", "03_qa_evaluation")
-#: Parameters of the full run, per notebook: what CI leaves out for time.
+NOTEBOOKS = (
+    "01_build_llama_cpp",
+    "02_model_selection",
+    "03_qa_evaluation",
+    "04_trusting_answers",
+    "05_offline_library",
+)
+#: Parameters of the full run, per notebook: what CI leaves out for time. Notebooks 04 and 05
+#: keep their defaults: their full figures come from `eval` (README, "Which answers to trust" and
+#: "Answers from your own library"), an hour and more each.
 FULL = {
     "01_build_llama_cpp": {"THREADS": [1, 2]},
     "02_model_selection": {"ORCA_SHAPED": True, "CHUNKS": 8},
     "03_qa_evaluation": {"LIMIT": None, "PAPER_LIMIT": None},
+    "04_trusting_answers": {},
+    "05_offline_library": {},
 }
 #: Seconds a single cell may run (the Orca-Mini-3B-shaped cell takes about half an hour).
 CELL_TIMEOUT = 4 * 3600
