@@ -224,3 +224,13 @@ def test_the_page_calls_llama_cpp_from_one_thread_whichever_thread_asks(monkeypa
     assert next(unread)[-1]["role"] == "assistant"
     unread.close()
     assert "Paris." in ask(host, "And again?")[-1]["content"]
+
+
+def test_answer_only_when_sure_says_it_is_answering_and_shows_no_words_before_the_verdict():
+    host = chat.ModelHost()
+    host.engine = engine("model-a", ["Canberra is the capital."])
+    host.answer_only_when_sure("s1", True)
+    history = [{"role": "user", "content": "Capital of Australia?"}]
+    steps = [m[-1]["content"] for m in host.respond(history, "", GREEDY, "s1")]
+    assert steps[0] == chat.CHECKING and all(s == chat.CHECKING for s in steps[:-1])
+    assert "◷" in steps[-1] and "Canberra" not in "".join(steps[:-1])

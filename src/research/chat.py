@@ -73,6 +73,8 @@ def with_figures(answer: str, stats: Stats, conf: confidence.Confidence | None =
 
 #: What "answer only when sure" shows in place of an answer below its threshold.
 NOT_SURE = "I'm not sure."
+#: What "answer only when sure" shows while the answer is written and before its confidence is known.
+CHECKING = "_Answering: shown when it is known to be sure enough…_"
 
 
 def history_messages(history: list[dict]) -> list[dict]:
@@ -375,7 +377,11 @@ class ModelHost:
                     continue
                 answer += item
                 now = time.monotonic()
-                if session in self._sure:  # nothing is shown before it is known to be sure enough
+                if session in self._sure:  # no answer is shown before it is known to be sure enough
+                    if not last:
+                        last = now
+                        shown[-1] = {"role": "assistant", "content": CHECKING, "metadata": meta}
+                        yield shown
                     continue
                 if now - last >= stream_interval(len(answer)):  # the first piece goes out at once
                     last = now
