@@ -87,6 +87,7 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
             timeout=90_000,
             polling=250,
         )
+        tab.wait_for_function("() => !document.querySelector('.generating')", timeout=30_000)  # event over
         return answers.last.inner_text()
 
     seen = {}

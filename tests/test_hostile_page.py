@@ -68,6 +68,9 @@ def test_hostile_questions_answers_and_metadata_reach_nothing(browser, scripted)
         box.fill(text)
         box.press("Enter")
         tab.wait_for_function(f"() => document.body.innerText.split('◷').length > {i + 1}", timeout=30_000)
+        # The answer is painted, but Gradio ignores a new question until this event has ended
+        # (its streaming border, .generating, goes): on a loaded machine that is a while later.
+        tab.wait_for_function("() => !document.querySelector('.generating')", timeout=30_000)
     tab.wait_for_timeout(1500)  # anything lazy (images, media, fonts) has had its chance
     status = tab.locator("body").inner_text()
     violations = tab.evaluate("window.__violations")

@@ -100,6 +100,8 @@ def ask(tab, question: str, max_tokens: int, new_conversation: bool = True) -> d
     box.press("Enter")
     done = f"() => window.__paints.some(p => p[3] > {before} && p[2])"  # this answer, figures painted
     tab.wait_for_function(done, timeout=300_000, polling=POLL_MS)
+    # Gradio takes no new question until the event has ended (its streaming border goes).
+    tab.wait_for_function("() => !document.querySelector('.generating')", timeout=60_000, polling=POLL_MS)
     tab.wait_for_timeout(300)
     answer = tab.locator(".message.bot, [data-testid='bot']").last.inner_text()
     m = FIGURES.search(answer)
