@@ -83,8 +83,7 @@ def history_messages(history: list[dict]) -> list[dict]:
     for m in history or []:
         role = m.get("role") if isinstance(m, dict) else None
         if role in ("user", "assistant"):
-            text = page_text.strip_figures(strip_sources(text_of(m.get("content"))))
-            out.append({"role": role, "content": page_text.plain(text)})
+            out.append({"role": role, "content": answer_text(m.get("content"))})
     return out
 
 
@@ -103,6 +102,12 @@ SOURCES_HEAD = "\n\n<sub>📚 Sources</sub>"
 def strip_sources(text: str) -> str:
     """An answer without the sources the page listed under it."""
     return text.split(SOURCES_HEAD, 1)[0]
+
+
+def answer_text(content) -> str:
+    """A message as its author wrote it: without the sources and the figures the page added under
+    it, its text shown as text turned back into plain text."""
+    return page_text.plain(page_text.strip_figures(strip_sources(text_of(content))))
 
 
 def answer_id_of(message: dict) -> str | None:
@@ -302,7 +307,7 @@ class ModelHost:
         answer_id = answer_id_of(message)
         with self._answers_lock:
             record = self._answers.get(answer_id) if answer_id else None
-        text = page_text.plain(page_text.strip_figures(strip_sources(text_of(message.get("content")))))
+        text = answer_text(message.get("content"))
         if record is None:
             raise KitError(
                 "the page does not know which model gave this answer (it was given before the page "
@@ -406,7 +411,7 @@ class ModelHost:
         answer_id = answer_id_of(message)
         with self._answers_lock:
             record = self._answers.get(answer_id) if answer_id else None
-        said = page_text.plain(page_text.strip_figures(text_of(message.get("content")))).strip()
+        said = answer_text(message.get("content")).strip()
         if record is None or not record.get("withheld") or said != NOT_SURE:
             raise KitError("the last answer was not withheld: there is nothing more to show")
         i = index if index is not None else history.index(message)
@@ -465,7 +470,7 @@ class ModelHost:
             return
         for shown in self._respond(history, g.messages, system, sampling, session):
             last = shown[-1]
-            answer = page_text.plain(page_text.strip_figures(last["content"]))
+            answer = answer_text(last["content"])
             shown[-1] = last | {"content": last["content"] + block(answer)}
             with self._answers_lock:
                 record = self._answers.get(last["metadata"]["id"])
