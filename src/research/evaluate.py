@@ -331,7 +331,7 @@ def trust(
             costs[key] = sum(values) / len(values)
     out = {"confidence": rep, "costs": costs, "confidence_selected": selective.selected(records)}
     if abstain_below is not None and rep:
-        method = method or max(rep, key=lambda k: rep[k]["auroc"])
+        method = method or selective.best_method(rep)
         out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)
     return out
 

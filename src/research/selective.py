@@ -79,25 +79,21 @@ def selected(records: list[dict], bootstrap: int = BOOTSTRAP) -> dict | None:
     from research.calibration import Logistic, auroc, folds
 
     every = [r.get("id") for r in records if r.get("scores") is not None]
-    full = {}
+    signals, y = {}, None  # method -> its signals on every scored record; right or wrong
     for name, method in confidence.METHODS.items():
-        X, y, ids = labelled(records, method.signals)
+        X, y_m, ids = labelled(records, method.signals)
         if ids == every:
-            full[name] = (X, y, ids)
-    n = len(every)
-    if n < 2 * FOLDS or not full:
-        return None
-    y = next(iter(full.values()))[1]
-    if y.sum() < 2 * FOLDS or (1 - y).sum() < 2 * FOLDS:
+            signals[name], y = X, y_m
+    if y is None or y.sum() < 2 * FOLDS or (1 - y).sum() < 2 * FOLDS:
         return None
     outer = folds(y, FOLDS, seed=1)
-    p, chosen = np.empty(n), []
+    p, chosen = np.empty(len(y)), []
     for f in range(FOLDS):
         train, test = outer != f, outer == f
-        inner = {k: auroc(out_of_fold(X[train], y[train]), y[train]) for k, (X, _, _) in full.items()}
+        inner = {k: auroc(out_of_fold(X[train], y[train]), y[train]) for k, X in signals.items()}
         best = max(inner, key=inner.get)
         chosen.append(best)
-        X = full[best][0]
+        X = signals[best]
         p[test] = Logistic(()).fit(X[train], y[train]).predict(X[test])
     return with_intervals(p, y, n=bootstrap) | {
         "chosen": chosen,
