@@ -226,16 +226,21 @@ def answers_findings(summary: dict, papers_model: bool, model: str, where: str) 
     ]
 
 
-def table(findings: list[Finding]) -> str:
-    """Findings as a Markdown table, in the order of CLAIMS."""
+def table(findings: list[Finding], brief: bool = False) -> str:
+    """Findings as a Markdown table, in the order of CLAIMS; `brief`: what the paper says, the
+    kit's evidence, the verdict and where it is computed (the README's), without band and reasons."""
     order = list(CLAIMS)
-    lines = [
-        "| claim | the paper says | the kit measured or projected | where | error band | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
+    if brief:
+        head = "| the paper says | the kit measured or projected | verdict | computed in |"
+    else:
+        head = "| claim | the paper says | the kit measured or projected | where | error band | verdict |"
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for f in sorted(findings, key=lambda f: order.index(f.claim)):
-        why = f" ({f.why})" if f.why else ""
-        cells = (f.claim, CLAIMS[f.claim].paper, f.kit, f.where, f.band, f"**{f.verdict}**{why}")
+        if brief:
+            cells = (CLAIMS[f.claim].paper, f.kit, f"**{f.verdict}**", f.where)
+        else:
+            why = f" ({f.why})" if f.why else ""
+            cells = (f.claim, CLAIMS[f.claim].paper, f.kit, f.where, f.band, f"**{f.verdict}**{why}")
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
 

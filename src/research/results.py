@@ -216,14 +216,7 @@ README_END = "<!-- /claims -->"
 def claims_block(findings: list, shaped_result: dict | None) -> str:
     """The README's claims section: each claim, the kit's evidence, its verdict and where it is
     computed (band and reasons in docs/claims.md), then the Orca-Mini-3B-shaped files' figures."""
-    order = list(paper.CLAIMS)
-    lines = [
-        "| the paper says | the kit measured or projected | verdict | computed in |",
-        "|---|---|---|---|",
-    ]
-    for f in sorted(findings, key=lambda f: order.index(f.claim)):
-        cells = (paper.CLAIMS[f.claim].paper, f.kit, f"**{f.verdict}**", f.where)
-        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    lines = [paper.table(findings, brief=True)]
     if shaped_result:
         parts = []
         for r in shaped.summary_rows(shaped_result):
