@@ -74,3 +74,13 @@ def off_device(urls) -> list[str]:
     from urllib.parse import urlsplit
 
     return sorted({u for u in urls if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)})
+
+
+def watched_tab(browser, url: str, **context):
+    """A new context (`context`: playwright's options, e.g. a viewport) whose requests are
+    watched (watch), and a tab on `url` once the page is idle: (context, tab, seen URLs)."""
+    ctx = browser.new_context(**context)
+    seen = watch(ctx)
+    tab = ctx.new_page()
+    tab.goto(url, wait_until="networkidle")
+    return ctx, tab, seen

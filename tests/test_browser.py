@@ -67,6 +67,7 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
     from research import chat, confidence, page_speed
 
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx.add_init_script(page_speed.RECORDER)  # what page_speed.ask reads
     tab = ctx.new_page()
     tab.goto(page.url, wait_until="networkidle")
     page_speed._greedy(tab)  # temperature 0, as test_page_confidence asks
@@ -74,20 +75,7 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
 
     def ask(question: str) -> str:
         """Ask in a new conversation (greedy: the same answer each time), read the answer."""
-        tab.get_by_text("Clear", exact=True).click()  # the page's Clear button
-        tab.wait_for_function("() => !document.querySelector(\".message.bot, [data-testid='bot']\")")
-        n = 0
-        box = tab.get_by_placeholder("Ask a question…")
-        box.fill(question)
-        box.press("Enter")
-        # The figures line (◷) of this new answer marks it complete.
-        tab.wait_for_function(
-            f"() => {{ const a = document.querySelectorAll(\".message.bot, [data-testid='bot']\");"
-            f" return a.length > {n} && a[a.length - 1].innerText.includes('◷'); }}",
-            timeout=90_000,
-            polling=250,
-        )
-        tab.wait_for_function("() => !document.querySelector('.generating')", timeout=30_000)  # event over
+        page_speed.ask(tab, question, page_speed.SHORT_TOKENS)
         return answers.last.inner_text()
 
     seen = {}

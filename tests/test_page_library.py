@@ -14,7 +14,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
-from chromium import off_device, watch
+from chromium import off_device, watched_tab
 from page_server import PageServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.page]
@@ -61,10 +61,7 @@ def get(url, origin=None):
 
 
 def test_sources_under_the_answer_open_the_passage_and_nothing_leaves(browser, page):
-    ctx = browser.new_context(viewport={"width": 390, "height": 844})
-    seen = watch(ctx)
-    tab = ctx.new_page()
-    tab.goto(page.url, wait_until="networkidle")
+    ctx, tab, seen = watched_tab(browser, page.url, viewport={"width": 390, "height": 844})
     tab.get_by_text("Model:").wait_for(timeout=30_000)
     tab.get_by_text("Library", exact=True).click()
     tab.get_by_label("Answer from your library").click()
