@@ -34,8 +34,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and a
 #: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
 #: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
 #: 2 cores, with every llama.cpp call on one thread (ModelHost), the page painted 74 % of the
-#: engine alone's speed at 20 updates a second and 102 % at 4, side by side in one run
-#: (`python -m research bench --page --threads 2 --reps 7`).
+#: engine alone's speed at 20 updates a second and 102 % at 4, a minute apart
+#: (`python -m research bench --page --threads 2 --reps 7`, with this set to 0.05 and to 0.25).
 STREAM_INTERVAL_S = 0.25
 #: ... and less often as the answer grows, since each update costs the browser a render of the
 #: whole answer: one more interval per STREAM_CHARS characters, so the browser's work a second
