@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fakes import FakeBackend
 
-from research import calibration, confidence, evaluate, ratings, selective
+from research import calibration, confidence, evaluate, jsonl, ratings, selective
 from research.engine import Engine, Sampling, Stats, conversation
 from research.errors import KitError
 from research.prompts import STOPS, ChatFormat
@@ -65,6 +65,20 @@ def test_agreement_and_semantic_entropy_after_normalization():
     # clusters {Canberra x2}, {Sydney x2}, {Melbourne}: entropy over 5 answers
     assert split["semantic_entropy"] == pytest.approx(-(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)))
     assert not confidence.same_answer("", "")  # empty answers agree with nothing
+
+
+def test_agreement_among_the_samples_themselves():
+    q = "What is the capital of Australia?"
+    # the answer disagrees with samples that agree with each other: the model is settled, on
+    # another answer
+    got = confidence.agreement_signals("Sydney.", ["Canberra", "Canberra.", "It is Canberra"], q)
+    assert got["lexical_agreement"] == 0.0 and got["sample_consistency"] == 1.0
+    assert got["eigv"] == pytest.approx(2.0)  # two meanings: Sydney, Canberra
+    scattered = confidence.agreement_signals("Sydney.", ["Perth", "Darwin", "Hobart"], q)
+    assert scattered["sample_consistency"] == 0.0 and scattered["eigv"] == pytest.approx(4.0)
+    # eigv counts clusters smoothly: half-similar answers count between one and two
+    assert 1.0 < confidence.eigv([[1.0, 0.5], [0.5, 1.0]]) < 2.0
+    assert confidence.eigv([[1.0, 1.0], [1.0, 1.0]]) == pytest.approx(1.0)
 
 
 def test_words_for_probabilities():
@@ -147,6 +161,8 @@ def test_eval_records_carry_signals_and_the_summary_reports_methods_held_out(tmp
     assert rec["signals"]["mean_logprob"] == pytest.approx(-0.1) and rec["signals"]["n_samples"] == 2
     assert rec["confidence_method"] == "free" and rec["confidence"] is None  # nothing calibrated yet
     assert rec["costs"]["samples_s"] > 0 and rec["settings"]["samples"]["k"] == 2
+    assert len(rec["samples"]) == 2 and all(isinstance(t, str) for t in rec["samples"])
+    assert {"sample_consistency", "eigv"} <= set(rec["signals"])
     trust = evaluate.trust(records, engine.sha256, abstain_below=0.5)
     rep = trust["confidence"]
     assert {"mean_logprob", "free", "agreement", "combined"} <= set(rep) and "p_true" not in rep
@@ -174,6 +190,27 @@ def test_a_rerun_asking_for_more_signals_keeps_the_answers_and_adds_them(tmp_pat
     assert evaluate.run(engine, questions(3), out, progress=False, extra=("p_true",)) == again  # done now
 
 
+def test_a_signal_added_later_is_computed_from_the_samples_the_record_kept(tmp_path):
+    engine = fake_engine(["Paris.", "Lyon."], [-0.1, -2.0])
+    out = tmp_path / "r.jsonl"
+    first = evaluate.run(engine, questions(3), out, progress=False, extra=("samples",), samples=2)
+    # as a record written before "eigv" existed
+    old = []
+    for r in jsonl.read(out)[0]:
+        del r["confidence"]["signals"]["eigv"]
+        old.append(r)
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    calls = engine.backend.calls
+    again = evaluate.run(engine, questions(3), out, progress=False, extra=("samples",), samples=2)
+    assert engine.backend.calls == calls  # nothing sampled again
+    assert [r["confidence"]["signals"]["eigv"] for r in again] == [
+        r["confidence"]["signals"]["eigv"] for r in first
+    ]
+    # other sampling settings: the kept samples do not count, the question is sampled anew
+    evaluate.run(engine, questions(3), out, progress=False, extra=("samples",), samples=3)
+    assert engine.backend.calls > calls
+
+
 def test_saved_calibration_gives_each_answer_its_probability(tmp_path):
     engine = fake_engine(["Paris.", "Lyon."], [-0.1, -2.0])
     records = evaluate.run(engine, questions(20), tmp_path / "a.jsonl", progress=False)
@@ -196,6 +233,26 @@ def test_saved_calibration_gives_each_answer_its_probability(tmp_path):
     # on the questions it was fitted on, the summary cross-validates instead
     assert selective.report(records, engine.sha256)["free"]["how"] == "5-fold cross-validation"
     assert confidence.Confidence(0.2, "free", cal.id, "").abstains(0.5)
+
+
+def test_a_sampled_calibration_is_held_out_only_for_as_many_samples(tmp_path):
+    # five answers in turn: with 2 or 3 samples a question, both right and wrong answers come up
+    engine = fake_engine(["Paris.", "Lyon.", "Paris.", "Rome.", "Paris."], [-0.1, -2.0, -0.3, -1.0, -0.2])
+    fit_on = evaluate.run(
+        engine, questions(20), tmp_path / "a.jsonl", progress=False, extra=("samples",), samples=2
+    )
+    X, y, ids = selective.labelled(fit_on, confidence.METHODS["eigv"].signals)
+    made = fit_on[0]["confidence"]["settings"]["samples"]
+    cal = calibration.fit("eigv", ("eigv",), X, y, engine.sha256, {"question_ids": ids, "samples": made})
+    calibration.save(cal)
+    other = [
+        {"id": f"n{i}", "question": f"Name France's capital ({i})", "references": ["Paris"], "topic": "t"}
+        for i in range(20)
+    ]
+    two = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
+    assert selective.report(two, engine.sha256)["eigv"]["how"].startswith(f"calibration {cal.id}")
+    three = evaluate.run(engine, other, tmp_path / "c.jsonl", progress=False, extra=("samples",), samples=3)
+    assert selective.report(three, engine.sha256)["eigv"]["how"] == "5-fold cross-validation"
     assert not confidence.Confidence(None, "free", None, "").abstains(0.5)  # no number: never withheld
 
 

@@ -267,6 +267,8 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
             "question_ids": ids,
             "question_ids_sha256": hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest(),
         }
+        if method.cost == "samples":  # how many were sampled, and how: eigv counts up to k + 1
+            fitted_on["samples"] = first["confidence"]["settings"].get("samples")
         cal = calibration.fit(name, method.signals, X, y, engine.sha256, fitted_on)
         saved.append({"id": cal.id, "path": str(calibration.save(cal)), "held_out": cal.held_out})
     return saved

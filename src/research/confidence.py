@@ -44,6 +44,10 @@ FREE = (
     "n_tokens",
 )
 SAMPLED = ("lexical_agreement", "agreement", "semantic_entropy")
+#: Sampled signals added after the first measurement: how far the samples agree among
+#: themselves, whatever the answer said (Lin, Trivedi and Sun 2023, "Generating with Confidence").
+#: Kept apart from SAMPLED so that "combined" keeps the signals its calibration was fitted on.
+AMONG_SAMPLES = ("sample_consistency", "eigv")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,27 @@ register_method(
     "samples",
     "lexical agreement and the answer's own mean log-probability: the strongest sampled and the "
     "strongest free signal, two weights where combined fits thirteen",
+)
+register_method(
+    "consistency",
+    ["sample_consistency"],
+    "samples",
+    "how far the sampled answers agree with each other (mean pairwise token F1): how settled the "
+    "model is on the question, whatever it answered",
+)
+register_method(
+    "eigv",
+    ["eigv"],
+    "samples",
+    "how many different meanings the answer and its samples hold: the eigenvalues of their "
+    "similarity graph's Laplacian (Lin et al. 2023)",
+)
+register_method(
+    "sampled",
+    ["lexical_agreement", "sample_consistency", "eigv", "answer_mean_logprob"],
+    "samples",
+    "agreement with the answer, agreement among the samples, their number of meanings and the "
+    "answer's own mean log-probability, in one logistic model",
 )
 #: The method the chat page and `research chat` show: free, so an answer is never slower for it.
 DEFAULT = "free"
@@ -213,27 +238,52 @@ def _f1(a: Sequence[str], b: Sequence[str]) -> float:
     return 0.0 if same == 0 else 2 * same / (len(a) + len(b))
 
 
+def eigv(similarity: Sequence[Sequence[float]]) -> float:
+    """U_EigV of Lin et al. 2023: the sum over the eigenvalues λ of the normalized Laplacian
+    of a similarity graph of max(0, 1 - λ), a smooth count of its clusters: 1.0 when all
+    answers say the same, n when n answers share nothing."""
+    import numpy as np
+
+    w = np.asarray(similarity, float)
+    d = w.sum(axis=1)
+    inv = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+    laplacian = np.eye(len(w)) - inv[:, None] * w * inv[None, :]
+    return float(np.clip(1.0 - np.linalg.eigvalsh(laplacian), 0.0, None).sum())
+
+
 def agreement_signals(answer: str, samples: Sequence[str], question: str) -> dict:
-    """How far `samples` agree with `answer`, three ways: the mean token F1 of their content
-    words (lexical_agreement: the strongest on the kit's set, as lexical similarity between
-    samples in Lin et al. 2023), the share whose short answer is the same (agreement), and the
-    entropy of all short answers' clusters (semantic_entropy, nats).
+    """How far `samples` agree with `answer` and with each other:
+
+    - lexical_agreement: the mean token F1 of their content words with the answer's (the
+      strongest on the kit's set; Lin et al. 2023's degree of the answer);
+    - agreement: the share whose short answer is the same as the answer's;
+    - semantic_entropy: the entropy of all short answers' clusters (nats);
+    - sample_consistency: the mean token F1 of the samples' content words between pairs of
+      samples (Lin et al.'s lexical similarity), which leaves the answer out;
+    - eigv: the number of meanings among the answer and the samples (`eigv()`), over the same
+      token F1, each answer similar to itself.
 
     `agreement_signals("Canberra.", ["Canberra", "Sydney"], "Capital of Australia?")` ->
-    {"lexical_agreement": 0.5, "agreement": 0.5, "semantic_entropy": 0.637, "n_samples": 2}.
+    {"lexical_agreement": 0.5, "agreement": 0.5, "semantic_entropy": 0.637,
+    "sample_consistency": 0.0, "eigv": 2.0, "n_samples": 2}.
     """
     short = scoring.extract_answer(answer, question)
     shorts = [scoring.extract_answer(s, question) for s in samples]
-    words = content_words(answer, question)
-    lexical = [_f1(words, content_words(s, question)) for s in samples]
+    words = [content_words(t, question) for t in (answer, *samples)]
+    lexical = [_f1(words[0], w) for w in words[1:]]
     agree = sum(same_answer(short, s) for s in shorts) / len(shorts) if shorts else float("nan")
     groups = clusters([short, *shorts])
     total = len(shorts) + 1
     entropy = -sum(len(g) / total * math.log(len(g) / total) for g in groups)
+    n = len(words)
+    sim = [[1.0 if i == j else _f1(words[i], words[j]) for j in range(n)] for i in range(n)]
+    pairs = [sim[i][j] for i in range(1, n) for j in range(i + 1, n)]
     return {
         "lexical_agreement": sum(lexical) / len(lexical) if lexical else float("nan"),
         "agreement": agree,
         "semantic_entropy": entropy,
+        "sample_consistency": sum(pairs) / len(pairs) if pairs else float("nan"),
+        "eigv": eigv(sim) if samples else float("nan"),
         "n_samples": len(shorts),
     }
 
@@ -310,13 +360,17 @@ def of_stats(stats, model_sha256: str, method: str = DEFAULT) -> Confidence:
 def sampled_signals(engine, messages, answer: str, k: int, sampling, question: str) -> dict:
     """Answer the same messages `k` more times with `sampling` (seeds 1..k) and compare.
 
-    Returns agreement_signals() and the seconds it took ("samples_s").
+    Returns agreement_signals(), the sampled answers ("samples", kept in the record, so that a
+    signal added later can be computed from them) and the seconds it took ("samples_s").
     """
     from dataclasses import replace
 
     t = time.perf_counter()
-    samples = [engine.answer(messages, replace(sampling, seed=i + 1))[0] for i in range(k)]
-    return agreement_signals(answer, samples, question) | {"samples_s": time.perf_counter() - t}
+    samples = [engine.answer(messages, replace(sampling, seed=i + 1))[0].strip() for i in range(k)]
+    return agreement_signals(answer, samples, question) | {
+        "samples": samples,
+        "samples_s": time.perf_counter() - t,
+    }
 
 
 P_TRUE_PROMPT = (

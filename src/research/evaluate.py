@@ -33,8 +33,11 @@ SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
 SAMPLES_SETTINGS = Sampling(
     temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, max_tokens=32
 )
-#: Confidence signals that cost more than the answer itself, and the signal each one adds.
-EXTRA = {"samples": "lexical_agreement", "p_true": "p_true"}
+#: Confidence signals that cost more than the answer itself, and the signals each one adds.
+EXTRA = {
+    "samples": confidence.SAMPLED + confidence.AMONG_SAMPLES,
+    "p_true": ("p_true",),
+}
 
 
 def records_by_run(records: list[dict]) -> dict[str, list[dict]]:
@@ -75,8 +78,10 @@ def run(
     Every record carries its confidence signals (research.confidence): the free ones always,
     and those of `extra` when asked ("samples": `samples` more answers for agreement and
     semantic entropy; "p_true": one more prompt), with the calibrated probability of `method`
-    when a calibration of this model is saved. A record without a signal asked for now is
-    answered again (the answer is the same: the run is the same).
+    when a calibration of this model is saved, and the sampled answers themselves. A record
+    without a signal asked for now, or with another number of samples, is answered again (the
+    answer is the same: the run is the same); a sampled signal added since is computed from the
+    samples the record kept, when they were made as asked now.
     """
     from tqdm import tqdm
 
@@ -89,12 +94,16 @@ def run(
     done, _bad = jsonl.read(out)
     meta = provenance.of(engine, system, sampling)
     key = meta["run"]
-    needs = [EXTRA[e] for e in extra]
+    needs = [k for e in extra for k in EXTRA[e]]
     answered = {r["id"]: r for r in records_by_run(done).get(key, []) if r.get("error") is None}
     mine = {
         i: r
         for i, r in answered.items()
-        if "confidence" in r and all(k in r["confidence"]["signals"] for k in needs)
+        if "confidence" in r
+        and all(k in r["confidence"]["signals"] for k in needs)
+        and (
+            "samples" not in extra or r["confidence"]["settings"].get("samples") == _samples_settings(samples)
+        )
     }
     asked = questions[: limit or len(questions)]
     todo = [q for q in asked if q["id"] not in mine]
@@ -119,6 +128,7 @@ def run(
         try:
             messages = conversation(q["question"], system)
             before = answered.get(q["id"])
+            kept = None
             if before is not None and "confidence" in before:  # answered: only the signals asked for now
                 text, signals, costs = (
                     before["answer"],
@@ -126,6 +136,8 @@ def run(
                     before["confidence"]["costs"],
                 )
                 timings = before["timings"]
+                if before["confidence"].get("settings", {}).get("samples") == _samples_settings(samples):
+                    kept = before["confidence"].get("samples")
             else:
                 # What the previous question left in the KV cache changes which llama.cpp kernels
                 # evaluate this prompt, and so its greedy answer: forget it, so that a record is
@@ -148,7 +160,9 @@ def run(
             record |= {
                 "answer": text,
                 "scores": score(text, q["references"], q["question"]),
-                "confidence": _confidence(engine, messages, text, signals, costs, extra, samples, method),
+                "confidence": _confidence(
+                    engine, messages, text, signals, costs, extra, samples, method, kept
+                ),
                 "error": None,
                 "timings": timings,
             }
@@ -170,23 +184,43 @@ def run(
 
 
 def _confidence(
-    engine: Engine, messages, text: str, signals, costs, extra, samples: int, method: str
+    engine: Engine,
+    messages,
+    text: str,
+    signals,
+    costs,
+    extra,
+    samples: int,
+    method: str,
+    kept: list[str] | None = None,
 ) -> dict:
-    """A record's confidence: its signals, what they cost, and the calibrated probability."""
-    signals, costs, settings = dict(signals), dict(costs), {}
+    """A record's confidence: its signals, what they cost, the sampled answers they came from,
+    and the calibrated probability. `kept`: the sampled answers of this run's earlier record of
+    the question; when there are `samples` of them, the sampled signals are computed from them
+    again (a signal added since) instead of sampling anew."""
+    signals, costs, settings, out = dict(signals), dict(costs), {}, {}
     question = str(messages[-1]["content"])
     if "samples" in extra:
-        got = confidence.sampled_signals(engine, messages, text, samples, SAMPLES_SETTINGS, question)
-        costs["samples_s"] = got.pop("samples_s")
+        if kept is not None and len(kept) == samples:  # made with the same settings
+            got = confidence.agreement_signals(text, kept, question) | {"samples": kept}
+        else:
+            got = confidence.sampled_signals(engine, messages, text, samples, SAMPLES_SETTINGS, question)
+            costs["samples_s"] = got.pop("samples_s")
+        out["samples"] = got.pop("samples")
         signals |= got
-        settings["samples"] = {"k": samples, "sampling": dataclasses.asdict(SAMPLES_SETTINGS)}
+        settings["samples"] = _samples_settings(samples)
     if "p_true" in extra:
         got = confidence.p_true(engine, question, text)
         costs["p_true_s"] = got.pop("p_true_s")
         signals |= got
         settings["p_true"] = {"prompt": confidence.P_TRUE_PROMPT}
     conf = confidence.of_signals(signals, engine.sha256, method)
-    return {"signals": signals, **conf.as_dict(), "costs": costs, "settings": settings}
+    return {"signals": signals, **conf.as_dict(), "costs": costs, "settings": settings} | out
+
+
+def _samples_settings(k: int) -> dict:
+    """How a record's sampled answers were made: how many, with which sampling."""
+    return {"k": k, "sampling": dataclasses.asdict(SAMPLES_SETTINGS)}
 
 
 def _out_file(out: str | Path) -> Path:

@@ -40,8 +40,9 @@ def labelled(
 def held_out(records: list[dict], method: str, model_sha256: str | None = None) -> dict | None:
     """Out-of-fold probabilities of one method on these records, and how they were held out.
 
-    A calibration saved for this model and method that was fitted on none of these questions is
-    used as it is (the truest test: other questions, another day); otherwise a stratified k-fold
+    A calibration saved for this model and method that was fitted on none of these questions (and,
+    for a sampled method, on as many samples made the same way) is used as it is (the truest
+    test: other questions, another day); otherwise a stratified k-fold
     cross-validation on the records themselves. None when the records lack its signals.
     Returns {"p", "y", "ids", "how"}.
     """
@@ -56,6 +57,7 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
         saved is not None
         and tuple(saved.model.names) == names
         and not set(ids) & set(saved.fitted_on.get("question_ids", ()))
+        and _same_samples(saved, records, confidence.METHODS[method].cost)
     ):
         return {
             "p": saved.model.predict(X),
@@ -64,6 +66,19 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
             "how": f"calibration {saved.id}, fitted on other questions",
         }
     return {"p": out_of_fold(X, y), "y": y, "ids": ids, "how": f"{FOLDS}-fold cross-validation"}
+
+
+def _same_samples(saved, records: list[dict], cost: str) -> bool:
+    """Whether a saved calibration of a sampled method was fitted on as many samples, made the
+    same way, as these records carry (the count of meanings, eigv, runs up to k + 1)."""
+    if cost != "samples":
+        return True
+    made = {
+        str((r.get("confidence") or {}).get("settings", {}).get("samples"))
+        for r in records
+        if r.get("scores") is not None
+    }
+    return made == {str(saved.fitted_on.get("samples"))}
 
 
 def selected(records: list[dict], bootstrap: int = BOOTSTRAP) -> dict | None:
