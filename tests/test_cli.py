@@ -361,6 +361,8 @@ def paths(tmp_path):
         (["bench", "--no-llama-bench", "--json", "{tmp}/no/such/folder/b.json"], "no folder"),
         (["quality", "--corpus", "{folder}"], "is a folder"),
         (["quality", "--corpus", "{tmp}/none.txt"], "no such file"),
+        (["inspect", ""], "the model is empty"),  # not the bundled model in its place
+        (["chat", "--model", " ", "--prompt", "hi"], "the model is empty"),
         # bench's context is pp + tg + 64, capped at the model's trained 8192: refused from the header.
         (["bench", "--no-llama-bench", "--pp", "8000", "--tg", "200"], "trained on 8192"),
     ],

@@ -103,6 +103,10 @@ def resolve(name: str | os.PathLike | ModelRef | None = None) -> ModelRef:
     """
     if isinstance(name, ModelRef):
         return name
+    if name is not None and not str(name).strip():  # `--model ""`: a mistake, not a wish for the default
+        raise KitError(
+            "the model is empty: name a catalog id or a .gguf file, or leave it out for the bundled one"
+        )
     name = str(name) if name else DEFAULT_MODEL
     entry = catalog().get(name)
     if entry is not None:
