@@ -33,6 +33,7 @@ SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
 SAMPLES_SETTINGS = Sampling(
     temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, max_tokens=32
 )
+SAMPLES = confidence.SAMPLES
 #: Confidence signals that cost more than the answer itself, and the signals each one adds.
 EXTRA = {
     "samples": confidence.SAMPLED + confidence.AMONG_SAMPLES,
@@ -62,7 +63,7 @@ def run(
     progress: bool = True,
     label: str | None = None,
     extra: tuple[str, ...] = (),
-    samples: int = 8,
+    samples: int = SAMPLES,
     method: str = confidence.DEFAULT,
 ) -> list[dict]:
     """Answer the questions this run has not answered yet in `out`, appending one record each.
