@@ -129,6 +129,20 @@ def test_metrics_on_known_cases():
     assert list(cov) == [0.5, 1.0] and list(acc) == [1.0, 0.5]
 
 
+def test_the_ece_interval_holds_the_ece_of_a_well_calibrated_method():
+    # Probabilities that mean what they say, 300 answers: the resamples' ECE is biased upward, so
+    # a plain percentile interval started above the point in 4 of these 20 sets. Not any more.
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        p = rng.uniform(0, 1, 300)
+        y = (rng.uniform(0, 1, 300) < p).astype(float)
+        m = calibration.with_intervals(p, y, n=300)
+        lo, hi = m["ece_ci"]
+        assert 0.0 <= lo <= m["ece"] <= hi, (seed, m["ece"], m["ece_ci"])
+        lo, hi = m["auroc_ci"]  # the others stay plain percentile intervals
+        assert lo <= m["auroc"] <= hi
+
+
 def test_cross_validation_never_scores_an_answer_with_a_fit_that_saw_it():
     # Labels are noise: a fit that saw its own answers would look better than chance.
     for seed in range(3):
