@@ -247,6 +247,7 @@ def test_saved_calibration_gives_each_answer_its_probability(tmp_path):
     # on the questions it was fitted on, the summary cross-validates instead
     assert selective.report(records, engine.sha256)["free"]["how"] == "5-fold cross-validation"
     assert confidence.Confidence(0.2, "free", cal.id, "").abstains(0.5)
+    assert not confidence.Confidence(None, "free", None, "").abstains(0.5)  # no number: never withheld
 
 
 def test_a_sampled_calibration_is_held_out_only_for_as_many_samples(tmp_path):
@@ -267,7 +268,33 @@ def test_a_sampled_calibration_is_held_out_only_for_as_many_samples(tmp_path):
     assert selective.report(two, engine.sha256)["eigv"]["how"].startswith(f"calibration {cal.id}")
     three = evaluate.run(engine, other, tmp_path / "c.jsonl", progress=False, extra=("samples",), samples=3)
     assert selective.report(three, engine.sha256)["eigv"]["how"] == "5-fold cross-validation"
-    assert not confidence.Confidence(None, "free", None, "").abstains(0.5)  # no number: never withheld
+
+
+def test_the_targets_judge_the_chosen_method_where_nothing_about_the_answers_chose_or_fitted_it(tmp_path):
+    engine = fake_engine(["Paris.", "Lyon.", "Paris.", "Rome.", "Paris."], [-0.1, -2.0, -0.3, -1.0, -0.2])
+    fit_on = evaluate.run(
+        engine, questions(20), tmp_path / "a.jsonl", progress=False, extra=("samples",), samples=2
+    )
+    names = confidence.METHODS[confidence.CHOSEN].signals
+    X, y, ids = selective.labelled(fit_on, names)
+    made = fit_on[0]["confidence"]["settings"]["samples"]
+    cal = calibration.fit(
+        confidence.CHOSEN, names, X, y, engine.sha256, {"question_ids": ids, "samples": made}
+    )
+    calibration.save(cal)
+    other = [
+        {"id": f"n{i}", "question": f"Name France's capital ({i})", "references": ["Paris"], "topic": "t"}
+        for i in range(20)
+    ]
+    fresh = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
+
+    def targets(records):
+        text = evaluate.format_summary(evaluate.summarize(records) | evaluate.trust(records, engine.sha256))
+        return next(line for line in text.splitlines() if line.startswith("targets:"))
+
+    assert f"({confidence.CHOSEN}, chosen beforehand;" in targets(fresh)
+    # on the answers it was fitted on, the targets fall back to a choice made on them
+    assert "chosen beforehand" not in targets(fit_on)
 
 
 def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path):
