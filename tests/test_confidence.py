@@ -293,6 +293,9 @@ def test_the_targets_judge_the_chosen_method_where_nothing_about_the_answers_cho
         return next(line for line in text.splitlines() if line.startswith("targets:"))
 
     assert f"({confidence.CHOSEN}, chosen beforehand;" in targets(fresh)
+    assert (
+        evaluate.trust(fresh, engine.sha256, abstain_below=0.5)["abstention"]["method"] == confidence.CHOSEN
+    )
     # on the answers it was fitted on, the targets fall back to a choice made on them
     assert "chosen beforehand" not in targets(fit_on)
 

@@ -516,7 +516,8 @@ def add_eval(sub) -> None:
     s.add_argument(
         "--method",
         help="confidence method for each record's probability and for --abstain-below (default: free for "
-        "records, the best-ranking method for abstention); see research.confidence.METHODS",
+        "records; for abstention the kit's chosen method when its calibration was fitted on other "
+        "questions, else the best-ranking one); see research.confidence.METHODS",
     )
     s.add_argument(
         "--abstain-below",

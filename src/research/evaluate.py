@@ -356,7 +356,8 @@ def trust(
 ) -> dict:
     """The confidence part of a run's summary: each method on held-out answers
     (research.selective.report), what the signals cost per answer, and with `abstain_below`
-    what "answer only when sure" gives with `method` (default: the best-ranking one)."""
+    what "answer only when sure" gives with `method` (default: the kit's chosen method where it
+    was fixed and calibrated on other questions, else the best-ranking one)."""
     rep = selective.report(records, model_sha256)
     spent = [r["confidence"]["costs"] for r in records if r.get("confidence")]
     costs = {}
@@ -366,7 +367,7 @@ def trust(
             costs[key] = sum(values) / len(values)
     out = {"confidence": rep, "costs": costs, "confidence_selected": selective.selected(records)}
     if abstain_below is not None and rep:
-        method = method or selective.best_method(rep)
+        method = method or selective.chosen_beforehand(rep) or selective.best_method(rep)
         out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)
     return out
 

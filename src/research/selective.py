@@ -203,8 +203,8 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
             f"{chosen['acc@50']:.1%} = {chosen['acc@50'] / chosen['accuracy']:.2f} x overall"
         )
         b, best = chosen, "nested choice"
-    fixed = rep.get(confidence.CHOSEN)
-    if fixed is not None and fixed["how"].startswith("calibration"):  # fitted on other questions
+    if chosen_beforehand(rep):
+        fixed = rep[confidence.CHOSEN]
         lo, hi = fixed["auroc_ci"]
         lines.append(
             f"the kit's chosen method, {confidence.CHOSEN}, fixed before these answers and calibrated on "
@@ -246,6 +246,15 @@ def _met(ok: bool) -> str:
 def abstention_table(records: list[dict], method: str, thresholds, model_sha256: str | None = None) -> list:
     """abstention() at each threshold: what each "answer only when sure" setting buys."""
     return [row for t in thresholds if (row := abstention(records, method, t, model_sha256))]
+
+
+def chosen_beforehand(rep: dict) -> str | None:
+    """The kit's chosen method (confidence.CHOSEN) when a report() judged it with a calibration
+    fitted on other questions: nothing about these answers chose or fitted it. Else None."""
+    from research import confidence
+
+    m = rep.get(confidence.CHOSEN)
+    return confidence.CHOSEN if m is not None and m["how"].startswith("calibration") else None
 
 
 def best_method(rep: dict) -> str:
