@@ -300,6 +300,30 @@ def test_the_targets_judge_the_chosen_method_where_nothing_about_the_answers_cho
     assert "chosen beforehand" not in targets(fit_on)
 
 
+def test_the_summary_says_when_a_calibration_runs_high_on_other_questions(tmp_path):
+    # fitted where four answers in five are right; judged where one in five is
+    engine = fake_engine(["Paris.", "Paris.", "Paris.", "Paris.", "Lyon."], [-0.1, -0.2, -0.1, -0.3, -2.0])
+    fit_on = evaluate.run(engine, questions(40), tmp_path / "a.jsonl", progress=False)
+    names = confidence.METHODS["free"].signals
+    X, y, ids = selective.labelled(fit_on, names)
+    calibration.save(calibration.fit("free", names, X, y, engine.sha256, {"question_ids": ids}))
+    lyon = [
+        {"id": f"n{i}", "question": f"Name a city on the Rhone ({i})", "references": ["Lyon"], "topic": "t"}
+        for i in range(40)
+    ]
+    hard = evaluate.run(engine, lyon, tmp_path / "b.jsonl", progress=False)
+    text = evaluate.format_summary(evaluate.summarize(hard) | evaluate.trust(hard, engine.sha256))
+    line = next(x for x in text.splitlines() if x.startswith("calibration in the large, free"))
+    assert "20.0% right" in line and "run high on these questions" in line and "eval --calibrate" in line, (
+        line
+    )
+    # on questions like those it was fitted on, it only reports
+    like = [dict(q, id=f"p{i}") for i, q in enumerate(questions(40))]
+    same = evaluate.run(engine, like, tmp_path / "c.jsonl", progress=False)
+    text = evaluate.format_summary(evaluate.summarize(same) | evaluate.trust(same, engine.sha256))
+    assert "calibration in the large, free" in text and "run high" not in text
+
+
 def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path):
     engine = fake_engine(["Paris."], [-0.3])
     prov = {"model": "fake", "model_sha256": engine.sha256, "system": ""}

@@ -131,6 +131,7 @@ def report(records: list[dict], model_sha256: str | None = None, bootstrap: int 
         steps = np.linspace(0.1, 1.0, 10)
         curve = [float(acc[max(0, int(round(c * len(acc))) - 1)]) for c in steps]
         out[name] = m | {
+            "mean_p": float(got["p"].mean()),
             "cost": method.cost,
             "how": got["how"],
             "coverage": steps.round(2).tolist(),
@@ -217,9 +218,41 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
         f"accuracy at 50 % coverage {b['acc@50'] / b['accuracy']:.2f} x overall "
         f"(target 1.5: {_met(b['acc@50'] >= 1.5 * b['accuracy'])})"
     )
+    lines += drift_lines(rep)
     if costs:
         lines.append("cost: " + "; ".join(costs_lines(costs)))
     return "\n".join(lines)
+
+
+#: How far a saved calibration's mean probability may sit from the share right before the summary
+#: says its numbers run high or low on these questions (10 points).
+DRIFT = 0.10
+
+
+def drift_lines(rep: dict) -> list[str]:
+    """Calibration in the large for the methods people see (the page's, and the kit's chosen one)
+    where a saved calibration was applied as it is: its mean probability against the share of
+    answers that are right. A calibration fitted where the model was right 44 % of the time
+    says too much on questions it gets right 5 % of the time, however well it sorts them."""
+    from research import confidence
+
+    out = []
+    for name in dict.fromkeys((confidence.DEFAULT, confidence.CHOSEN)):
+        m = rep.get(name)
+        if m is None or not m["how"].startswith("calibration"):
+            continue
+        gap = m["mean_p"] - m["accuracy"]
+        line = (
+            f"calibration in the large, {name}: {m['mean_p']:.1%} on average, {m['accuracy']:.1%} right"
+        )
+        if abs(gap) > DRIFT:
+            line += (
+                f": its numbers run {'high' if gap > 0 else 'low'} on these questions by "
+                f"{abs(gap) * 100:.0f} points; `eval --calibrate` fits one on them, `eval "
+                "--from-ratings` on your ratings"
+            )
+        out.append(line)
+    return out
 
 
 def costs_lines(costs: dict) -> list[str]:
