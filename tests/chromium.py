@@ -8,19 +8,12 @@ from contextlib import contextmanager
 
 import pytest
 
+from research.page_bench import QUIET_BROWSER
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags that keep Chromium itself from calling home (component updates, safe browsing, ...).
-QUIET = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
+# Flags that keep Chromium itself from calling home (component updates, safe browsing, ...): the
+# same list the kit's own page measurements launch it with.
+QUIET = QUIET_BROWSER
 
 
 @contextmanager

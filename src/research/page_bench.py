@@ -184,7 +184,8 @@ def find_browser() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-#: Chromium's own calls home, off: the page is on loopback and must be measured alone.
+#: Chromium's own calls home (component updates, safe browsing, ...), off: the page is on
+#: loopback and must be measured alone. The kit's browser tests launch it with these too.
 QUIET_BROWSER = [
     "--no-sandbox",
     "--disable-gpu",

@@ -242,9 +242,7 @@ def drift_lines(rep: dict) -> list[str]:
         if m is None or not m["how"].startswith("calibration"):
             continue
         gap = m["mean_p"] - m["accuracy"]
-        line = (
-            f"calibration in the large, {name}: {m['mean_p']:.1%} on average, {m['accuracy']:.1%} right"
-        )
+        line = f"calibration in the large, {name}: {m['mean_p']:.1%} on average, {m['accuracy']:.1%} right"
         if abs(gap) > DRIFT:
             line += (
                 f": its numbers run {'high' if gap > 0 else 'low'} on these questions by "
