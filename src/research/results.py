@@ -71,16 +71,27 @@ def execute(path: Path, params: dict, timeout: int = CELL_TIMEOUT):
     """Run a notebook top to bottom in a fresh kernel, from its own folder (as nbmake and
     JupyterLab do); returns (notebook with outputs, seconds). A failing cell raises nbclient's
     CellExecutionError, which names the cell and its traceback."""
+    import tempfile
+
     import nbformat
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = inject(nbformat.read(path, as_version=4), params)
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
-    t0 = time.perf_counter()
-    client.execute()
-    return nb, time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="research-kernel-") as sockets:
+        # The kernel talks to this process over Unix sockets in a private folder, not over TCP
+        # on loopback: no port for anything else on the device to connect to.
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            config=ipc,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        t0 = time.perf_counter()
+        client.execute()
+        return nb, time.perf_counter() - t0
 
 
 def _clean_text(text: str) -> str:
