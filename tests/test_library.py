@@ -207,6 +207,8 @@ def test_indexing_is_incremental_and_each_version_replaces_the_last(home, tmp_pa
     assert sorted(p.name for p in lib.root.iterdir() if p.is_dir()) == ["v2"]
     with pytest.raises(KitError, match="updated since"):
         lib.passage(old.id)
+    with pytest.raises(KitError, match="has no passage 9-1 \\(it is at version 2\\)"):
+        lib.passage("9-1")  # from a version it never had: not "updated since"
     (folder / "extra.txt").unlink()
     assert library_build.update("t", progress=False).files == 4  # a deleted file leaves the library
 

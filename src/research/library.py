@@ -246,6 +246,8 @@ class Library:
         m = PASSAGE_ID.match(pid or "")
         if not m:
             raise KitError(f"{pid!r} is not a passage id")
+        if int(m.group(1)) > self.version:  # from no version this library has had
+            raise KitError(f"library {self.name!r} has no passage {pid} (it is at version {self.version})")
         if int(m.group(1)) != self.version:
             raise KitError(f"library {self.name!r} was updated since this passage was found; ask again")
         if m.group(2) is not None:
