@@ -213,6 +213,34 @@ def test_indexing_is_incremental_and_each_version_replaces_the_last(home, tmp_pa
     assert library_build.update("t", progress=False).files == 4  # a deleted file leaves the library
 
 
+def test_a_library_with_nothing_to_search_is_refused_and_an_update_to_nothing_changes_nothing(
+    home, tmp_path, monkeypatch
+):
+    only_images = tmp_path / "images"
+    only_images.mkdir()
+    (only_images / "a.png").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(KitError, match="would hold no text to search .*nothing was made"):
+        library_build.add("empty", [only_images], progress=False)
+    assert "empty" not in library.names()
+
+    folder = docs(tmp_path / "docs")
+    library_build.add("t", [folder], progress=False)
+    # the folder can no longer be listed (an unmounted drive, its permissions changed): as root
+    # here, permissions would not stop the walk, so os.walk reports the error as it would
+    real_walk = library_build.os.walk
+
+    def walk(top, onerror=None, **kw):
+        if Path(top) == folder:
+            onerror(PermissionError(13, "Permission denied", str(folder)))
+            return iter(())
+        return real_walk(top, onerror=onerror, **kw)
+
+    monkeypatch.setattr(library_build.os, "walk", walk)
+    with pytest.raises(KitError, match=f"{folder}: Permission denied\\); the library is unchanged"):
+        library_build.update("t", progress=False)
+    assert "Marigold Dawn" in library.open_library("t").search("newest ferry", 1)[0].text
+
+
 def test_a_failed_update_leaves_the_previous_version_whole(home, tmp_path, monkeypatch):
     folder = docs(tmp_path / "docs")
     library_build.add("t", [folder], progress=False)

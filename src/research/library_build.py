@@ -58,11 +58,14 @@ def scan(roots: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
                     (str(root), f"not a kind of document the library reads ({', '.join(src.KINDS)})")
                 )
         elif root.is_dir():
-            for folder, dirs, files in os.walk(root):  # symbolic links to folders are not followed
+            unreadable: list[OSError] = []
+            # symbolic links to folders are not followed; a folder that cannot be listed is said
+            for folder, dirs, files in os.walk(root, onerror=unreadable.append):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [
                     Path(folder, f) for f in sorted(files) if not f.startswith(".") and src.kind_of(Path(f))
                 ]
+            problems += [(e.filename or str(root), e.strerror or str(e)) for e in unreadable]
         else:
             problems.append((str(root), "no longer there; its files were dropped"))
     seen, out = set(), []
@@ -166,6 +169,13 @@ def _build(
                 report.skipped.append((str(path), entry["error"]))
                 _say(f"skipped {path}: {entry['error']}", progress)
             entries.append(entry | {"first": first, "count": len(offsets) - 1 - first})
+    if not texts and not any(e.get("fulltext") for e in entries):
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = "; ".join(f"{p}: {w}" for p, w in report.skipped[:3]) or "no document of a kind it reads"
+        raise KitError(
+            f"library {name!r} would hold no text to search ({why}); "
+            + ("the library is unchanged" if old else "nothing was made")
+        )
     if texts:
         import bm25s
         import numpy as np
@@ -202,8 +212,6 @@ def _build(
     report.passages = len(texts)
     report.seconds = time.perf_counter() - t0
     report.index_mb = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
-    if not texts and not any(e.get("fulltext") for e in entries):
-        _say(f"warning: library {name!r} holds no text to search", progress)
     return report
 
 
