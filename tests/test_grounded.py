@@ -337,7 +337,7 @@ def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, c
 # ---- the page's library choice (research.chat), without a browser ----
 
 
-def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib):
+def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib, tmp_path):
     from research import chat
 
     host = chat.ModelHost()
@@ -353,6 +353,9 @@ def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib):
     # The sources are the page's, not the answer's: a later question and a rating see the answer only.
     assert chat.history_messages(shown)[-1]["content"] == "Marigold Dawn [1]"
     assert host.answer_record(shown[-1])["library"]["sources"][0]["n"] == 1
+    # a rating says the answer came with the library's passages, and which
+    rated = json.loads(host.rate(shown, thumbs="up", path=tmp_path / "r.jsonl").read_text())
+    assert rated["library"]["library"] == lib and rated["library"]["sources"][0]["id"]
     # Another session, and this one once it chose no library, ask the model alone.
     alone = list(host.respond(history, "", grounded.Sampling(max_tokens=32), "s2"))[-1]
     assert chat.SOURCES_HEAD not in alone[-1]["content"] and "I don't know" in alone[-1]["content"]

@@ -489,6 +489,8 @@ class ModelHost:
         signals = record.get("stats", {}).get("signals")
         if signals:  # kept with the rating, so ratings recalibrate without recomputing them
             rec["confidence_signals"] = signals
+        if record.get("library"):  # the library, its version and the passages the answer came with
+            rec["library"] = record["library"]
         return ratings.append(rec, path)
 
     def export(self, history: list[dict], system: str, folder: str | Path) -> tuple[Path, Path]:

@@ -42,6 +42,7 @@ FIELDS = (
     "comment",
     "rater",
     "ab",
+    "library",
 )
 #: The outcome of a blind A/B choice: the first answer shown, the second, a tie, or both wrong.
 AB_RESULTS = ("A", "B", "tie", "both wrong")
@@ -141,6 +142,7 @@ def make_record(
         "score": score,
         "verdict": verdict,
         "ab": None,
+        "library": None,  # the page's library lookup behind the answer, when there was one
     }
 
 
