@@ -334,8 +334,11 @@ def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path
     rated.append(
         ratings.make_record("Other model?", "x", {"model": "m", "model_sha256": "other"}, thumbs="up")
     )
+    grounded = ratings.make_record("Newest ferry?", "Marigold Dawn [1]", prov, verdict="correct")
+    rated.append(grounded | {"library": {"library": "town", "looked_up": True, "sources": []}})
     kept, signals, forced = confidence.rated_signals(engine, rated)
-    assert len(kept) == 16 and forced == 16  # the other model's rating is not used
+    # neither the other model's rating nor the answer written from a library's passages is used
+    assert len(kept) == 16 and forced == 16
     cal, path, _ = confidence.recalibrate(engine, rated, "mean_logprob", root=tmp_path)
     assert path.is_file() and cal.fitted_on["source"] == "ratings" and cal.fitted_on["n"] == 16
     with pytest.raises(KitError, match="free signals"):

@@ -432,11 +432,14 @@ def rating_label(rating: dict) -> float | None:
 def rated_signals(engine, ratings: Sequence[dict]) -> tuple[list[dict], list[dict], int]:
     """The ratings of this engine's model file that say right or wrong, the latest per answer,
     with each answer's free signals: kept with the rating (`confidence_signals`) or recomputed
-    by teacher forcing. Returns (ratings, signals, how many were recomputed)."""
+    by teacher forcing. Answers written from a library's passages are left out: their signals
+    come from another prompt than the closed-book answers the calibration is for. Returns
+    (ratings, signals, how many were recomputed)."""
     latest: dict = {}
     for r in ratings:
         if (
             r.get("model_sha256") == engine.sha256
+            and not (r.get("library") or {}).get("looked_up")
             and str(r.get("answer") or "").strip()
             and rating_label(r) is not None
         ):
