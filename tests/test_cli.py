@@ -345,6 +345,7 @@ def paths(tmp_path):
     """A folder, a file, and names of things that do not exist."""
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("text\n")
+    os.mkfifo(tmp_path / "pipe.txt")  # reading it would wait for a writer that never comes
     return {k: str(tmp_path / v) for k, v in [("folder", "folder"), ("file", "file.txt")]}
 
 
@@ -361,6 +362,8 @@ def paths(tmp_path):
         (["bench", "--no-llama-bench", "--json", "{tmp}/no/such/folder/b.json"], "no folder"),
         (["quality", "--corpus", "{folder}"], "is a folder"),
         (["quality", "--corpus", "{tmp}/none.txt"], "no such file"),
+        (["quality", "--corpus", "{tmp}/pipe.txt"], "not a regular file"),
+        (["eval", "--out", "{tmp}/r.jsonl", "--questions", "{tmp}/pipe.txt"], "not a regular file"),
         (["inspect", ""], "the model is empty"),  # not the bundled model in its place
         (["chat", "--model", " ", "--prompt", "hi"], "the model is empty"),
         # bench's context is pp + tg + 64, capped at the model's trained 8192: refused from the header.

@@ -180,12 +180,14 @@ def threads_list(text: str) -> list[int]:
 
 
 def input_file(text: str) -> str:
-    """An argparse type: a file that exists, can be read and is not a folder."""
+    """An argparse type: a regular file that exists and can be read (not a folder, pipe or device)."""
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; name a file inside it")
     if not path.exists():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not path.is_file():  # a named pipe or a device would be read until it ends, perhaps never
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file (a pipe or a device); name a file")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"cannot read {text}: permission denied")
     return text
