@@ -123,6 +123,10 @@ def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
         str(tmp_path / "no" / "x.csv"),
     )
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: cannot write")
+    # a prompt shorter than the chat template and a one-word question cannot be measured as asked
+    r = run("bench", "--reps", "1", "--pp", "1", "--tg", "4", "--no-llama-bench")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "shorter than the chat path's shortest prompt" in last and "--pp 3" in last
 
 
 @pytest.mark.model

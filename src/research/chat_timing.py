@@ -103,6 +103,12 @@ def kit_rows(
     device.reset_peak_rss()
     engine = Engine.load(ref, config)
     try:
+        smallest = engine.count_tokens(engine.format.render(prompt_of(engine, 1, "r0x0")))
+        if pp < smallest:  # the template and a one-word question: a chat prompt is never shorter
+            raise KitError(
+                f"--pp {pp} is shorter than the chat path's shortest prompt for {ref.path.name} "
+                f"({smallest} tokens: its chat template and a one-word question); use --pp {smallest} or more"
+            )
         kit_once(engine, min(pp, 64), 8, -1)
         runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
         ttft = ttft_parts(engine, reps=3)["ttft_s"]
