@@ -330,6 +330,7 @@ def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, c
     assert always["right"] > never["right"]  # what the library is for
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted({r["mode"] for r in records}) == ["always", "never", "unsure"] and len(records) == 9
+    assert {r["n_ctx"] for r in records} == {2048}  # as `library eval`: the same run, the same records
     assert main(["eval", "--compare-closed-book", "--limit", "1"]) == 1  # no library: one line
     assert "add --library NAME" in capsys.readouterr().err
 

@@ -20,6 +20,10 @@ import sys
 from research import options
 from research.errors import KitError
 
+#: The context of answers from a library (`library eval`, `eval --library`): three passages,
+#: the prompt and a short answer need ~700 tokens.
+LIBRARY_CTX = 2048
+
 
 def _modes(text: str) -> list[str]:
     """An argparse type: "never,unsure" -> ["never", "unsure"]."""
@@ -284,7 +288,7 @@ def add_library(sub) -> None:
     s = lsub.add_parser("eval", help="gained and lost answers with the library, per lookup mode")
     s.add_argument("name", type=_name)
     model_options(s)
-    s.set_defaults(ctx=2048)  # three passages, the prompt and a short answer need ~700 tokens
+    s.set_defaults(ctx=LIBRARY_CTX)
     s.add_argument(
         "--questions",
         action="append",

@@ -182,10 +182,16 @@ def _check_bench_fits(models: list, pp: int, tg: int) -> None:
             )
 
 
+#: eval's context: a short question and a short answer need far less.
+EVAL_CTX = 1024
+
+
 def cmd_eval(args) -> None:
     from research import evaluate
     from research.confidence import METHODS
 
+    if args.ctx is None:  # passages need room: the same context as `library eval`
+        args.ctx = cli_library.LIBRARY_CTX if args.library else EVAL_CTX
     if args.method is not None and args.method not in METHODS:
         raise KitError(f"unknown confidence method {args.method!r}; choose from {', '.join(METHODS)}")
     if args.from_ratings is not None:
@@ -553,7 +559,12 @@ def add_eval(sub) -> None:
         "on and off, side by side, and print what they cost",
     )
     cli_library.eval_options(s)  # --library NAME, --compare-closed-book, --lookup MODES
-    s.set_defaults(func=cmd_eval, ctx=1024)
+    # --ctx: 1024 for closed-book questions, as `library eval`'s 2048 with --library (cmd_eval)
+    s.set_defaults(func=cmd_eval, ctx=None)
+    ctx = next(a for a in s._actions if a.dest == "ctx")
+    ctx.help = ctx.help.replace(
+        "(default %(default)s)", f"(default {EVAL_CTX}; {cli_library.LIBRARY_CTX} with --library)"
+    )
 
 
 #: The subcommands this module adds, in the order `research --help` lists them.
