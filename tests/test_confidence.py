@@ -266,6 +266,10 @@ def test_a_sampled_calibration_is_held_out_only_for_as_many_samples(tmp_path):
     ]
     two = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
     assert selective.report(two, engine.sha256)["eigv"]["how"].startswith(f"calibration {cal.id}")
+    # the table says which rows were held out by the saved calibration and which cross-validated
+    rows = selective.format_report(selective.report(two, engine.sha256)).splitlines()
+    assert "* 5-fold cross-validation, where none applies" in rows[0]
+    assert any(r.startswith("eigv ") for r in rows) and any(r.startswith("free* ") for r in rows)
     three = evaluate.run(engine, other, tmp_path / "c.jsonl", progress=False, extra=("samples",), samples=3)
     assert selective.report(three, engine.sha256)["eigv"]["how"] == "5-fold cross-validation"
 

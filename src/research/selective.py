@@ -178,8 +178,12 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
     if not rep:
         return "confidence: no method's signals in these records"
     any_m = next(iter(rep.values()))
+    hows = {m["how"] for m in rep.values()}
+    how = any_m["how"]
+    if len(hows) > 1:  # some methods have a saved calibration fitted on other questions, some not
+        how = "a saved calibration fitted on other questions; * 5-fold cross-validation, where none applies"
     lines = [
-        f"confidence, on held-out answers ({any_m['how']}; right = contains a reference, "
+        f"confidence, on held-out answers ({how}; right = contains a reference, "
         f"{any_m['accuracy']:.1%} of {any_m['n']}), 95 % bootstrap intervals:",
         f"{'method':17} {'cost':10} {'AUROC':>19} {'acc@50%':>19} {'acc@80%':>19} {'ECE':>19}",
     ]
@@ -189,8 +193,9 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
         return f"{format(m[k], fmt)} [{format(lo, fmt)}-{format(hi, fmt)}]".rjust(19)
 
     for name, m in rep.items():
+        mark = "*" if len(hows) > 1 and not m["how"].startswith("calibration") else ""
         lines.append(
-            f"{name:17} {m['cost']:10} {cell(m, 'auroc', '.2f')} {cell(m, 'acc@50', '.1%')} "
+            f"{name + mark:17} {m['cost']:10} {cell(m, 'auroc', '.2f')} {cell(m, 'acc@50', '.1%')} "
             f"{cell(m, 'acc@80', '.1%')} {cell(m, 'ece', '.3f')}"
         )
     best = best_method(rep)
