@@ -38,3 +38,20 @@ def test_question_set_is_whole_and_consistent():
             assert day <= datetime.date(2026, 11, 21), row["id"]
         else:
             assert row["as_of"] is None, row["id"]
+
+
+def test_the_fresh_held_out_set_is_whole_and_asks_nothing_the_kits_set_asks():
+    fresh = load_dataset("json", data_files=str(QA.parent / "heldout" / "*.jsonl"), split="train")
+    qa = load_dataset("json", data_files=str(QA / "*.jsonl"), split="train")
+    assert len(fresh) == 200 and set(fresh.column_names) == FIELDS
+    assert len(set(fresh["id"])) == len(fresh) and len(set(fresh["question"])) == len(fresh)
+    assert not set(fresh["id"]) & set(qa["id"])
+    asked = {q.lower().strip() for q in qa["question"]}
+    for row in fresh:
+        assert row["id"].startswith("h-") and row["topic"] in PREFIX, row["id"]
+        assert row["question"].lower().strip() not in asked, row["id"]
+        assert row["answer"].strip() and row["answer"] not in row["aliases"], row["id"]
+        # a reference inside its own question would be "right" whatever the model answered
+        words = f" {row['question'].lower()} "
+        assert all(f" {ref.lower()} " not in words for ref in [row["answer"], *row["aliases"]]), row["id"]
+        assert not row["time_sensitive"] and row["as_of"] is None and row["source"].strip(), row["id"]
