@@ -132,11 +132,11 @@ def test_bench_sweeps_threads_with_llama_bench_field_names(tmp_path):
 @pytest.mark.model
 def test_bench_runs_llama_bench_beside_the_kit_when_built(tmp_path, llama_tools):
     """llama_tools (conftest): one build call for every tool the tests run."""
-    rows = bench.sweep(None, [2], pp=32, tg=8, reps=1, progress=lambda s: None)
+    rows = bench.sweep(None, [2], pp=48, tg=8, reps=1, progress=lambda s: None)
     assert {(row["backend"], row["test"]) for row in rows} == {
-        ("kit", "pp32"),
+        ("kit", "pp48"),
         ("kit", "tg8"),
-        ("llama-bench", "pp32"),
+        ("llama-bench", "pp48"),
         ("llama-bench", "tg8"),
     }
     kit, lb = rows[0], next(row for row in rows if row["backend"] == "llama-bench")
@@ -185,7 +185,7 @@ def test_compare_runs_on_another_architecture(tmp_path, llama_tools):
 
     src = random_model_gguf(tmp_path / "qwen2.F16.gguf", n_layer=4, n_embd=256, n_ff=768)
     [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)
-    res = bench_compare.compare(str(q.path), 2, pp=32, tg=8, reps=1, progress=lambda s: None)
+    res = bench_compare.compare(str(q.path), 2, pp=64, tg=8, reps=1, progress=lambda s: None)
     assert res["model_filename"] == str(q.path) and res["ratio_tg"] > 0 and res["ratio_pp"] > 0
     assert {row["backend"] for row in res["rows"]} == {"kit", "llama-bench"}
     assert res["memory"]["peak_rss_mb"] > 0 and len(res["ratio_tg_pairs"]) == 1

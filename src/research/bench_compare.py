@@ -14,8 +14,9 @@ import statistics
 import sys
 
 from research import device, llama_bench, memory, page_bench, projection
-from research.chat_timing import cold_start, kit_once, model_fields, ttft_parts
+from research.chat_timing import check_pp, cold_start, kit_once, model_fields, ttft_parts
 from research.engine import Engine, EngineConfig
+from research.errors import KitError
 from research.llama_bench import row
 from research.models import resolve
 from research.units import MB
@@ -47,6 +48,11 @@ def compare(
     exe, commit = llama_bench.find(progress)
     threads = threads or device.default_threads()
     engine = Engine.load(ref, EngineConfig(n_ctx=max(2048, pp + tg + 64), n_threads=threads))
+    try:
+        check_pp(engine, pp)
+    except KitError:
+        engine.close()
+        raise
     depth = kit_once(engine, min(pp, 64), 8, -1)["tg_depth"]  # warm-up, as llama-bench does its own
     progress(
         f"Comparing on {ref.path.name}, {threads} threads, pp{pp}/tg{tg}, {reps} repetitions, "

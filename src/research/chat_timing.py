@@ -41,6 +41,17 @@ def prompt_of(engine: Engine, n_tokens: int, salt: str) -> list[dict]:
     return msgs
 
 
+def check_pp(engine: Engine, pp: int) -> None:
+    """KitError when `pp` prompt tokens are fewer than the chat path's shortest prompt for this
+    model (its chat template and a one-word question): a pp test would measure more than it says."""
+    smallest = engine.count_tokens(engine.format.render(prompt_of(engine, 1, "r0x0")))
+    if pp < smallest:
+        raise KitError(
+            f"--pp {pp} is shorter than the chat path's shortest prompt for {engine.ref.path.name} "
+            f"({smallest} tokens: its chat template and a one-word question); use --pp {smallest} or more"
+        )
+
+
 def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
     """One repetition through the chat path (Engine.stream, text pieces and all)."""
     _, stats = engine.answer(
@@ -103,12 +114,7 @@ def kit_rows(
     device.reset_peak_rss()
     engine = Engine.load(ref, config)
     try:
-        smallest = engine.count_tokens(engine.format.render(prompt_of(engine, 1, "r0x0")))
-        if pp < smallest:  # the template and a one-word question: a chat prompt is never shorter
-            raise KitError(
-                f"--pp {pp} is shorter than the chat path's shortest prompt for {ref.path.name} "
-                f"({smallest} tokens: its chat template and a one-word question); use --pp {smallest} or more"
-            )
+        check_pp(engine, pp)
         kit_once(engine, min(pp, 64), 8, -1)
         runs = [kit_once(engine, pp, tg, rep) for rep in range(reps)]
         ttft = ttft_parts(engine, reps=3)["ttft_s"]
