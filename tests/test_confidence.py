@@ -220,6 +220,13 @@ def test_a_signal_added_later_is_computed_from_the_samples_the_record_kept(tmp_p
     assert [r["confidence"]["signals"]["eigv"] for r in again] == [
         r["confidence"]["signals"]["eigv"] for r in first
     ]
+    # adding P(True) alone keeps the samples and how they were made
+    with_p = evaluate.run(engine, questions(3), out, progress=False, extra=("p_true",))
+    assert [r["confidence"]["samples"] for r in with_p] == [r["confidence"]["samples"] for r in first]
+    assert all(r["confidence"]["settings"]["samples"]["k"] == 2 for r in with_p)
+    calls = engine.backend.calls
+    both = evaluate.run(engine, questions(3), out, progress=False, extra=("samples", "p_true"), samples=2)
+    assert engine.backend.calls == calls and both == with_p  # all there: nothing asked again
     # other sampling settings: the kept samples do not count, the question is sampled anew
     evaluate.run(engine, questions(3), out, progress=False, extra=("samples",), samples=3)
     assert engine.backend.calls > calls

@@ -129,7 +129,7 @@ def run(
         try:
             messages = conversation(q["question"], system)
             before = answered.get(q["id"])
-            kept = None
+            earlier = None
             if before is not None and "confidence" in before:  # answered: only the signals asked for now
                 text, signals, costs = (
                     before["answer"],
@@ -137,8 +137,7 @@ def run(
                     before["confidence"]["costs"],
                 )
                 timings = before["timings"]
-                if before["confidence"].get("settings", {}).get("samples") == _samples_settings(samples):
-                    kept = before["confidence"].get("samples")
+                earlier = before["confidence"]
             else:
                 # What the previous question left in the KV cache changes which llama.cpp kernels
                 # evaluate this prompt, and so its greedy answer: forget it, so that a record is
@@ -162,7 +161,7 @@ def run(
                 "answer": text,
                 "scores": score(text, q["references"], q["question"]),
                 "confidence": _confidence(
-                    engine, messages, text, signals, costs, extra, samples, method, kept
+                    engine, messages, text, signals, costs, extra, samples, method, earlier
                 ),
                 "error": None,
                 "timings": timings,
@@ -193,16 +192,23 @@ def _confidence(
     extra,
     samples: int,
     method: str,
-    kept: list[str] | None = None,
+    earlier: dict | None = None,
 ) -> dict:
     """A record's confidence: its signals, what they cost, the sampled answers they came from,
-    and the calibrated probability. `kept`: the sampled answers of this run's earlier record of
-    the question; when there are `samples` of them, the sampled signals are computed from them
-    again (a signal added since) instead of sampling anew."""
-    signals, costs, settings, out = dict(signals), dict(costs), {}, {}
+    and the calibrated probability.
+
+    `earlier`: the confidence of this run's earlier record of the question. What it holds and is
+    not asked for now is kept (its sampled answers and how they were made, when only P(True) is
+    added); when its sampled answers were made as asked now, the sampled signals are computed
+    from them again (a signal added since) instead of sampling anew."""
+    earlier = earlier or {}
+    signals, costs = dict(signals), dict(costs)
+    settings = dict(earlier.get("settings") or {})
+    out = {"samples": earlier["samples"]} if earlier.get("samples") is not None else {}
     question = str(messages[-1]["content"])
     if "samples" in extra:
-        if kept is not None and len(kept) == samples:  # made with the same settings
+        kept = out.get("samples") if settings.get("samples") == _samples_settings(samples) else None
+        if kept is not None and len(kept) == samples:
             got = confidence.agreement_signals(text, kept, question) | {"samples": kept}
         else:
             got = confidence.sampled_signals(engine, messages, text, samples, SAMPLES_SETTINGS, question)
