@@ -213,13 +213,14 @@ def models_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def model_options(p: argparse.ArgumentParser) -> None:
+def model_options(p: argparse.ArgumentParser, ctx: int | None = 4096, ctx_said: str = "%(default)s") -> None:
+    """--model, --ctx (default `ctx`, told in --help as `ctx_said`), --threads and --format."""
     p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
     p.add_argument(
         "--ctx",
         type=options.CTX.arg,
-        default=4096,
-        help=f"context size in tokens, {options.CTX.lo} or more (default %(default)s)",
+        default=ctx,
+        help=f"context size in tokens, {options.CTX.lo} or more (default {ctx_said})",
     )
     p.add_argument("--threads", type=options.THREADS.arg, help=THREADS_HELP)
     p.add_argument(

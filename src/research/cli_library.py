@@ -287,8 +287,7 @@ def add_library(sub) -> None:
 
     s = lsub.add_parser("eval", help="gained and lost answers with the library, per lookup mode")
     s.add_argument("name", type=_name)
-    model_options(s)
-    s.set_defaults(ctx=LIBRARY_CTX)
+    model_options(s, ctx=LIBRARY_CTX)
     s.add_argument(
         "--questions",
         action="append",

@@ -282,7 +282,6 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
 
 def _signal_cost(args, questions: list[dict]) -> None:
     """Decode the first --limit questions (default 10) with the free signals on and off, side by side."""
-
     asked = [q["question"] for q in questions[: args.limit or 10]]
     from research.engine import EngineConfig
 
@@ -480,7 +479,8 @@ def _signal_kinds(text: str) -> list[str]:
 
 def add_eval(sub) -> None:
     s = sub.add_parser("eval", help="answer a question set and score it (exact match, F1, refusals)")
-    model_options(s)
+    # --ctx: None until cmd_eval knows whether --library asks for room for passages
+    model_options(s, ctx=None, ctx_said=f"{EVAL_CTX}; {cli_library.LIBRARY_CTX} with --library")
     s.add_argument(
         "--questions",
         type=options.questions_file,
@@ -559,12 +559,7 @@ def add_eval(sub) -> None:
         "on and off, side by side, and print what they cost",
     )
     cli_library.eval_options(s)  # --library NAME, --compare-closed-book, --lookup MODES
-    # --ctx: 1024 for closed-book questions, as `library eval`'s 2048 with --library (cmd_eval)
-    s.set_defaults(func=cmd_eval, ctx=None)
-    ctx = next(a for a in s._actions if a.dest == "ctx")
-    ctx.help = ctx.help.replace(
-        "(default %(default)s)", f"(default {EVAL_CTX}; {cli_library.LIBRARY_CTX} with --library)"
-    )
+    s.set_defaults(func=cmd_eval)
 
 
 #: The subcommands this module adds, in the order `research --help` lists them.
