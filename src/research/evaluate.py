@@ -208,7 +208,7 @@ def _confidence(
     question = str(messages[-1]["content"])
     if "samples" in extra:
         kept = out.get("samples") if settings.get("samples") == _samples_settings(samples) else None
-        if kept is not None and len(kept) == samples:
+        if kept is not None:
             got = confidence.agreement_signals(text, kept, question) | {"samples": kept}
         else:
             got = confidence.sampled_signals(engine, messages, text, samples, SAMPLES_SETTINGS, question)

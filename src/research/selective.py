@@ -73,12 +73,12 @@ def _same_samples(saved, records: list[dict], cost: str) -> bool:
     same way, as these records carry (the count of meanings, eigv, runs up to k + 1)."""
     if cost != "samples":
         return True
-    made = {
-        str((r.get("confidence") or {}).get("settings", {}).get("samples"))
+    fitted = saved.fitted_on.get("samples")
+    return all(
+        (r.get("confidence") or {}).get("settings", {}).get("samples") == fitted
         for r in records
         if r.get("scores") is not None
-    }
-    return made == {str(saved.fitted_on.get("samples"))}
+    )
 
 
 #: Repetitions of the nested cross-validation, each with other folds: one assignment of answers to
@@ -219,7 +219,7 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
         return f"{format(m[k], fmt)} [{format(lo, fmt)}-{format(hi, fmt)}]".rjust(19)
 
     for name, m in rep.items():
-        mark = "*" if len(hows) > 1 and not m["how"].startswith("calibration") else ""
+        mark = "*" if len(hows) > 1 and not _calibrated(m) else ""
         lines.append(
             f"{name + mark:17} {m['cost']:10} {cell(m, 'auroc', '.2f')} {cell(m, 'acc@50', '.1%')} "
             f"{cell(m, 'acc@80', '.1%')} {cell(m, 'ece', '.3f')}"
@@ -231,10 +231,10 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
         picks = Counter(chosen["chosen"]).most_common()
         picks = ", ".join(f"{k} {n}" for k, n in picks)
         lo, hi = chosen["auroc_ci"]
-        a, b = chosen.get("auroc_range", (chosen["auroc"], chosen["auroc"]))
+        low, high = chosen.get("auroc_range", (chosen["auroc"], chosen["auroc"]))
         lines.append(
             f"the best method chosen on other answers than it is judged on ({chosen['how']}; chosen: "
-            f"{picks}): AUROC {chosen['auroc']:.3f} [{lo:.2f}-{hi:.2f}] ({a:.3f}-{b:.3f} over the "
+            f"{picks}): AUROC {chosen['auroc']:.3f} [{lo:.2f}-{hi:.2f}] ({low:.3f}-{high:.3f} over the "
             f"repetitions), accuracy at 50 % coverage {chosen['acc@50']:.1%} = "
             f"{chosen['acc@50'] / chosen['accuracy']:.2f} x overall"
         )
@@ -275,7 +275,7 @@ def drift_lines(rep: dict) -> list[str]:
     out = []
     for name in dict.fromkeys((confidence.DEFAULT, confidence.CHOSEN)):
         m = rep.get(name)
-        if m is None or not m["how"].startswith("calibration"):
+        if m is None or not _calibrated(m):
             continue
         gap = m["mean_p"] - m["accuracy"]
         line = f"calibration in the large, {name}: {m['mean_p']:.1%} on average, {m['accuracy']:.1%} right"
@@ -322,7 +322,13 @@ def chosen_beforehand(rep: dict) -> str | None:
     from research import confidence
 
     m = rep.get(confidence.CHOSEN)
-    return confidence.CHOSEN if m is not None and m["how"].startswith("calibration") else None
+    return confidence.CHOSEN if m is not None and _calibrated(m) else None
+
+
+def _calibrated(m: dict) -> bool:
+    """Whether a report() row was held out by a saved calibration fitted on other questions
+    (held_out), rather than cross-validated on the records themselves."""
+    return m["how"].startswith("calibration")
 
 
 def best_method(rep: dict) -> str:
