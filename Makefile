@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install lint lab results clean
+.PHONY: demo test install lint lab results clean arm-rehearsal
 
 demo: $(STAMP)
 	$(PY) -m research demo $(ARGS)
@@ -34,18 +34,24 @@ lint: $(STAMP)
 	$(PY) -m ruff check src demo tests notebooks
 	$(PY) -m ruff format --check src demo tests notebooks
 
-# pip -v prints every compiler step of llama.cpp; show one line in ten of them, keep all in the log.
-$(STAMP): pyproject.toml
+# First the engine: llama-cpp-python compiled with flags that are safe on this CPU (no AMX on
+# x86: llama.cpp issue 20824), into the kit's own cache keyed by those flags, since pip's cache
+# would hand back a wheel built with other ones (research.engine_build). Then the kit and the
+# rest of its dependencies, which find the engine installed.
+$(STAMP): pyproject.toml src/research/engine_build.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "Installing the kit into $(VENV) (log: $(VENV)/install.log)."
-	@echo "The first install compiles llama.cpp inside llama-cpp-python: about ten minutes on two cores."
-	@$(PY) -m pip install -v -e '.[test]' 2>&1 | tee $(VENV)/install.log | awk ' \
-	  /^ *\[[0-9]+\/[0-9]+\] / { match($$0, /\[[0-9]+\/[0-9]+\]/); s = substr($$0, RSTART + 1, RLENGTH - 2); \
-	    split(s, n, "/"); if (n[1] % 10 == 0 || n[1] == n[2]) { print "  compiling llama.cpp: step " s; fflush() } next } \
-	  /^(Collecting|Building wheel|Successfully|ERROR|error:)/ { print "  " $$0; fflush() }' \
+	@PYTHONPATH=src $(PY) -m research.engine_build install
+	@echo "Installing the kit and its dependencies into $(VENV) (log: $(VENV)/install.log)."
+	@$(PY) -m pip install -e '.[test]' > $(VENV)/install.log 2>&1 \
 	  || { echo "Install failed; the last lines of $(VENV)/install.log:"; tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+
+# The page rehearsed on ARM (root): an arm64 Debian under qemu, the engine cross-compiled with
+# the phone's flags, one answer through research chat and one through the page; the record goes
+# to docs/results/arm_rehearsal.{json,md}. About 30-40 minutes the first time (research.arm_rehearsal).
+arm-rehearsal: $(STAMP)
+	$(PY) -m research.arm_rehearsal $(ARGS)

@@ -1,6 +1,7 @@
 """Building llama.cpp: source discovery, toolchains, error messages, the build record and --check."""
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,33 @@ def test_unknown_kind_and_target():
 def test_flags_never_fetch_anything(tmp_path):
     flags = build.cmake_flags(build.Source(tmp_path, "abc123456", "dir"), "native")
     assert "-DLLAMA_USE_PREBUILT_UI=OFF" in flags and "-DLLAMA_OPENSSL=OFF" in flags
-    assert "-DLLAMA_BUILD_COMMIT=abc123456" in flags and "-DGGML_NATIVE=ON" in flags
+    assert "-DLLAMA_BUILD_COMMIT=abc123456" in flags
+
+
+def test_native_tools_are_built_with_this_cpus_safe_flags(tmp_path):
+    """The tools take the engine's flags: this CPU's own vector features, never AMX on x86, where
+    -march=native would compile llama.cpp's crashing AMX kernels in (llama.cpp issue 20824)."""
+    from research import engine_build
+
+    flags = build.cmake_flags(build.Source(tmp_path, "abc123456", "dir"), "native")
+    assert set(engine_build.cmake_args("native")) <= set(flags)
+    if platform.machine() == "x86_64":
+        assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AMX_INT8=OFF" in flags
+        assert "-DGGML_NATIVE=ON" not in flags
+    termux = build.cmake_flags(build.Source(tmp_path, "abc123456", "dir"), "termux")
+    assert "-DGGML_OPENMP=OFF" in termux
+
+
+@pytest.mark.model
+def test_tools_built_with_unsafe_flags_are_not_taken_as_current(native, tmp_path, monkeypatch):
+    """A record of tools built -march=native (as before this kit named the flags) fails the
+    check, so bench and quality rebuild them instead of running crashing binaries."""
+    old = [f for f in native["cmake_flags"] if "GGML" not in f] + ["-DGGML_NATIVE=ON"]
+    record = dict(native, cmake_flags=old)
+    monkeypatch.setenv("RESEARCH_BUILD_DIR", str(tmp_path))
+    (tmp_path / "native.json").write_text(json.dumps(record))
+    ok, lines = build.check()
+    assert platform.machine() != "x86_64" or (not ok and "rebuild" in lines[-1] and "AMX" in lines[-1])
 
 
 def test_failed_build_shows_its_tail_and_log(tmp_path, monkeypatch, capsys):

@@ -22,21 +22,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from research import child, device
+from research import child, device, engine_build
 from research.errors import KitError
 
 DEFAULT_TARGETS = ("llama-cli", "llama-bench", "llama-quantize", "llama-perplexity")
 KNOWN_TARGETS = (*DEFAULT_TARGETS, "llama-server", "llama-completion", "llama-simple", "llama-tokenize")
 KINDS = ("native", "termux", "android", "aarch64-linux")
-#: Galaxy S21 class (Snapdragon 888 / Exynos 2100, Cortex-X1/A78/A55): ARMv8.2-A with the
-#: dot-product and half-precision extensions that llama.cpp's ARM kernels use.
-PHONE_ARCH = "armv8.2-a+dotprod+fp16"
+PHONE_ARCH = engine_build.PHONE_ARCH  # the Galaxy S21 class's ARM features
 
 
 def cache_root() -> Path:
     """$RESEARCH_BUILD_DIR, else ~/.cache/research/llama.cpp: sources, build trees, records."""
-    default = Path.home() / ".cache" / "research" / "llama.cpp"
-    return Path(os.environ.get("RESEARCH_BUILD_DIR", default)).expanduser()
+    return engine_build.sdist_dir().parent
 
 
 @dataclass(frozen=True)
@@ -169,8 +166,10 @@ def toolchain(kind: str, ndk: str | os.PathLike | None = None) -> tuple[list[str
                 "no C compiler: install one "
                 "(Debian: apt-get install build-essential; Termux: pkg install clang)"
             )
+        # The CPU's own features, without llama.cpp's AMX kernels on x86 (research.engine_build).
         # Termux's clang has no libomp at run time (llama.cpp issue 11979; Termux's own package sets it).
-        return ["-DGGML_NATIVE=ON", *(["-DGGML_OPENMP=OFF"] if kind == "termux" else [])], cc
+        cpu = engine_build.cmake_args("native")
+        return [*cpu, *(["-DGGML_OPENMP=OFF"] if kind == "termux" else [])], cc
     if kind == "aarch64-linux":
         cc = _need("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu")
         _need("aarch64-linux-gnu-g++", "apt-get install g++-aarch64-linux-gnu")
@@ -353,7 +352,15 @@ def check(kind: str = "native") -> tuple[bool, list[str]]:
         if same
         else "does NOT match the installed llama-cpp-python: rebuild with python -m research build"
     )
-    return ok and same, lines
+    safe = kind not in ("native", "termux") or set(engine_build.cmake_args("native")) <= set(
+        record.get("cmake_flags") or []
+    )
+    if not safe:
+        lines.append(
+            "built with other CPU flags than the safe ones for this CPU (-march=native may hold AMX, "
+            "llama.cpp issue 20824): rebuild with python -m research build"
+        )
+    return ok and same and safe, lines
 
 
 def cli_run(
