@@ -96,17 +96,24 @@ def test_inspect_refuses_in_one_line_within_bounds(corpus):
     assert os.path.exists(corpus["empty"])
 
 
-def test_a_crash_while_trying_a_file_is_reported_and_survived(tmp_path):
-    """What the parent does when llama.cpp aborts in the child (simulated with os.abort)."""
+def test_a_crash_while_trying_a_file_is_reported_and_survived():
+    """What the parent does when llama.cpp aborts in the child (a real child killed by SIGABRT)."""
+    from research import selftest
+    from research.engine import EngineConfig, prepare
     from research.errors import KitError
-    from research.trust import probe_load
 
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF")
-    with pytest.raises(KitError, match=r"crashed \(SIGABRT\).*separate process"):
-        probe_load(path, 64, cmd=[sys.executable, "-c", "import os; os.abort()"])
-    with pytest.raises(KitError, match="did not finish"):
-        probe_load(path, 64, timeout=1, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])
+    ref, info, config = prepare(None, EngineConfig(n_ctx=256, n_threads=1))
+
+    def aborts(path, config, extra):
+        return [sys.executable, "-c", "import os; os.abort()"]
+
+    def sleeps(path, config, extra):
+        return [sys.executable, "-c", "import time; time.sleep(30)"]
+
+    with pytest.raises(KitError, match=r"crashed \(SIGABRT\).*damaged or hostile.*separate process"):
+        selftest.ensure(ref.path, info, config, trusted=False, command=aborts)
+    with pytest.raises(KitError, match="did not finish.*may be hostile"):
+        selftest.ensure(ref.path, info, config, trusted=False, timeout=1, command=sleeps)
 
 
 def test_untrusted_files_are_tried_in_a_child_first(tmp_path):

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
-from research import confidence, device, energy, memory, options, template_worker, trust
+from research import confidence, device, energy, memory, options, selftest, template_worker, trust
 from research.errors import KitError
 from research.gguf_info import read_gguf
 from research.hashing import cached_sha256
@@ -250,6 +250,27 @@ class _Timed:
             self.tokenize_s += time.perf_counter() - t
 
 
+def prepare(model, config: EngineConfig) -> tuple[ModelRef, object, EngineConfig]:
+    """Everything before llama.cpp sees a file: the file named, its header validated, and the
+    settings decided (context, mapping, micro-batch) and checked against free memory."""
+    ref = model if isinstance(model, ModelRef) else resolve(model)
+    info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
+    if info.context_length and info.context_length < options.CTX.lo:
+        raise KitError(
+            f"{ref.path.name} was trained for a context of {info.context_length} tokens; the kit needs "
+            f"at least {options.CTX.lo} (a chat prompt and room for an answer)"
+        )
+    plan = memory.plan(
+        info, config.n_ctx, use_mmap=config.use_mmap, n_ubatch=config.n_ubatch, n_batch=config.n_batch
+    )
+    memory.check_fits(
+        memory.estimate(info, plan.n_ctx, config.kv_type, n_ubatch=plan.n_ubatch, mapped=plan.mapped),
+        f"model {ref.id} at a {plan.n_ctx}-token context",
+    )
+    config = replace(config, n_ctx=plan.n_ctx, use_mmap=plan.mapped, n_ubatch=plan.n_ubatch)
+    return ref, info, config
+
+
 class Engine:
     """A loaded model that answers one conversation at a time, streaming text pieces."""
 
@@ -271,26 +292,14 @@ class Engine:
         cls, model: str | os.PathLike | ModelRef | None = None, config: EngineConfig = EngineConfig()
     ) -> Engine:
         """Check and load a model named by catalog id or path; KitError on anything wrong."""
-        ref = model if isinstance(model, ModelRef) else resolve(model)
-        info = read_gguf(ref.path)  # validates the whole header before llama.cpp sees the file
-        if info.context_length and info.context_length < options.CTX.lo:
-            raise KitError(
-                f"{ref.path.name} was trained for a context of {info.context_length} tokens; the kit needs "
-                f"at least {options.CTX.lo} (a chat prompt and room for an answer)"
-            )
-        plan = memory.plan(
-            info, config.n_ctx, use_mmap=config.use_mmap, n_ubatch=config.n_ubatch, n_batch=config.n_batch
-        )
-        memory.check_fits(
-            memory.estimate(info, plan.n_ctx, config.kv_type, n_ubatch=plan.n_ubatch, mapped=plan.mapped),
-            f"model {ref.id} at a {plan.n_ctx}-token context",
-        )
-        config = replace(config, n_ctx=plan.n_ctx, use_mmap=plan.mapped, n_ubatch=plan.n_ubatch)
-        if not trust.trusted(ref):
-            trust.probe_load(ref.path, min(plan.n_ctx, 512), mapped=plan.mapped)
+        ref, info, config = prepare(model, config)
+        # A child first does a short answer's work: once per engine build, CPU and kind of model
+        # (an engine that crashes here ends the child, not us), and at every load of a file the
+        # kit cannot vouch for (a hostile file crashes the child, not us).
+        tested = selftest.ensure(ref.path, info, config, trusted=trust.trusted(ref))
         if info.chat_template and config.chat_format in (None, "template"):
             template_worker.prestart()  # its start (~0.1 s) overlaps the model's load
-        backend = LlamaBackend(str(ref.path), config)
+        backend = LlamaBackend(str(ref.path), config, extra_bufts=tested.extra_bufts)
         requested = config.chat_format or (None if info.chat_template else ref.prompt_format)
         # A file with no chat template that the catalog names no format for is a base model:
         # it is asked in a question-answer completion format, not a chat format it would echo.
@@ -301,6 +310,7 @@ class Engine:
             eos_token=backend.eos_text,
             fallback=ref.prompt_format or ("chatml" if info.chat_template else "qa"),
         )
+        warning = "; ".join(w for w in (tested.warning, warning) if w) or None
         return cls(backend, fmt, ref.id, info, warning, ref)
 
     @functools.cached_property

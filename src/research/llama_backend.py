@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import math
 import os
 import sys
@@ -94,8 +95,12 @@ class LlamaBackend:
 
     PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
 
-    def __init__(self, path: str, config: EngineConfig):
+    def __init__(self, path: str, config: EngineConfig, extra_bufts: bool = True):
+        """Load `path`. `extra_bufts=False` keeps llama.cpp's extra weight layouts off (its AMX
+        kernels and the repacked Q4_0/IQ4_NL forms): the fallback of research.selftest for an
+        engine whose AMX kernels crash on this CPU (llama.cpp issue 20824)."""
         import llama_cpp
+        import llama_cpp.llama_cpp as low_level
         import numpy as np
         from llama_cpp import llama_chat_format
 
@@ -103,9 +108,13 @@ class LlamaBackend:
 
         self.n_threads = config.n_threads or device.default_threads()
         self.mapped = config.use_mmap is not False  # None, the engine's "decide", reaches here decided
-        _PATCHING.acquire()  # the module attribute below is swapped for this load only
+        self.extra_bufts = extra_bufts
+        _PATCHING.acquire()  # the module attributes below are swapped for this load only
         real_formatter = llama_chat_format.Jinja2ChatFormatter
+        real_defaults = low_level.llama_model_default_params
         llama_chat_format.Jinja2ChatFormatter = _NoTemplates
+        if not extra_bufts:
+            low_level.llama_model_default_params = functools.partial(_without_extra_bufts, real_defaults)
         try:
             self.llm = llama_cpp.Llama(
                 model_path=path,
@@ -125,6 +134,7 @@ class LlamaBackend:
             raise KitError(f"llama.cpp could not load {path}: {e}" + (f" ({said})" if said else "")) from None
         finally:
             llama_chat_format.Jinja2ChatFormatter = real_formatter
+            low_level.llama_model_default_params = real_defaults
             _PATCHING.release()
         self.n_ctx = self.llm.n_ctx()
         self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
@@ -328,6 +338,13 @@ class LlamaBackend:
 
     def close(self) -> None:
         self.llm.close()
+
+
+def _without_extra_bufts(defaults):
+    """llama.cpp's default model parameters with its extra buffer types (AMX, repacking) off."""
+    params = defaults()
+    params.use_extra_bufts = False
+    return params
 
 
 class _Forced:

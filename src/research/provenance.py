@@ -80,8 +80,22 @@ def of(engine, system: str | None, sampling) -> dict:
         "n_threads": backend.n_threads,
         "llama_cpp": llama_cpp_commit(),
         "llama_cpp_python": package_version("llama-cpp-python"),
+        # The engine's build: its CPU flags and compiled features, and whether llama.cpp's extra
+        # weight layouts were on (research.selftest). Recorded, not keyed, like the threads.
+        "engine_build": engine_build(backend),
     }
     return out | {"run": run_key(out)}
+
+
+def engine_build(backend) -> dict | None:
+    """The engine build behind `backend` (None for a backend that is not llama.cpp's)."""
+    from research.llama_backend import LlamaBackend
+
+    if not isinstance(backend, LlamaBackend):
+        return None
+    from research import selftest
+
+    return selftest.provenance() | {"extra_bufts": backend.extra_bufts}
 
 
 def run_key(provenance: dict) -> str:
