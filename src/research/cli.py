@@ -82,6 +82,7 @@ def _sampling(args):
 
 
 def cmd_chat(args) -> None:
+    from research import provenance
     from research.engine import Stats, conversation
 
     if args.lookup and not args.library:
@@ -107,9 +108,11 @@ def cmd_chat(args) -> None:
         if args.json:
             shown = NOT_SURE if withheld else answer
             extra = {"abstained": withheld, "shown": shown} if args.abstain_below is not None else {}
+            made_by = {"provenance": provenance.of(engine, args.system, sampling)}
             print(
                 json.dumps(
-                    {"answer": answer, **stats.as_dict(), **conf.as_dict(), **extra}, ensure_ascii=False
+                    {"answer": answer, **stats.as_dict(), **conf.as_dict(), **extra, **made_by},
+                    ensure_ascii=False,
                 )
             )
             return
@@ -325,6 +328,23 @@ def add_chat(sub) -> None:
     s.set_defaults(func=cmd_chat)
 
 
+def add_doctor(sub) -> None:
+    s = sub.add_parser(
+        "doctor",
+        help="check this machine: CPU, engine build, self-test, tools, memory, disk, folders, offline",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--no-selftest", action="store_true", help="skip the model self-test in a child")
+    s.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args) -> None:
+    from research import doctor
+
+    if doctor.main(args):
+        sys.exit(1)
+
+
 def add_demo(sub) -> None:
     s = sub.add_parser("demo", help="serve the chat page on http://127.0.0.1:7860", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the page (see: research demo --help)")
@@ -339,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
         prog="research", description="Offline question answering with quantized LLMs on this device's CPU."
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo):
+    for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo, add_doctor):
         add(sub)
     cli_library.add_library(sub)
     for add in cli_measure.COMMANDS:
