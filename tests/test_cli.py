@@ -291,7 +291,9 @@ def run_unloaded(args, tmp_path, fake_llama):
     """Run the CLI with a llama_cpp that cannot load anything; asserts that none was imported."""
     marker = tmp_path / "llama_cpp-imported"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    env = {"PYTHONPATH": str(fake_llama), "RESEARCH_TEST_MARKER": str(marker)}
+    # The stand-in first, then what was there (the code under test, the network audit).
+    pythonpath = os.pathsep.join(filter(None, [str(fake_llama), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": pythonpath, "RESEARCH_TEST_MARKER": str(marker)}
     r = subprocess.run(
         [sys.executable, "-m", "research", *args],
         capture_output=True,
