@@ -23,6 +23,13 @@ SWITCHES = {
 }
 
 
+#: Set (to "1") only in the child that fetches a question set from the hub when the user asks
+#: for one (`eval --questions hf:NAME`, research.questions): the one process left online.
+ONLINE = "RESEARCH_ONLINE"
+
+
 def apply() -> None:
     """Set every switch in this process's environment (inherited by its children)."""
+    if os.environ.get(ONLINE) == "1":
+        return
     os.environ.update(SWITCHES)
