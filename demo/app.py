@@ -317,7 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--listen-anywhere",
         action="store_true",
-        help="allow a non-loopback --host; the page then asks for a printed token",
+        help="allow a non-loopback --host; other machines then reach the page with its printed token",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --listen-anywhere: a name other machines use for this one (repeatable; its own "
+        "addresses are always accepted, any other name is refused: DNS rebinding)",
     )
     p.add_argument("--ctx", type=options.context, default=4096, help="context size in tokens")
     p.add_argument(
@@ -374,7 +382,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        server.serve(demo.queue(), args.host, args.port, args.listen_anywhere, ready, theme=THEME, css=CSS)
+        server.serve(
+            demo.queue(),
+            args.host,
+            args.port,
+            args.listen_anywhere,
+            ready,
+            allow_hosts=tuple(args.allow_host),
+            theme=THEME,
+            css=CSS,
+        )
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from research.server import TOKEN_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +52,38 @@ class PageServer:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the page exited: {self.log.read_text()}")
-            try:
-                urllib.request.urlopen(self.url, timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.3)
+            printed = re.search(r"Chat page: (\S+)", self.log.read_text())
+            if printed:
+                #: The address the page printed, token and all: what a browser opens.
+                self.open_url = printed.group(1)
+                self.token = parse_qs(urlsplit(self.open_url).query)["token"][0]
+                self.headers = {TOKEN_HEADER: self.token}
+                try:
+                    urllib.request.urlopen(urllib.request.Request(self.url, headers=self.headers), timeout=2)
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the page did not come up: {self.log.read_text()}")
+
+    def client(self):
+        """A gradio_client for the page, with its token."""
+        from research.server import client
+
+        return client(self.open_url)
+
+    def get(self, route: str, headers: dict | None = None, token: bool = True, data=None):
+        """(status, headers, body) of a request to the page (with its token unless told not to)."""
+        import urllib.error
+
+        sent = (self.headers if token else {}) | (headers or {})
+        req = urllib.request.Request(self.url + route, headers=sent, data=data)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers, r.read(200_000)
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read(200_000)
 
     def stop(self) -> None:
         self.proc.terminate()

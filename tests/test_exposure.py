@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.page, pytest.mark.model]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 5, headers: dict | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return r.status, r.read(200_000)
     except urllib.error.HTTPError as e:
         return e.code, e.read(200_000)
@@ -77,7 +77,7 @@ TRAVERSALS = [
 @pytest.mark.parametrize("route", TRAVERSALS)
 @pytest.mark.parametrize("secret", SECRET_FILES, ids=["passwd", "catalog", "model"])
 def test_file_routes_cannot_read_outside_the_app(page, route, secret):
-    status, body = get(page.url + route.format(p=secret))
+    status, body = get(page.url + route.format(p=secret), headers=page.headers)  # even with the token
     assert status in (400, 403, 404, 405), (status, body[:200])
     assert b"root:" not in body and b"models:" not in body and not body.startswith(b"GGUF")
 
@@ -86,5 +86,290 @@ def test_file_routes_cannot_read_outside_the_app(page, route, secret):
     "route", ["gradio_api/runs", "gradio_api/run-history/records", "gradio_api/proxy=https://example.com/"]
 )
 def test_no_run_history_and_no_proxy(page, route):
-    status, _ = get(page.url + route)
-    assert status in (400, 401, 403, 404)
+    status, _ = get(page.url + route, headers=page.headers)
+    assert status in (400, 403, 404)
+
+
+# --- every route classified; the URL-fetching file route refused; the token -------------------
+
+
+@pytest.fixture(scope="module")
+def the_app():
+    """The page's real ASGI app, built as `research demo` builds it (no model loaded)."""
+    import runpy
+
+    from research import server
+
+    page = runpy.run_path(str(ROOT / "demo" / "app.py"), run_name="route_inventory")
+    _, app = server.build_app(
+        page["demo"].queue(), token="t", port=7860, theme=page["THEME"], css=page["CSS"]
+    )
+    return app
+
+
+def test_every_route_the_app_serves_is_classified(the_app):
+    """The inventory is read from the app itself (Gradio's routes included): a route a Gradio
+    upgrade adds fails here until someone says in server.ROUTES whether the page may serve it."""
+    from research import server
+
+    served = set(server.app_routes(the_app))
+    unclassified = sorted(served - set(server.ROUTES))
+    assert unclassified == [], f"classify these routes in research.server.ROUTES: {unclassified}"
+    stale = sorted(set(server.ROUTES) - served)
+    assert stale == [], f"ROUTES lists routes the app no longer serves: {stale}"
+    assert len(served) > 80  # Gradio's own, read through its mount and its included API router
+    verdicts = {v for v, _ in server.ROUTES.values()}
+    assert verdicts == {"allowed", "guarded", "refused"}
+
+
+def test_route_matching_refuses_what_no_route_names():
+    from research.server import route_of
+
+    assert route_of("GET", "/gradio_api/file=/tmp/x") == ("GET", "/gradio_api/file={path_or_url:path}")
+    assert route_of("GET", "/gradio_api/proxy=http://a/b") == ("GET", "/gradio_api/proxy={url_path:path}")
+    assert route_of("POST", "/gradio_api/upload") == ("POST", "/gradio_api/upload")  # listed: refused
+    assert route_of("GET", "/no/such/route") is None
+    assert route_of("DELETE", "/") is None
+    assert route_of("GET", "/assets/../../etc/passwd") == (
+        "GET",
+        "/assets/{path:path}",
+    )  # Starlette's own check
+
+
+#: The file route with a URL in it, in the spellings an attacker would try; each must be refused
+#: before Gradio sees it (it looked the host up and fetched it).
+URL_SPELLINGS = [
+    "http://{h}/x",
+    "https://{h}/x",
+    "HTTP://{h}/x",
+    "hTtP://{h}/x",
+    "http%3A//{h}/x",
+    "http%3a%2f%2f{h}/x",
+    "%68ttp://{h}/x",
+    "http%253A%252F%252F{h}/x",
+    "//{h}/x",
+    "%2F%2F{h}/x",
+    "\\\\{h}/x",
+    "%5C%5C{h}/x",
+    "%20http://{h}/x",
+    "%09http://{h}/x",
+    "ftp://{h}/x",
+    "file://{h}/etc/passwd",
+    "data:text/plain,hello",
+    "javascript:alert(1)",
+    "http:{h}/x",
+    "http:/{h}/x",
+]
+
+
+@pytest.mark.parametrize("spelling", URL_SPELLINGS)
+def test_the_file_route_never_fetches_a_url(page, spelling):
+    """A stand-in 'remote' server on loopback counts what reaches it: nothing does, in any
+    spelling, with the page's token or without."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"REMOTE-CONTENT")
+
+        def log_message(self, *args):
+            pass
+
+    remote = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=remote.serve_forever, daemon=True).start()
+    try:
+        target = spelling.format(h=f"127.0.0.1:{remote.server_address[1]}")
+        for route in ("gradio_api/file=", "gradio_api/file/", "gradio_api/proxy=", "GRADIO_API/FILE="):
+            for headers in (page.headers, {}):
+                status, body = get(page.url + route + target, headers=headers)
+                assert status in (401, 404), (route, target, status)
+                assert b"REMOTE-CONTENT" not in body
+    finally:
+        remote.shutdown()
+    assert hits == []
+
+
+def test_the_file_route_serves_only_the_pages_private_folder(tmp_path):
+    from research.server import file_allowed
+
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "export.md").write_text("x")
+    (tmp_path / "outside.md").write_text("y")
+    (private / "link.md").symlink_to(tmp_path / "outside.md")
+    assert file_allowed(str(private / "export.md"), private)
+    assert file_allowed(str(private / "export.md").replace("/", "%2F"), private)
+    assert not file_allowed(str(tmp_path / "outside.md"), private)
+    assert not file_allowed(str(private / ".." / "outside.md"), private)
+    assert not file_allowed(str(private / "link.md"), private)  # a link out of the folder
+    assert not file_allowed(str(private / "missing.md"), private)
+    assert not file_allowed(str(private / "export.md"), None)
+    assert not file_allowed("export.md", private)  # relative: Gradio would read it from its cwd
+
+
+def test_every_route_needs_the_token(page):
+    """Loopback is open to every program of the device: the page answers only to its token."""
+    for route in ("", "config", "gradio_api/info", "passage/harbour/1-0", "assets/index.js"):
+        status, body = get(page.url + route)
+        assert status == 401, route
+        assert b"token" in body and b"<" not in body
+        wrong = {"X-Research-Token": "not-" + page.token}
+        assert get(page.url + route, headers=wrong)[0] == 401
+    assert get(page.url + "config", headers=page.headers)[0] == 200
+    req = urllib.request.Request(page.url + "gradio_api/queue/join", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 401
+
+
+def test_the_printed_address_sets_a_cookie_and_drops_the_token_from_the_address(page):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=5)
+    conn.request("GET", f"/?token={page.token}")
+    r = conn.getresponse()
+    cookie = r.getheader("set-cookie")
+    assert r.status == 303 and r.getheader("location") == "/"
+    assert f"research_token_{page.port}={page.token}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    r.read()
+    conn.request("GET", "/config", headers={"Cookie": cookie.split(";")[0]})
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:8888"},  # JupyterLab, or any other local page
+        {"Origin": "http://localhost:9999"},
+        {"Origin": "https://127.0.0.1:{port}"},  # another scheme is another origin
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"},  # an <img> on another port
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+    ],
+)
+def test_other_local_pages_are_other_origins(page, headers):
+    """Even with the token (a page cannot know it, but a cookie rides along on same-site
+    requests): the Origin's port counts, and the browser's own word on where a request comes
+    from is believed."""
+    sent = {k: v.format(port=page.port) for k, v in headers.items()} | page.headers
+    for route in ("config", "gradio_api/info"):
+        assert get(page.url + route, headers=sent)[0] == 403, (route, sent)
+
+
+def test_a_navigation_from_elsewhere_to_the_page_is_not_refused(page):
+    nav = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"} | page.headers
+    assert get(page.url, headers=nav)[0] == 200
+
+
+def test_a_request_body_is_capped(page):
+    """Refused on its announced length, before any of it is read."""
+    import http.client
+
+    from research.server import MAX_BODY_BYTES, TOKEN_HEADER
+
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=10)
+    conn.putrequest("POST", "/gradio_api/queue/join")
+    conn.putheader(TOKEN_HEADER, page.token)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and str(MAX_BODY_BYTES) in r.read().decode()
+    conn.close()
+
+
+@pytest.mark.browser
+def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_path):
+    """The attack the Origin check stops: the user has the page open (its cookie is set, and a
+    cookie does not care for ports) and visits another page served on this device (JupyterLab,
+    a dev server), which sends the page requests that carry that cookie: an image that would
+    make the server fetch a URL, a no-cors read, a simple POST to the API. Each reaches the page
+    and is refused (the browser's own network log, read through playwright, says so), and the
+    server fetches nothing."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = EVIL_PAGE.format(page=page.url.rstrip("/"), me=me)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    ctx = browser.new_context()
+    statuses = {}
+    try:
+        tab = ctx.new_page()
+        tab.goto(page.open_url, wait_until="networkidle")  # the user's own tab: the cookie is set
+        assert any(c["name"] == f"research_token_{page.port}" for c in ctx.cookies())
+        other = ctx.new_page()
+
+        # The raw responses, as the browser's network stack got them (DevTools protocol): the page's
+        # Cross-Origin-Resource-Policy makes Chromium hide them from the page and from playwright.
+        urls = {}
+        cdp = ctx.new_cdp_session(other)
+        cdp.send("Network.enable")
+        cdp.on("Network.requestWillBeSent", lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
+
+        codes = {}
+        cdp.on("Network.responseReceivedExtraInfo", lambda e: codes.update({e["requestId"]: e["statusCode"]}))
+        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/", wait_until="networkidle")
+        other.wait_for_function("() => window.__done === true", timeout=20_000)
+        for rid, url in urls.items():
+            if url.startswith(page.url):
+                statuses[url.split("?")[0]] = codes.get(rid)
+    finally:
+        ctx.close()
+        evil.shutdown()
+    assert [h for h in hits if h != "/favicon.ico"] == ["/"], hits  # the image's URL: never fetched
+    assert len(statuses) == 3 and set(statuses.values()) == {403}, statuses
+
+
+EVIL_PAGE = """<!doctype html><html><body>
+<img src="{page}/gradio_api/file={me}/fetched-by-the-server">
+<script>
+Promise.all([
+  fetch("{page}/config", {{mode: "no-cors", credentials: "include"}}).catch(() => null),
+  fetch("{page}/gradio_api/call/ask", {{method: "POST", mode: "no-cors", credentials: "include",
+    headers: {{"Content-Type": "text/plain"}}, body: '{{"data": ["What is 2+2?"]}}'}}).catch(() => null),
+]).then(() => setTimeout(() => {{ window.__done = true; }}, 1500));
+</script></body></html>"""
+
+
+def test_listening_anywhere_answers_only_to_this_device_and_its_token(tmp_path):
+    """--listen-anywhere: a name that is not one of this device's addresses (DNS rebinding) is
+    refused; the device's own address works with the token only; the passages too."""
+    from page_server import PageServer
+
+    from research.server import local_addresses
+
+    lan = sorted(a for a in local_addresses() if ":" not in a and not a.startswith("127."))
+    server = PageServer(tmp_path, "--host", "0.0.0.0", "--listen-anywhere")
+    try:
+        assert "can be reached from the network" in server.log.read_text()
+        for host in ("attacker.example", f"attacker.example:{server.port}", "192.0.2.7"):
+            assert server.get("config", headers={"Host": host})[0] == 403, host
+        if lan:
+            ok = {"Host": f"{lan[0]}:{server.port}"}
+            assert server.get("config", headers=ok)[0] == 200
+            assert server.get("config", headers=ok, token=False)[0] == 401
+            assert server.get("passage/x/1-0", headers=ok, token=False)[0] == 401
+    finally:
+        server.stop()

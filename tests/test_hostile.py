@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from fakes import tiny_gguf
-from gradio_client import Client
 from test_gguf_info import DAMAGED
 from test_prompts import GROWTH_MB, REFUSAL_S, TRIGGERED, UNBOUNDED, within
 
@@ -64,7 +63,7 @@ def test_chat_refuses_every_hostile_file_in_one_line(corpus):
 def test_page_refuses_every_hostile_file_and_keeps_serving(page, corpus):
     import shutil
 
-    client = Client(page.url, verbose=False)
+    client = page.client()
     folder = page.models / "hostile"  # inside the folder the page may open files from
     folder.mkdir(exist_ok=True)
     for name, path in corpus.items():

@@ -58,7 +58,7 @@ def scripted(tmp_path_factory):
 
 
 def test_hostile_questions_answers_and_metadata_reach_nothing(browser, scripted):
-    ctx, tab, seen = watched_tab(browser, scripted.url, viewport={"width": 390, "height": 844})
+    ctx, tab, seen = watched_tab(browser, scripted.open_url, viewport={"width": 390, "height": 844})
     tab.get_by_text("Model:").wait_for(timeout=30_000)
     box = tab.get_by_placeholder("Ask a question…")
     for i, text in enumerate(HOSTILE):
@@ -90,7 +90,7 @@ def test_hostile_questions_answers_and_metadata_reach_nothing(browser, scripted)
 
 
 def test_hostile_file_names_in_errors_reach_nothing(browser, scripted):
-    ctx, tab, seen = watched_tab(browser, scripted.url)
+    ctx, tab, seen = watched_tab(browser, scripted.open_url)
     tab.get_by_text("Model", exact=True).click()  # the model accordion
     name = f'/tmp/<img src="http://{EVIL}/file.png">![f](http://{EVIL}/f.png).gguf'
     tab.get_by_placeholder("/path/to/model.gguf").fill(name)
@@ -104,7 +104,7 @@ def test_hostile_file_names_in_errors_reach_nothing(browser, scripted):
 
 def test_the_policy_itself_stops_what_gets_past(browser, scripted):
     """Should some HTML ever reach the page, the Content-Security-Policy still lets nothing out."""
-    ctx, tab, seen = watched_tab(browser, scripted.url)
+    ctx, tab, seen = watched_tab(browser, scripted.open_url)
     tab.evaluate(
         f"""() => {{
         document.body.insertAdjacentHTML('beforeend',

@@ -4,7 +4,6 @@ import threading
 import time
 
 import pytest
-from gradio_client import Client
 from gradio_client.utils import Status
 
 from research.device import rss_mb
@@ -44,7 +43,7 @@ def test_eight_concurrent_sessions_queue_visibly_and_never_mix(echo_page):
 
     def session(i):
         try:
-            c = Client(page.url, verbose=False)
+            c = page.client()
             question = f"Session {i}: what is {i} plus {i}?"
             job = c.submit(question, [], "Answer briefly.", 0, 40, 0.95, 0.05, 1.1, 64, 1, api_name="/ask")
             seen = []

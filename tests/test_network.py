@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-from gradio_client import Client
 
 pytestmark = [pytest.mark.page, pytest.mark.model]
 
@@ -71,7 +70,7 @@ def test_server_connects_nowhere_but_loopback(tmp_path):
     env, log = audited_env(tmp_path)
     server = PageServer(tmp_path, env=env)
     try:
-        c = Client(server.url, verbose=False)
+        c = server.client()
         history, _ = c.predict(
             "What is the capital of France?", [], "Be brief.", 0, 40, 0.95, 0.05, 1.1, 32, 1, api_name="/ask"
         )

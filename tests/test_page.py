@@ -7,7 +7,6 @@ import urllib.request
 
 import psutil
 import pytest
-from gradio_client import Client
 
 pytestmark = [pytest.mark.page, pytest.mark.model]
 
@@ -43,7 +42,7 @@ def text(message):
 
 @pytest.fixture()
 def client(page):
-    return Client(page.url, verbose=False)
+    return page.client()
 
 
 def test_question_gets_a_streamed_answer_with_figures(client):
@@ -110,7 +109,7 @@ def test_concurrent_sessions_both_complete_unmixed(page):
     results = {}
 
     def run(name, question):
-        c = Client(page.url, verbose=False)
+        c = page.client()
         history, _ = c.predict(*ask_args(question, max_tokens=32), api_name="/ask")
         results[name] = history
 
@@ -126,7 +125,7 @@ def test_concurrent_sessions_both_complete_unmixed(page):
     assert text(results["a"][0]) == "What color is the sky?" and len(results["a"]) == 2
     assert text(results["b"][0]) == "How many legs does a spider have?" and len(results["b"]) == 2
     # Greedy answers asked one after the other, alone: the concurrent ones must be the same.
-    alone = Client(page.url, verbose=False)
+    alone = page.client()
     for name, question in (("a", "What color is the sky?"), ("b", "How many legs does a spider have?")):
         history, _ = alone.predict(*ask_args(question, max_tokens=32), api_name="/ask")
         assert answer_text(results[name][-1]) == answer_text(history[-1]), name
@@ -157,7 +156,7 @@ def test_foreign_host_or_origin_refused(page, headers):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=5)
         assert e.value.code == 403, route
-    ok = urllib.request.Request(page.url + "config", headers={"Origin": page.url.rstrip("/")})
+    ok = urllib.request.Request(page.url + "config", headers={"Origin": page.url.rstrip("/")} | page.headers)
     assert urllib.request.urlopen(ok, timeout=5).status == 200  # the page's own origin is fine
 
 
@@ -178,7 +177,7 @@ def test_a_rating_after_another_session_switched_models_names_the_first(client, 
 
     other = random_model_gguf(page.models / "other-model.gguf", n_layer=2, n_embd=64, n_ff=128, n_head=2)
     history, _ = client.predict(*ask_args("Name a colour."), api_name="/ask")
-    second = Client(page.url, verbose=False)
+    second = page.client()
     try:
         status = second.predict("smollm2-135m-q4_1", str(other), api_name="/load_model")
         assert "other-model" in status
@@ -213,7 +212,7 @@ def test_temporary_files_are_private_and_gone_when_the_page_stops(tmp_path):
     try:
         [folder] = list(server.gradio.iterdir())
         assert folder.stat().st_mode & 0o077 == 0  # only this user
-        c = Client(server.url, verbose=False)
+        c = server.client()
         history, _ = c.predict(*ask_args("Say hello.", max_tokens=16), api_name="/ask")
         files = c.predict(history, "Answer briefly.", api_name="/export")
         assert len(files) == 2 and list(folder.rglob("conversation-*.md"))
@@ -234,7 +233,7 @@ def test_streaming_sends_only_the_new_text(page):
     whole conversation again: with 10 kB of history, every update after the first stays small."""
     import httpx
 
-    config = httpx.get(page.url + "config", timeout=10).json()
+    config = httpx.get(page.url + "config", headers=page.headers, timeout=10).json()
     fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "ask")
     history = []
     for i in range(10):
@@ -245,10 +244,11 @@ def test_streaming_sends_only_the_new_text(page):
     session = "streamingtest1"
     data = ["Write a story about a dragon.", history, "Answer briefly.", 0, 40, 0.95, 0.05, 1.1, 256, 1]
     body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
-    r = httpx.post(page.url + "gradio_api/queue/join", json=body, timeout=10)
+    r = httpx.post(page.url + "gradio_api/queue/join", json=body, headers=page.headers, timeout=10)
     assert r.status_code == 200, r.text
     sizes = []
-    with httpx.stream("GET", page.url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as s:
+    url = page.url + f"gradio_api/queue/data?session_hash={session}"
+    with httpx.stream("GET", url, headers=page.headers, timeout=120) as s:
         for line in s.iter_lines():
             if not line.startswith("data:"):
                 continue

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-from gradio_client import Client
 from test_page import answer_text, ask_args, text
 
 from research import chat, confidence
@@ -30,7 +29,7 @@ def figures(message) -> tuple[str, int]:
 
 
 def test_each_answer_shows_its_calibrated_confidence_in_words_and_number(page):
-    client = Client(page.url, verbose=False)
+    client = page.client()
     history, _ = client.predict(*ask_args(SURE), api_name="/ask")
     words, percent = figures(history[-1])
     assert confidence.label(percent / 100).startswith(words)  # the words match the number
@@ -41,7 +40,7 @@ def test_each_answer_shows_its_calibrated_confidence_in_words_and_number(page):
 
 
 def test_answer_only_when_sure_withholds_and_shows_the_answer_on_request(page):
-    client = Client(page.url, verbose=False)
+    client = page.client()
     plain = {q: client.predict(*ask_args(q), api_name="/ask")[0][-1] for q in (SURE, *DOUBTFUL)}
     client.predict(True, api_name="/answer_only_when_sure")
     withheld = 0

@@ -51,8 +51,8 @@ def page(tmp_path_factory):
     server.stop()
 
 
-def get(url, origin=None):
-    req = urllib.request.Request(url, headers={"Origin": origin} if origin else {})
+def get(url, origin=None, headers=None):
+    req = urllib.request.Request(url, headers=(headers or {}) | ({"Origin": origin} if origin else {}))
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict(r.headers), r.read().decode()
@@ -61,7 +61,7 @@ def get(url, origin=None):
 
 
 def test_sources_under_the_answer_open_the_passage_and_nothing_leaves(browser, page):
-    ctx, tab, seen = watched_tab(browser, page.url, viewport={"width": 390, "height": 844})
+    ctx, tab, seen = watched_tab(browser, page.open_url, viewport={"width": 390, "height": 844})
     tab.get_by_text("Model:").wait_for(timeout=30_000)
     tab.get_by_text("Library", exact=True).click()
     tab.get_by_label("Answer from your library").click()
@@ -111,16 +111,18 @@ def test_sources_under_the_answer_open_the_passage_and_nothing_leaves(browser, p
 def test_the_passage_route_serves_text_to_this_device_only(page):
     from research import grounded
 
-    status, headers, body = get(page.url + "passage/harbour/1-0")
+    status, headers, body = get(page.url + "passage/harbour/1-0", headers=page.headers)
     assert status == 200, body
     assert headers["content-type"].startswith("text/plain")
     assert headers["x-content-type-options"] == "nosniff"
     assert "default-src 'self'" in headers["content-security-policy"]
     assert grounded.passage_url("harbour", "1-0") == "/passage/harbour/1-0"
     for bad in ["passage/harbour/1-99999", "passage/harbour/..%2F..%2Fetc%2Fpasswd", "passage/nope/1-0"]:
-        status, _, body = get(page.url + bad)
+        status, _, body = get(page.url + bad, headers=page.headers)
         assert status == 404 and body.count("\n") <= 1 and "root:" not in body, (bad, body)
-    status, _, _ = get(page.url + "passage/harbour/1-0", origin=f"http://{EVIL}")
+    status, _, _ = get(page.url + "passage/harbour/1-0", origin=f"http://{EVIL}", headers=page.headers)
     assert status == 403
-    status, _, _ = get(page.url + "passage/harbour/1-0", origin="null")
+    status, _, _ = get(page.url + "passage/harbour/1-0", origin="null", headers=page.headers)
     assert status == 403
+    status, _, body = get(page.url + "passage/harbour/1-0")  # no token: as the rest of the page
+    assert status == 401 and "Gannet" not in body

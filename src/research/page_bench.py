@@ -10,6 +10,7 @@ resident memory.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+from research import server
 from research.errors import KitError
 from research.units import MB
 
@@ -101,11 +104,17 @@ class Page:
                 last = (self.log.read_text().strip().splitlines() or ["no output"])[-1]
                 self.__exit__()
                 raise KitError(f"the chat page did not come up for measuring: {last}")
-            try:
-                urllib.request.urlopen(self.url, timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+            printed = re.search(r"Chat page: (\S+)", self.log.read_text())
+            if printed:
+                self.open_url = printed.group(1)  # the printed address, with the page's token
+                token = parse_qs(urlsplit(self.open_url).query)["token"][0]
+                try:
+                    req = urllib.request.Request(self.url, headers={server.TOKEN_HEADER: token})
+                    urllib.request.urlopen(req, timeout=2).read()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.2)
         self.start_s = time.perf_counter() - t
         return self
 
@@ -133,12 +142,10 @@ def page_memory(model: str | None, n_ctx: int = 4096, question: str | None = Non
     state; its peak beside the cold start's (the engine alone, same model, context and question:
     research.chat_timing.cold_start) is what the page adds on top.
     """
-    from gradio_client import Client
-
     from research.chat_timing import QUESTION
 
     with Page(model, n_ctx=n_ctx) as page:
-        Client(page.url, verbose=False).predict(
+        server.client(page.open_url).predict(
             question or QUESTION, temperature=0, max_tokens=16, api_name="/ask"
         )
         status = Path(f"/proc/{page.pid}/status").read_text()
@@ -208,7 +215,7 @@ def _with_tab(page: Page, chromium: str, seconds: float) -> dict:
         b = p.chromium.launch(executable_path=chromium, args=QUIET_BROWSER, headless=True)
         try:
             tab = b.new_page(viewport={"width": 390, "height": 844})
-            tab.goto(page.url, wait_until="networkidle")
+            tab.goto(page.open_url, wait_until="networkidle")
             time.sleep(3)
             return rest(page.pid, seconds)
         finally:

@@ -163,7 +163,7 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         ctx.add_init_script(RECORDER)
         tab = ctx.new_page()
-        tab.goto(page.url, wait_until="networkidle")
+        tab.goto(page.open_url, wait_until="networkidle")
         tab.get_by_text("Model:").wait_for(timeout=60_000)
         _greedy(tab)
         for rep in range(reps):  # interleaved: the machine drifts from minute to minute
@@ -214,7 +214,7 @@ def cold_start(browser, model, threads: int) -> dict:
         up = time.perf_counter() - t
         tab = browser.new_page(viewport={"width": 390, "height": 844})
         r0 = time.perf_counter()
-        tab.goto(page.url)
+        tab.goto(page.open_url)
         tab.get_by_placeholder("Ask a question…").wait_for(timeout=60_000)
         render = time.perf_counter() - r0
         tab.close()
