@@ -40,8 +40,9 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from research import engine_build
+from research import engine_build, server
 from research.errors import KitError
 from research.paths import REPO_ROOT, cache_dir
 
@@ -65,6 +66,7 @@ CROSS_ARGS = [
 ]
 QUESTION = "What is the capital of France?"
 VENV = "/opt/research-venv"
+HOST_CA = "/etc/research-host-ca.crt"  # this machine's CA bundle, copied into the userland
 KIT = "/opt/research-kit"
 
 
@@ -135,7 +137,8 @@ class Mounted:
         for kind, target in (("proc", "proc"), ("sysfs", "sys"), ("bind", "dev")):
             point = self.folder / target
             point.mkdir(exist_ok=True)
-            if os.path.ismount(point):
+            if os.path.ismount(point):  # left by a run that was killed: ours to undo
+                self.done.append(point)
                 continue
             cmd = (
                 ["mount", "--bind", f"/{target}", str(point)]
@@ -145,6 +148,10 @@ class Mounted:
             _run(cmd, f"mounting {point}")
             self.done.append(point)
         shutil.copy("/etc/resolv.conf", self.folder / "etc" / "resolv.conf")
+        # pip in the userland trusts what pip here trusts (a proxy's own CA, where there is one).
+        bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+        if bundle.is_file():
+            shutil.copy(bundle, self.folder / HOST_CA.lstrip("/"))
         return self
 
     def __exit__(self, *exc):
@@ -154,6 +161,8 @@ class Mounted:
 
 def _chroot_cmd(folder: Path, cmd: list[str], env: dict | None = None) -> list[str]:
     base = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if (folder / HOST_CA.lstrip("/")).is_file():
+        base |= {"PIP_CERT": HOST_CA, "SSL_CERT_FILE": HOST_CA}
     pairs = [f"{k}={v}" for k, v in (base | (env or {})).items()]
     return ["chroot", str(folder), "/usr/bin/env", "-i", *pairs, *cmd]
 
@@ -248,14 +257,19 @@ def emulated_build(folder: Path, log: Path) -> float:
     return _chroot(folder, cmd, "compiling the engine under qemu", log, env={"CMAKE_ARGS": args})
 
 
-def copy_kit(folder: Path) -> None:
-    """This checkout's kit, without its venv, git folder and caches, into the userland."""
+def copy_kit(folder: Path) -> str:
+    """The kit as committed (`git archive HEAD`: what a fresh clone holds, not work in progress)
+    into the userland; the commit."""
     target = folder / KIT.lstrip("/")
     shutil.rmtree(target, ignore_errors=True)
-    skip = shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".ruff_cache"
-    )
-    shutil.copytree(REPO_ROOT, target, ignore=skip)
+    target.mkdir(parents=True)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    git = ["git", "-C", str(REPO_ROOT), "archive", "HEAD"]
+    archive = subprocess.run(git, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return commit or "unknown"
 
 
 def chat(folder: Path, log: Path) -> dict:
@@ -312,22 +326,22 @@ def page(folder: Path, log: Path, port: int) -> dict:
     t = time.perf_counter()
     with open(page_log, "w") as out:
         proc = subprocess.Popen(_chroot_cmd(folder, cmd, env), stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    base = f"http://127.0.0.1:{port}/"
     try:
         while True:
             if proc.poll() is not None or time.perf_counter() - t > 1200:
                 raise KitError(f"the page under qemu did not come up: {page_log.read_text()[-400:]}")
+            url = _page_url(page_log.read_text(), base)  # printed with the page's token
+            token = parse_qs(urlsplit(url).query).get("token", [""])[0]
             try:
-                urllib.request.urlopen(url, timeout=5).read()
+                req = urllib.request.Request(base, headers={server.TOKEN_HEADER: token})
+                urllib.request.urlopen(req, timeout=5).read()
                 break
             except OSError:
                 time.sleep(1)
         start_s = time.perf_counter() - t
-        url = _page_url(page_log.read_text(), url)
-        from gradio_client import Client
-
         t = time.perf_counter()
-        reply = Client(url, verbose=False).predict(QUESTION, temperature=0, max_tokens=24, api_name="/ask")
+        reply = server.client(url).predict(QUESTION, temperature=0, max_tokens=24, api_name="/ask")
         http_s = time.perf_counter() - t
         out = {"start_s": round(start_s, 1), "http_answer_s": round(http_s, 1), "http_answer": _text(reply)}
         chromium = find_browser()
@@ -399,10 +413,17 @@ def rehearse(folder: Path, emulated: bool, port: int) -> dict:
     ).stdout.splitlines()[0]
     _say("the engine cross-compiled for the phone's CPU ...")
     wheel, cross_s = cross_wheel(work, log)
-    record["engine"] = {"cross_args": CROSS_ARGS, "wheel": wheel.name, "cross_compile_s": _round(cross_s)}
+    crossed = work / "cross-compile.json"
+    if cross_s is not None:
+        crossed.write_text(json.dumps({"seconds": round(cross_s, 1), "date": time.strftime("%Y-%m-%d")}))
+    record["engine"] = {
+        "cross_args": CROSS_ARGS,
+        "wheel": wheel.name,
+        "cross_compile": json.loads(crossed.read_text()) if crossed.is_file() else None,
+    }
     with Mounted(folder):
         _say("a venv with the kit inside the userland (dependencies from PyPI's aarch64 wheels) ...")
-        copy_kit(folder)
+        record["kit_commit"] = copy_kit(folder)
         shutil.copy(wheel, folder / "tmp" / wheel.name)
         t = time.perf_counter()
         if not (folder / VENV.lstrip("/") / "bin" / "python").exists():
@@ -432,9 +453,13 @@ def rehearse(folder: Path, emulated: bool, port: int) -> dict:
             "recording the engine",
             log,
         )
+        measured = work / "emulated-compile.json"
         if emulated:
             _say("the same engine compiled under qemu, for the comparison (long) ...")
-            record["engine"]["emulated_compile_s"] = round(emulated_build(folder, log), 1)
+            seconds = round(emulated_build(folder, log), 1)
+            measured.write_text(json.dumps({"seconds": seconds, "date": time.strftime("%Y-%m-%d")}))
+        if measured.is_file():  # measured once (--emulated-build): an hour and more of compiling
+            record["engine"]["emulated_compile"] = json.loads(measured.read_text())
         _say("research doctor under qemu ...")
         record["doctor"] = doctor(folder)
         _say("one answer through research chat under qemu ...")
@@ -467,8 +492,8 @@ def markdown(r: dict) -> str:
     b = p.get("browser") or {}
     rows = [
         ("arm64 Debian userland (debootstrap)", _s(r.get("debootstrap_s"), "cached")),
-        ("engine cross-compiled on the host", _s(e.get("cross_compile_s"), "cached")),
-        ("engine compiled under qemu", _s(e.get("emulated_compile_s"), "not measured this run")),
+        ("engine cross-compiled on the host", _emulated(e.get("cross_compile"))),
+        ("engine compiled under qemu (`--emulated-build`)", _emulated(e.get("emulated_compile"))),
         ("kit and dependencies installed under qemu", _s(r.get("kit_install_s"))),
         ("`research chat`: wall time of one answer", _s(c["wall_s"])),
         ("`research chat`: decode under qemu", f"{c['decode_tps']:.1f} t/s"),
@@ -510,6 +535,10 @@ Chromium on Android; qemu 7.2 shows the guest this machine's /proc/cpuinfo.
 """
 
 
+def _emulated(m: dict | None) -> str:
+    return f"{_s(m['seconds'])} (measured {m['date']})" if m else "not measured"
+
+
 def _s(x, missing: str = "?") -> str:
     if x is None:
         return missing
@@ -525,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7871)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "arm_rehearsal")
     args = p.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unmount on the way out
     try:
         record = rehearse(args.rootfs, args.emulated_build, args.port)
     except KitError as e:
