@@ -224,6 +224,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         height="60vh",
         buttons=["copy"],
         feedback_options=("Like", "Dislike"),
+        latex_delimiters=[],  # no KaTeX: text that looks like math stays text (research.page_text)
         placeholder="Ask a question below. Small models are often wrong: rate the answers.",
     )
     with gr.Row(elem_id="controls"):

@@ -109,7 +109,7 @@ def test_hostile_answer_is_shown_as_text_and_sent_back_as_it_was():
     )
     shown_answer = chat.text_of(history[-1]["content"])
     assert "<img" not in shown_answer and "![" not in shown_answer and "&lt;img" in shown_answer
-    assert "`<b>code</b>`" in shown_answer  # code is left alone: Markdown shows it verbatim
+    assert "\\`&lt;b>code&lt;/b>\\`" in shown_answer  # inline code: text, its backticks shown
     assert "<script" not in chat.text_of(history[0]["content"])
     msgs = chat.history_messages(history)
     assert msgs[0]["content"] == "<script>alert(1)</script> & ![q](http://evil.example/q)"
@@ -144,11 +144,11 @@ def test_shown_text_comes_back_exactly(text):
         "<!--><img src=http://e/x>-->",
     ],
 )
-def test_no_tag_or_image_survives_outside_code(text):
-    out = page_text.shown(text)
-    segments = page_text._segments(out)
-    outside = "".join(piece for code, piece in segments if not code)
-    assert "<" not in outside and "![" not in outside, out
+def test_no_tag_or_image_survives(text):
+    """Judged by two Markdown parsers that are not the kit's (tests/test_page_text.py)."""
+    from test_page_text import assert_inert
+
+    assert_inert(text)
 
 
 def test_page_opens_models_only_from_allowed_folders(tmp_path, monkeypatch):

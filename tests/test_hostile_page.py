@@ -123,3 +123,65 @@ def test_the_policy_itself_stops_what_gets_past(browser, scripted):
     ctx.close()
     assert off_device(seen) == []
     assert len(violations) >= 4 and ran is None  # blocked by the policy, injected script refused
+
+
+#: Elements that load something or run something; none may come from text.
+LOADING = (
+    "img, iframe, video, audio, object, embed, link, style, meta, form, base, source, image, input, "
+    "script, svg, math, picture, track, frame"
+)
+
+
+def generated(n: int, seed: int) -> list[str]:
+    """`n` hostile texts made of test_page_text's pieces, as its property test makes them."""
+    import random
+
+    from test_page_text import PIECES
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(PIECES) for _ in range(rng.randint(3, 30))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def bypasses(tmp_path_factory):
+    """A scripted model that answers with the six bypass shapes, their kin and generated text."""
+    import os
+
+    from test_page_text import BYPASSES
+
+    seed = int(os.environ.get("RESEARCH_HOSTILE_SEED", "0")) or __import__("time").time_ns() % 10**6
+    answers = list(BYPASSES.values()) + generated(30, seed)
+    tmp = tmp_path_factory.mktemp("bypasses")
+    script = tmp / "script.json"
+    script.write_text(json.dumps({"answers": answers, "delay": 0}))
+    server = PageServer(tmp, script=script)
+    yield server, answers, seed
+    server.stop()
+
+
+def test_bypass_shapes_and_generated_text_make_no_element_in_chromium(browser, bypasses):
+    """Gradio's own renderer in Chromium, the judge that matters: the answers that became an <img>
+    with the kit's old code detection, their kin, and 30 generated ones (the seed is printed; set
+    RESEARCH_HOSTILE_SEED to run the same again). No loading element, no request off the device,
+    no policy violation; and the kit's code element is drawn as code, not shown as its tags."""
+    server, answers, seed = bypasses
+    print(f"generated hostile answers: seed {seed}")
+    ctx, tab, seen = watched_tab(browser, server.open_url, viewport={"width": 390, "height": 844})
+    tab.get_by_text("Model:").wait_for(timeout=30_000)
+    box = tab.get_by_placeholder("Ask a question…")
+    for i in range(len(answers)):
+        box.fill(f"q{i}")
+        box.press("Enter")
+        tab.wait_for_function(f"() => document.body.innerText.split('◷').length > {i + 1}", timeout=30_000)
+        tab.wait_for_function("() => !document.querySelector('.generating')", timeout=30_000)
+    tab.wait_for_timeout(1500)
+    made = tab.evaluate(
+        f"() => [...document.querySelectorAll('.message')].flatMap(m => [...m.querySelectorAll('{LOADING}')])"
+        ".map(e => e.outerHTML.slice(0, 120))"
+    )
+    code = tab.evaluate("() => document.querySelectorAll('.message pre code').length")
+    violations = tab.evaluate("window.__violations")
+    ctx.close()
+    assert off_device(seen) == [], f"requests left the device (seed {seed})"
+    assert violations == [] and made == [], (seed, made, violations)
+    assert code >= 3  # the fenced answers' blocks are drawn as code (the kit's element, as HTML)

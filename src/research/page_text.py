@@ -3,10 +3,25 @@
 The page renders Markdown, and Gradio's Markdown renderer passes HTML through (after a sanitizer
 that keeps `<img>`): a question, a model's answer or a pasted document holding `<img src=...>` or
 `![](http://...)` would make the browser fetch another host, carrying the conversation off the
-device. The Content-Security-Policy (research.server) stops such fetches; this module makes sure
-the text is not HTML in the first place. Outside code (where Markdown shows text as it is) `&`
-and `<` become entities and a Markdown image becomes a plain link (followed only when clicked);
-code spans and fenced blocks are left alone, since the renderer already shows them verbatim.
+device. The Content-Security-Policy (research.server) stops fetches to other hosts; this module
+makes sure the text is not HTML in the first place, whatever the renderer's parser makes of it.
+
+The rule that keeps it safe does not depend on agreeing with that parser: in the Markdown
+shown(), no `<` and no `![` written by anyone but the kit is left as it was.
+
+- Outside code, `&` and `<` become entities and `![` becomes `&#33;[` (an image becomes a link,
+  followed only when clicked); backslashes and backticks are escaped too (`\\\\`, `` \\` ``), so
+  no code span or fence can open in the renderer where the kit saw none.
+- Code blocks (fenced or indented) are found by a CommonMark parser (markdown-it-py), never by
+  patterns of our own: the kit's own detection differed from the renderer's (a backslash before a
+  backtick, a paragraph broken by a `#`, `-`, `>` or `<div>` line inside a code span, a fence
+  whose info string holds a backtick), and each difference was an `<img>` in Chromium. Each block
+  becomes the kit's own `<pre><code>` element holding its source lines, fences included, with
+  `&`, `<`, `>` and `!` as entities: shown exactly in the renderer, and still inert if a renderer
+  ever read it as Markdown.
+- Inline code stays text with its backticks shown; LaTeX is off on the page (demo/app.py).
+
+Where the renderer and CommonMark disagree, the worst that happens is an escape shown literally.
 `plain()` undoes exactly what `shown()` did, so what the page sends back is the text as typed.
 
 `shown("<img src=x> & ![a](b)")` -> `"&lt;img src=x> &amp; &#33;[a](b)"`.
@@ -14,88 +29,79 @@ code spans and fenced blocks are left alone, since the renderer already shows th
 
 from __future__ import annotations
 
+import functools
 import re
 
 FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_TICKS = re.compile(r"(?<!\\)`+")
-#: Outside code: (text, as shown), applied in this order by shown() and in reverse by plain().
-_OUTSIDE = (("&", "&amp;"), ("<", "&lt;"), ("![", "&#33;["))
+#: The kit's own code element: what shown() writes around a code block, and plain() reads back.
+PRE, END = "<pre><code>", "</code></pre>"
+#: Outside code: (text, as shown), one character (or `![`) at a time, undone in reverse.
+_TEXT = {"\\": "\\\\", "`": "\\`", "&": "&amp;", "<": "&lt;"}
+_TEXT_IN = re.compile(r"!\[|[\\`&<]")
+_TEXT_OUT = re.compile(r"\\\\|\\`|&amp;|&lt;|&#33;\[")
+_UNTEXT = {v: k for k, v in _TEXT.items()} | {"&#33;[": "!["}
+#: Inside the kit's code element.
+_CODE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "!": "&#33;"}
+_CODE_OUT = re.compile(r"&amp;|&lt;|&gt;|&#33;")
+_UNCODE = {v: k for k, v in _CODE.items()}
+_BLOCK = re.compile(re.escape(PRE) + r"(.*?)" + re.escape(END) + r"(\n?)", re.S)
 
 
-def _segments(text: str) -> list[tuple[bool, str]]:
-    """Cut text into (is_code, piece): fenced blocks and inline code spans are code.
+@functools.cache
+def _parser():
+    from markdown_it import MarkdownIt
 
-    Only backticks, tildes and line breaks decide the cut, and shown()/plain() never change
-    those, so both see the same segments. Where Markdown might not treat something as code, it
-    is treated as text (escaped): the safe side.
+    return MarkdownIt("commonmark")
+
+
+def code_blocks(text: str) -> list[tuple[int, int]]:
+    """The code blocks of Markdown text as CommonMark sees them: [start, end) ranges of its lines
+    (split at "\\n" only; a lone carriage return is not a line break here, as in _lines).
+
+    `code_blocks("a\\n```\\nx\\n```\\nb")` -> [(1, 4)].
     """
-    out: list[tuple[bool, str]] = []
-    lines = text.splitlines(keepends=True)
-    i, para = 0, []
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        if m is None:
-            para.append(lines[i])
-            if not lines[i].strip():  # a blank line ends a paragraph: code spans cannot cross it
-                out += _inline("".join(para))
-                para = []
-            i += 1
-            continue
-        out += _inline("".join(para))
-        para = []
-        fence = m.group(1)
-        close = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
-        j = i + 1
-        while j < len(lines) and not close.match(lines[j]):
-            j += 1
-        out.append((True, "".join(lines[i : j + 1])))  # an unclosed fence runs to the end
-        i = j + 1
-    out += _inline("".join(para))
-    return out
+    tokens = _parser().parse(text.replace("\r", "\x00"))  # markdown-it would break lines at "\r"
+    return [tuple(t.map) for t in tokens if t.type in ("fence", "code_block") and t.map]
 
 
-def _inline(text: str) -> list[tuple[bool, str]]:
-    """A paragraph cut into text and code spans (a run of n backticks up to the next run of n)."""
-    if not text:
-        return []
-    out, pos, start = [], 0, 0
-    runs = list(_TICKS.finditer(text))
-    k = 0
-    while k < len(runs):
-        opener = runs[k]
-        closer = next((r for r in runs[k + 1 :] if len(r.group()) == len(opener.group())), None)
-        if closer is None:
-            k += 1
-            continue
-        out.append((False, text[start : opener.start()]))
-        out.append((True, text[opener.start() : closer.end()]))
-        start = pos = closer.end()
-        k = runs.index(closer) + 1
-    out.append((False, text[max(start, pos) :]))
-    return [s for s in out if s[1]]
+def _lines(text: str) -> list[str]:
+    """`_lines("a\\nb\\r\\n")` -> ["a\\n", "b\\r\\n"]: each line with its "\\n"."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+
+
+def _text(piece: str) -> str:
+    return _TEXT_IN.sub(lambda m: "&#33;[" if m.group() == "![" else _TEXT[m.group()], piece)
+
+
+def _code(piece: str) -> str:
+    return "".join(_CODE.get(c, c) for c in piece)
 
 
 def shown(text: str) -> str:
     """Text as the page shows it: never HTML, never an image fetched from anywhere."""
-    parts = []
-    for code, piece in _segments(text):
-        if not code:
-            for raw, safe in _OUTSIDE:
-                piece = piece.replace(raw, safe)
-        parts.append(piece)
-    return "".join(parts)
+    lines = _lines(text)
+    out, pos = [], 0
+    for start, end in code_blocks(text):
+        if start < pos:  # nested inside a block already taken
+            continue
+        out.append(_text("".join(lines[pos:start])))
+        block = "".join(lines[start:end])
+        newline = "\n" if block.endswith("\n") else ""
+        out.append(f"{PRE}{_code(block[: len(block) - len(newline)])}{END}{newline}")
+        pos = end
+    out.append(_text("".join(lines[pos:])))
+    return "".join(out)
 
 
 def plain(text: str) -> str:
     """Undo shown(): `plain(shown(t)) == t` for every text t."""
-    parts = []
-    for code, piece in _segments(text):
-        if not code:
-            for raw, safe in reversed(_OUTSIDE):
-                piece = piece.replace(safe, raw)
-        parts.append(piece)
-    return "".join(parts)
+    out, pos = [], 0
+    for m in _BLOCK.finditer(text):
+        out.append(_TEXT_OUT.sub(lambda x: _UNTEXT[x.group()], text[pos : m.start()]))
+        out.append(_CODE_OUT.sub(lambda x: _UNCODE[x.group()], m.group(1)) + m.group(2))
+        pos = m.end()
+    out.append(_TEXT_OUT.sub(lambda x: _UNTEXT[x.group()], text[pos:]))
+    return "".join(out)
 
 
 def figures(line: str) -> str:
@@ -110,12 +116,15 @@ def strip_figures(text: str) -> str:
 
 def literal(value) -> str:
     """A value from a file or a user (a file name, a model's metadata) for one line of Markdown:
-    a code span, which Markdown shows exactly as it is (no HTML, no links, no escapes to undo).
+    the kit's own `<code>` element with every ASCII punctuation character as an entity, which a
+    Markdown renderer passes through and a browser shows exactly (no HTML, no links, no escapes,
+    whatever the renderer parses around it).
 
-    `literal("a<b>")` -> "`a<b>`"; backticks inside get a longer fence: "``a`b``".
+    `literal("a<b>")` -> "<code>a&#60;b&#62;</code>".
     """
     text = " ".join(str(value).split())
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    return "<code>" + "".join(f"&#{ord(c)};" if _PUNCT(c) else c for c in text) + "</code>"
+
+
+def _PUNCT(c: str) -> bool:
+    return c.isascii() and not c.isalnum() and not c.isspace()

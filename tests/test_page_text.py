@@ -1,0 +1,129 @@
+"""Hostile text stays text: page_text judged by fixed expected output and by two Markdown parsers
+that are not the kit's (markdown-it-py with HTML on, mistune), never by page_text's own helpers.
+
+The browser, with Gradio's own renderer, is the third judge (tests/test_hostile_page.py).
+"""
+
+import html.parser
+
+import mistune
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from research import page_text
+
+#: What a renderer may make of shown() text: formatting, links to click, the kit's code element.
+#: Anything else (img, iframe, svg, video, link, style, script, form, meta, base, object...) is a
+#: tag that came from the text: the defect these tests look for.
+ALLOWED_TAGS = {
+    "p", "pre", "code", "em", "strong", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
+    "blockquote", "hr", "br", "a", "table", "thead", "tbody", "tr", "th", "td", "sub", "del", "s",
+}  # fmt: skip
+EVIL = "evil.example"
+
+#: The six shapes that became an <img> in Chromium with the kit's old code-span detection, and
+#: the classes of trick they stand for.
+BYPASSES = {
+    "backslash before a backtick": f"\\`<img src=http://{EVIL}/a.png>`",
+    "code span broken by a # line": f"`a\n# b <img src=http://{EVIL}/b.png> `",
+    "code span broken by a - line": f"`a\n- <img src=http://{EVIL}/c.png>`",
+    "code span broken by a > line": f"`a\n> <img src=http://{EVIL}/d.png>`",
+    "code span broken by a <div> line": f"`a\n<div>\n<img src=http://{EVIL}/e.png>`",
+    "fence whose info string holds a backtick": f"``` a`b\n<img src=http://{EVIL}/f.png>\n```",
+    "two-backtick fence": f"``\n<img src=http://{EVIL}/g.png>\n``",
+    "fence closed by fewer backticks": f"````\nx\n```\n<img src=http://{EVIL}/h.png>",
+    "tilde fence with backticks": f"~~~\n`\n~~~\n<img src=http://{EVIL}/i.png>`",
+    "indented code after a paragraph": f"para\n    <img src=http://{EVIL}/j.png>",
+    "unclosed span at a blank line": f"`a\n\n<img src=http://{EVIL}/k.png>`",
+    "code in a list item": f"- ```\n  <img src=http://{EVIL}/l.png>\n- ```",
+    "code in a block quote, then out": f"> ```\n> x\n<img src=http://{EVIL}/m.png>",
+    "html comment around a fence": f"<!--\n```\n-->\n<img src=http://{EVIL}/n.png>\n```",
+    "reference image": f"![x][r]\n\n[r]: http://{EVIL}/o.png",
+    "entity-spelled tag": f"&lt;img src=http://{EVIL}/p.png&gt; &#60;img src=x&#62;",
+    "autolink": f"<http://{EVIL}/q.png>",
+    "nested image in a link": f"[![a](http://{EVIL}/r.png)](http://x)",
+    "image in a table": f"| a |\n|---|\n| ![t](http://{EVIL}/s.png) |",
+    "setext heading over a tag": f"<img src=http://{EVIL}/t.png>\n===",
+}
+
+
+class Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def rendered_tags(markdown: str) -> list[tuple[str, dict]]:
+    """The elements two Markdown parsers (HTML passed through, tables and strikethrough on) make."""
+    out = []
+    renderers = (
+        MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render,
+        mistune.create_markdown(escape=False, plugins=["table", "strikethrough", "url"]),
+    )
+    for render in renderers:
+        parser = Tags()
+        parser.feed(render(markdown))
+        out += parser.tags
+    return out
+
+
+def assert_inert(text: str) -> None:
+    shown = page_text.shown(text)
+    tags = rendered_tags(shown)
+    bad = [t for t, _ in tags if t not in ALLOWED_TAGS]
+    assert bad == [], (text, shown, bad)
+    for tag, attrs in tags:
+        assert "src" not in attrs and "srcset" not in attrs and "style" not in attrs, (text, tag, attrs)
+
+
+@pytest.mark.parametrize("name", list(BYPASSES))
+def test_the_known_bypasses_render_no_element(name):
+    assert_inert(BYPASSES[name])
+    assert page_text.plain(page_text.shown(BYPASSES[name])) == BYPASSES[name]
+
+
+def test_fixed_outputs():
+    """What shown() writes, spelled out: entities outside code, the kit's element around code."""
+    assert page_text.shown("<img src=x> & ![a](b)") == "&lt;img src=x> &amp; &#33;[a](b)"
+    assert page_text.shown("a `b` \\c") == "a \\`b\\` \\\\c"
+    fenced = "a\n<pre><code>```py\nx&lt;y &#33;\n```</code></pre>\nb"
+    assert page_text.shown("a\n```py\nx<y !\n```\nb") == fenced
+    assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
+    assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
+    assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
+
+
+def test_code_blocks_are_what_commonmark_says():
+    assert page_text.code_blocks("a\n```\nx\n```\nb") == [(1, 4)]
+    assert page_text.code_blocks("``` a`b\nx\n```") == [(2, 3)]  # no fence: a backtick in its info
+    assert page_text.code_blocks("para\n    not code") == []  # indented lines continue a paragraph
+    assert page_text.code_blocks("x\r\n```\r\ny\r\n```") == [(1, 4)]
+
+
+#: Pieces hostile text is made of: backticks and fences, the lines that break a paragraph,
+#: tags, images, references, entities, backslashes, containers.
+PIECES = [
+    "`", "``", "```", "~~~", "\\", "\n", "\n\n", " ", "    ", "# ", "- ", "> ", "1. ", "<div>",
+    "</div>", f"<img src=http://{EVIL}/x.png>", f"![a](http://{EVIL}/y.png)", f"[r]: http://{EVIL}/z.png",
+    "![a][r]", "a", "b", "*", "_", "&", "&lt;", "&#60;", "<", ">", "!", "[", "]", "(", ")", "|", "---",
+    "===", "<!--", "-->", "<pre>", "</pre>", "<code>", "</code>", "<pre><code>", "</code></pre>", "\r",
+    "<sub>", "◷",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+def test_generated_hostile_text_renders_no_element_and_comes_back(text):
+    assert_inert(text)
+    assert page_text.plain(page_text.shown(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_comes_back_exactly(text):
+    assert page_text.plain(page_text.shown(text)) == text
