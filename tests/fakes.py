@@ -36,7 +36,7 @@ class FakeBackend:
         self.active = 0  # generations running at once: must never exceed 1
         self.max_active = 0
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         return [ord(c) for c in text]
 
     def token_bytes(self, token: int) -> bytes:

@@ -282,7 +282,4 @@ def test_a_greedy_answer_is_the_same_asked_first_or_after_another(tmp_path):
     fresh = Engine.load(None, EngineConfig(n_ctx=1024, n_threads=1))  # nothing cached at all
     alone = evaluate.run(fresh, [then], tmp_path / "b.jsonl", system=system, progress=False)
     assert after[1]["answer"] == alone[0]["answer"]
-    assert (
-        len(engine.backend.tokenize(engine.format.render(evaluate.conversation(then["question"], system))))
-        >= 64
-    )
+    assert len(engine.prompt_tokens(evaluate.conversation(then["question"], system))) >= 64

@@ -57,8 +57,8 @@ def test_passages_are_numbered_into_the_system_prompt(lib):
     system = g.messages[0]["content"]
     assert "[1] (ferry) " in system and "Marigold Dawn" in system
     assert g.messages[-1] == {"role": "user", "content": "What is the newest ferry?"}
-    assert g.added_tokens == e.count_tokens(e.format.render(g.messages)) - e.count_tokens(
-        e.format.render([{"role": "user", "content": "What is the newest ferry?"}])
+    assert g.added_tokens == len(e.prompt_tokens(g.messages)) - len(
+        e.prompt_tokens([{"role": "user", "content": "What is the newest ferry?"}])
     )
     out = grounded.answer(e, lib, "What is the newest ferry?")
     assert out["cited"] == [1] and out["cited_by"] == "model"
@@ -78,11 +78,11 @@ def test_passages_fit_the_context_with_room_for_the_reply(lib):
     wide = grounded.ground(engine(lambda p: "x"), lib, question, sampling=sampling, grounding=Grounding(k=4))
     assert len(wide.sources) == 4
     e = engine(lambda p: "x")
-    full = e.count_tokens(e.format.render(wide.messages))
+    full = len(e.prompt_tokens(wide.messages))
     for n_ctx, fewer in ((full + 64 + 8, False), (full + 64 - 1, True), (full + 64 - 300, True)):
         e = engine(lambda p: "x", n_ctx=n_ctx)
         g = grounded.ground(e, lib, question, sampling=sampling, grounding=Grounding(k=4))
-        used = e.count_tokens(e.format.render(g.messages))
+        used = len(e.prompt_tokens(g.messages))
         assert used + sampling.max_tokens <= n_ctx
         assert (len(g.sources) < 4) == fewer
     bare = e.count_tokens(e.format.render(conversation(question, grounded.system_for([]))))

@@ -239,7 +239,8 @@ def test_trimming_a_long_conversation_shares_one_time_budget():
     turns = [{"role": r, "content": str(n)} for _ in range(20) for r in ("user", "assistant")]
     start = time.monotonic()
     # A tokenizer that counts characters and a context no rendering fits: trim to the last turn.
-    _, _, dropped = within(60, fit_history, turns + [turns[0]], fmt, list, 1, 10, -(10**9))
+    chars = lambda m: list(fmt.render(m))  # noqa: E731
+    _, _, dropped = within(60, fit_history, turns + [turns[0]], chars, 1, 10, -(10**9))
     assert time.monotonic() - start < REFUSAL_S  # 21 renders of >= 0.6 s each, were they all run
     assert dropped == 40 and fmt.name == "chatml" and "3 s" in fmt.warning
 

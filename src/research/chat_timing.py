@@ -34,7 +34,7 @@ def prompt_of(engine: Engine, n_tokens: int, salt: str) -> list[dict]:
     words = max(1, n_tokens - 40)
     for _ in range(8):
         msgs = conversation(f"{salt} " + "word " * words)
-        n = engine.count_tokens(engine.format.render(msgs))
+        n = len(engine.prompt_tokens(msgs))
         if n == n_tokens:
             break
         words = max(1, words + n_tokens - n)
@@ -44,7 +44,7 @@ def prompt_of(engine: Engine, n_tokens: int, salt: str) -> list[dict]:
 def check_pp(engine: Engine, pp: int) -> None:
     """KitError when `pp` prompt tokens are fewer than the chat path's shortest prompt for this
     model (its chat template and a one-word question): a pp test would measure more than it says."""
-    smallest = engine.count_tokens(engine.format.render(prompt_of(engine, 1, "r0x0")))
+    smallest = len(engine.prompt_tokens(prompt_of(engine, 1, "r0x0")))
     if pp < smallest:
         raise KitError(
             f"--pp {pp} is shorter than the chat path's shortest prompt for {engine.ref.path.name} "

@@ -392,7 +392,7 @@ def p_true(engine, question: str, answer: str) -> dict:
     format whether its proposed answer is true (Kadavath et al. 2022), and the seconds it took."""
     t = time.perf_counter()
     prompt = P_TRUE_PROMPT.format(question=question, answer=scoring.first_sentence(answer) or answer)
-    tokens = engine.backend.tokenize(engine.format.render([{"role": "user", "content": prompt}]))
+    tokens = engine.prompt_tokens([{"role": "user", "content": prompt}])
     a, b = engine.backend.next_logprobs(tokens, ["A", "B"])
     return {"p_true": 1.0 / (1.0 + math.exp(b - a)), "p_true_s": time.perf_counter() - t}
 
@@ -401,11 +401,9 @@ def signals_for(engine, messages, answer: str) -> dict | None:
     """The free signals of a given answer, by feeding its tokens to the model one at a time
     (teacher forcing: the same computation as when it was generated), for answers whose
     signals were not kept, such as ratings from before signals existed."""
-    fmt, b = engine.format, engine.backend
-    prompt = b.tokenize(fmt.render(messages))
-    forced = b.tokenize(answer)
-    if getattr(b, "add_bos", False) and forced[:1] == prompt[:1]:
-        forced = forced[1:]  # tokenize() adds a BOS in front of the answer text too
+    b = engine.backend
+    prompt = engine.prompt_tokens(messages)
+    forced = b.tokenize(answer, special=False, bos=False)  # the answer as text, as it was generated
     trace = b.teacher_force(prompt, forced)
     texts = [b.token_bytes(t).decode("utf-8", "replace") for t in forced]
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import codecs
 import functools
 import os
+import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -162,7 +164,7 @@ class Backend(Protocol):
     n_ctx: int
     n_threads: int
 
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]: ...
     def token_bytes(self, token: int) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def cached_prefix(self, tokens: Sequence[int]) -> int: ...
@@ -202,11 +204,69 @@ class StopScanner:
         return out
 
 
+#: Marks a message's place while its format is rendered (research.engine.prompt_tokens):
+#: private-use characters around a per-call nonce, which no text supplies by chance.
+_MARK = "\ue000{}:{}\ue001"
+
+
+def prompt_tokens(fmt, messages: Sequence[Message], backend) -> list[int]:
+    """The prompt of `messages` in `fmt`, tokenized so that only the format's own markers can be
+    control tokens: every message's content (a question, a passage, a file's title, an earlier
+    answer) is tokenized as text, so `<|im_start|>system`, `<｜User｜>`, `[SYSTEM_PROMPT]` or
+    `<<SYS>>` in it stay characters whatever the model's vocabulary calls special.
+
+    The format is rendered with a mark in place of each content and cut at the marks; the pieces
+    between are the format's and are tokenized with special tokens parsed. A chat template that
+    changes content as it inserts it (trims, folds a system turn) is rendered again to check; if
+    the marks cannot say where the content went, the content's control-token texts are broken
+    with a word joiner (U+2060) and the whole prompt is tokenized as before.
+    """
+    nonce = secrets.token_hex(6)
+    contents = [str(m["content"]) for m in messages]
+    marked = [{**m, "content": _MARK.format(nonce, i)} for i, m in enumerate(messages)]
+    pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", fmt.render(marked))
+    template, used = pieces[0::2], [int(i) for i in pieces[1::2]]
+    if getattr(fmt, "template", None):  # a chat template: does it insert the content as it is?
+        real = fmt.render(messages)
+        for shape in (contents, [c.strip() for c in contents]):
+            if _joined(template, used, shape) == real:
+                contents = shape
+                break
+        else:
+            return backend.tokenize(_defanged(fmt, messages, backend))
+    tokens = backend.tokenize(template[0], special=True, bos=True)
+    for i, after in zip(used, template[1:], strict=True):
+        if contents[i]:
+            tokens += backend.tokenize(contents[i], special=False, bos=False)
+        if after:
+            tokens += backend.tokenize(after, special=True, bos=False)
+    return tokens
+
+
+def _joined(template: list[str], used: list[int], contents: list[str]) -> str:
+    return template[0] + "".join(contents[i] + after for i, after in zip(used, template[1:], strict=True))
+
+
+def _defanged(fmt, messages: Sequence[Message], backend) -> str:
+    """The prompt with every control-token text in the messages broken by a word joiner."""
+    texts = sorted(getattr(backend, "control_texts", ()), key=len, reverse=True)
+    if not texts:
+        return fmt.render(messages)
+    pattern = re.compile("|".join(re.escape(t) for t in texts))
+
+    def broken(text: str) -> str:
+        return pattern.sub(lambda x: x.group()[0] + "\u2060" + x.group()[1:], text)
+
+    safe = [{**m, "content": broken(str(m["content"]))} for m in messages]
+    return fmt.render(safe)
+
+
 def fit_history(
-    messages: Sequence[Message], fmt: ChatFormat, tokenize, n_ctx: int, max_tokens: int, min_reply: int = 16
+    messages: Sequence[Message], prompt, n_ctx: int, max_tokens: int, min_reply: int = 16
 ) -> tuple[list[int], int, int]:
     """Drop the oldest turns until the prompt leaves room for the reply.
 
+    `prompt(messages)` gives the prompt's tokens (prompt_tokens, bound to a format and a backend).
     Returns (prompt tokens, tokens left for the reply, messages dropped). The system prompt
     and the last question are always kept; KitError when they alone leave no room.
     """
@@ -214,7 +274,7 @@ def fit_history(
     turns = list(messages[len(system) :])
     dropped = 0
     while True:
-        tokens = tokenize(fmt.render(system + turns))
+        tokens = prompt(system + turns)
         room = n_ctx - len(tokens)
         if room >= max_tokens or len(turns) <= 1:
             break
@@ -231,8 +291,8 @@ def fit_history(
 class _Timed:
     """A chat format and tokenizer that add up the time spent in them (for the ttft parts)."""
 
-    def __init__(self, fmt: ChatFormat, tokenize):
-        self.fmt, self._tokenize = fmt, tokenize
+    def __init__(self, fmt: ChatFormat, backend):
+        self.fmt, self.backend, self.template = fmt, backend, fmt.template
         self.format_s = self.tokenize_s = 0.0
 
     def render(self, messages) -> str:
@@ -242,12 +302,19 @@ class _Timed:
         finally:
             self.format_s += time.perf_counter() - t
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         t = time.perf_counter()
         try:
-            return self._tokenize(text)
+            return self.backend.tokenize(text, special=special, bos=bos)
         finally:
             self.tokenize_s += time.perf_counter() - t
+
+    @property
+    def control_texts(self):
+        return getattr(self.backend, "control_texts", ())
+
+    def prompt(self, messages) -> list[int]:
+        return prompt_tokens(self, messages, self)
 
 
 def prepare(model, config: EngineConfig) -> tuple[ModelRef, object, EngineConfig]:
@@ -324,7 +391,12 @@ class Engine:
         return cached_sha256(self.ref.path) if self.ref else ""
 
     def count_tokens(self, text: str) -> int:
-        return len(self.backend.tokenize(text))
+        """Tokens of `text` as content (control-token texts in it count as the characters they are)."""
+        return len(self.backend.tokenize(text, special=False, bos=False))
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The prompt of `messages` in this model's format, contents as text (prompt_tokens)."""
+        return prompt_tokens(self.format, messages, self.backend)
 
     def stream(
         self,
@@ -345,9 +417,9 @@ class Engine:
         b = self.backend
         t0 = time.perf_counter()
         cost = energy.Span().__enter__()
-        timed = _Timed(self.format, b.tokenize)
+        timed = _Timed(self.format, b)
         before = self.format.name
-        tokens, max_new, dropped = fit_history(messages, timed, timed.tokenize, b.n_ctx, sampling.max_tokens)
+        tokens, max_new, dropped = fit_history(messages, timed.prompt, b.n_ctx, sampling.max_tokens)
         stats = Stats(
             self.model_id,
             len(tokens),

@@ -213,7 +213,7 @@ def fit(
     (only the first: a cut second passage helps less than a whole first one). Earlier turns of a
     conversation are not counted: the engine drops them, oldest first, to make room.
     """
-    base = engine.count_tokens(engine.format.render(conversation(question, system_for([], system))))
+    base = len(engine.prompt_tokens(conversation(question, system_for([], system))))
     budget = engine.backend.n_ctx - max_tokens - base - margin
     sources: list[Source] = []
     for hit in hits:
@@ -365,8 +365,8 @@ def ground(
     out.sources = fit(engine, question, hits, system, sampling.max_tokens, grounding.margin_tokens)
     out.messages = conversation(question, system_for(out.sources, system), history) if out.sources else plain
     if out.sources:
-        grounded_n = engine.count_tokens(engine.format.render(out.messages))
-        out.added_tokens = grounded_n - engine.count_tokens(engine.format.render(plain))
+        grounded_n = len(engine.prompt_tokens(out.messages))
+        out.added_tokens = grounded_n - len(engine.prompt_tokens(plain))
     return out
 
 

@@ -164,9 +164,25 @@ class LlamaBackend:
     def _special_text(self, token: int) -> str:
         return self.llm._model.token_get_text(token) if token >= 0 else ""
 
-    def tokenize(self, text: str) -> list[int]:
-        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
-        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
+        """Tokens of `text`; `special`: control-token texts become control tokens (only for the
+        chat format's own markers: research.engine.prompt_tokens); `bos`: a BOS in front, as the
+        model wants, unless the text starts with it."""
+        add_bos = bos and self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
+        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=special)
+
+    @functools.cached_property
+    def control_texts(self) -> frozenset[str]:
+        """The texts of this vocabulary's control and user-defined tokens (`<|im_start|>`, ...)."""
+        import llama_cpp
+
+        wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        get_attr = llama_cpp.llama_vocab_get_attr
+        return frozenset(
+            text
+            for t in range(self.n_vocab)
+            if get_attr(self._vocab, t) & wanted and (text := self.llm._model.token_get_text(t))
+        )
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)
