@@ -233,8 +233,8 @@ Done. Everything below runs offline.
 
   cd $KIT
   source .venv/bin/activate
-  python -m research demo        # the chat page; then open http://127.0.0.1:7860 in the phone's browser
-                                 #   (termux-open-url http://127.0.0.1:7860 opens it from here)
+  python -m research demo        # the chat page; then open the address it prints in the phone's browser
+                                 #   (termux-open-url 'ADDRESS' opens it from here: it holds the page's token)
   python -m research chat        # a conversation in the terminal; Ctrl-C stops an answer
 
   termux-wake-lock               # keep the CPU running while Termux is in the background
