@@ -442,8 +442,8 @@ class ModelHost:
         engine = self.get()
         question = messages[-1]["content"]
         earlier = [m for m in messages[:-1] if m["role"] != "system"]
-        g = self.on_llama(
-            grounded.ground,
+        # on this session's thread: the search (a ZIM's worker, its budget) never holds the model's
+        g = grounded.ground(
             engine,
             name,
             question,
@@ -451,6 +451,7 @@ class ModelHost:
             system=system or None,
             history=earlier,
             sampling=sampling,
+            run=self.on_llama,
         )
 
         def block(answer: str) -> str:
