@@ -61,7 +61,7 @@ def add(name: str, new_paths=(), progress: bool = True, max_chars: int = src.MAX
     new_roots = [Path(p).expanduser().resolve() for p in new_paths]
     for p in new_roots:
         if not p.exists():
-            raise KitError(f"no such file or folder: {p}")
+            raise KitError(f"no such file or folder: {files.shown(p)}")
     root = libraries_dir() / name
     with _locked(root):
         old = Library(name) if (root / "current").is_file() else None
