@@ -219,6 +219,20 @@ def test_a_file_past_its_deadline_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_document_without_a_word_to_search_for_is_one_line(home, tmp_path, capsys):
+    """Found by the property tests: text of one-letter words only made bm25s raise ValueError
+    (an empty vocabulary) out of `library add`, as a traceback."""
+    folder = tmp_path / "signs"
+    folder.mkdir()
+    (folder / "signs.html").write_text("<title>0</title><p>0 a ! 7 . x</p>")
+    assert main(["library", "add", str(folder), "--name", "signs", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    why = "its files hold no word to search for"
+    assert err == f"error: library 'signs' would hold no text to search ({why}); nothing was made\n"
+    docs(folder)  # with real documents beside it, the library is made
+    assert main(["library", "add", str(folder), "--name", "signs", "--quiet"]) == 0
+
+
 # ---- bounded amplification ----
 
 #: The bound the README states: a document's index is at most this many times its size, plus the

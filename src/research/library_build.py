@@ -154,12 +154,16 @@ def _build(
                 report.skipped.append((str(path), entry["error"]))
                 _say(f"skipped {path}: {entry['error']}", progress)
             entries.append(entry | {"first": first, "count": len(offsets) - 1 - first})
+    tokens = tokenize(texts, progress) if texts else None
+    if tokens is not None and not tokens.vocab:  # one-letter words and signs only: nothing to search
+        texts, offsets = [], [0]
+        (tmp / "passages.jsonl").write_bytes(b"")
+        for e in entries:
+            e["first"] = e["count"] = 0
     if not texts and not any(e.get("fulltext") for e in entries):
         shutil.rmtree(tmp, ignore_errors=True)
-        why = (
-            "; ".join(f"{files.shown(p)}: {w}" for p, w in report.skipped[:3])
-            or "no document of a kind it reads"
-        )
+        why = "; ".join(f"{files.shown(p)}: {w}" for p, w in report.skipped[:3])
+        why = why or ("its files hold no word to search for" if entries else "no document of a kind it reads")
         raise KitError(
             f"library {name!r} would hold no text to search ({why}); "
             + ("the library is unchanged" if old else "nothing was made")
@@ -169,7 +173,7 @@ def _build(
         import numpy as np
 
         retriever = bm25s.BM25()
-        retriever.index(tokenize(texts, progress), show_progress=progress)
+        retriever.index(tokens, show_progress=progress)
         retriever.save(tmp / "bm25", show_progress=False)
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
