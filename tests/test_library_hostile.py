@@ -175,6 +175,21 @@ def test_a_file_name_that_is_not_utf8_is_read_and_shown(home, tmp_path, capsys):
     assert library_build.update("names", progress=False).kept == 5  # known again by its name
 
 
+def test_text_in_odd_encodings_is_read_as_written(tmp_path):
+    """A Windows "Unicode" file is UTF-16 with a BOM (it holds NUL bytes: it was refused as
+    binary); a Windows-1252 file is not UTF-8 (its accents were lost to U+FFFD); one stray byte
+    in a UTF-8 file must not turn the file into mojibake."""
+    cases = {
+        "utf16.txt": "Café crème at the Gare du Nord.".encode("utf-16"),
+        "cp1252.txt": "Café crème at the Gare du Nord.".encode("cp1252"),
+        "stray.txt": "Café crème at the Gare du Nord. ".encode() * 200 + b"\xff",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        text = " ".join(t for _, t in src.read(tmp_path / name).blocks)
+        assert "Café crème at the Gare du Nord." in text, name
+
+
 # ---- linear time ----
 
 REDUCE = """
@@ -478,6 +493,22 @@ ZIM_ARTICLES = {
     # The 160 KB article of unclosed comments that cost 10.5 s a question, for every session.
     "A/Slow": ("Slow", "<p>Quellport harbour slow article.</p>" + "<!--" * 40_000),
 }
+
+
+def test_the_zim_probe_reads_entries_from_the_whole_archive(tmp_path, monkeypatch):
+    """The probe read entry 0 only, then the whole file was read in the kit's process: a damaged
+    entry further on crashed the kit, not a child. It reads a sample spread over the archive."""
+    articles = {f"A/P{i:03d}": (f"Page {i}", f"<p>Page {i} of the wiki.</p>") for i in range(200)}
+    path = write_zim(tmp_path / "big.zim", articles, fulltext=False)
+    read = []
+    real = library_zim._article
+    monkeypatch.setattr(library_zim, "_article", lambda a, i, m: read.append(i) or real(a, i, m))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        library_zim._probe(f"/dev/fd/{fd}")  # the child's own code, run here to see what it reads
+    finally:
+        os.close(fd)
+    assert len(read) >= library_zim.PROBE_SAMPLE and read[0] == 0 and max(read) >= 199
 
 
 def test_zim_files_are_never_opened_in_the_kits_own_process(home, tmp_path, monkeypatch):

@@ -132,6 +132,12 @@ _BOMS = (
 )
 
 
+#: A file that is not valid UTF-8 is still read as UTF-8 (its bad bytes as U+FFFD) when at most
+#: this share of its non-ASCII bytes is bad: one stray byte in a UTF-8 report must not turn all
+#: of its accents into Windows-1252 mojibake.
+UTF8_BAD_SHARE = 0.01
+
+
 def decode(data: bytes) -> str:
     """A document's text: by its byte-order mark, else UTF-8, else Windows-1252 (what a file that
     is not UTF-8 most often is); controls out (clean). SourceError for binary content.
@@ -144,8 +150,12 @@ def decode(data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise SourceError("binary content, not text")
     try:
-        text = data.decode("utf-8")
+        return clean(data.decode("utf-8"))
     except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="replace")
+    high = len(data) - len(data.translate(None, bytes(range(128))))  # bytes 0x80-0xFF
+    if text.count("\ufffd") > UTF8_BAD_SHARE * high:
         text = data.decode("cp1252", errors="replace")
     return clean(text)
 
