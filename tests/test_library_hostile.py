@@ -552,6 +552,23 @@ def test_a_zim_article_is_reduced_once_and_a_search_keeps_its_budget(home, tmp_p
     assert "Quellport" in lib.search("capital of Zorbia", 1)[0].text
 
 
+def test_a_slow_zim_article_costs_one_question_its_share_and_no_more(home, tmp_path):
+    """An article that takes seconds to reduce (7 MB of markup) beside a plain one: the search keeps
+    its budget and finds the plain one; the slow article is passed over from then on."""
+    folder = tmp_path / "zims"
+    folder.mkdir()
+    slow = "<p>Quellport harbour lantern, slowly.</p>" + "<p>x" * 1_750_000
+    plain = "<p>The Quellport harbour lantern is lit at dusk.</p>"
+    write_zim(folder / "wiki.zim", {"A/Plain": ("Plain", plain), "A/Slow": ("Slow", slow)}, fulltext=True)
+    library_build.add("z", [folder], progress=False)
+    lib = library.open_library("z")
+    for budget in (2.0, 0.5):
+        t = time.perf_counter()
+        hits = lib.search("Quellport harbour lantern", 3, budget=budget)
+        assert time.perf_counter() - t < budget + 0.5
+        assert "zims/wiki.zim:A/Plain" in [h.source for h in hits]
+
+
 @pytest.mark.parametrize("current", ["../../../victim", "VICTIM", "v1/../../../../victim", "v7", "link"])
 def test_remove_deletes_only_the_librarys_own_folder(home, tmp_path, current):
     victim = tmp_path / "victim"  # home/libraries/t/../../../victim

@@ -236,7 +236,8 @@ class Library:
         terms = query_terms(query)
         if not terms:
             return []
-        reply = zim.SEARCHER.call(self._zim_request(f, op="search", query=query, terms=terms, k=k), budget)
+        request = self._zim_request(f, op="search", query=query, terms=terms, k=k, budget=budget)
+        reply = zim.SEARCHER.call(request, budget)
         name = self.file_name(self.files[f])
         out = []
         for index, path, pos, title, text, score in reply["hits"]:
@@ -298,7 +299,8 @@ class Library:
         if f not in self._zims():
             raise KitError(f"library {self.name!r} has no passage {pid}")
         try:
-            reply = zim.SEARCHER.call(self._zim_request(f, op="passages", entry=entry), SEARCH_BUDGET_S)
+            request = self._zim_request(f, op="passages", entry=entry, budget=SEARCH_BUDGET_S)
+            reply = zim.SEARCHER.call(request, SEARCH_BUDGET_S)
             title, text = reply["passages"][pos - 1]
         except (IndexError, ValueError, zim.src.SourceError):
             raise KitError(f"library {self.name!r} has no passage {pid}") from None

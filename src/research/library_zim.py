@@ -52,6 +52,13 @@ ARTICLE_TIMEOUT_S = 30
 #: libzim's caches, one 8 MB article and its passages, and the worker's cache fit in a fraction.
 #: RLIMIT_DATA, not RLIMIT_AS: libzim maps the file read-only, and a 90 GB Wikipedia must map.
 ZIM_MEMORY_MB = 1024
+#: Share of a search's budget the worker spends reducing articles: the rest is for libzim's
+#: search, the ranking and the reply. An article not reduced in time is left out of the answer.
+REDUCE_SHARE = 0.7
+#: Seconds an article may have had to be reduced at question time before, failing, it is passed
+#: over for the worker's life, so that later questions do not pay for it again (an 8 MB article
+#: takes ~3 s here; a Wikipedia article of ordinary size, milliseconds).
+SLOW_S = 0.5
 #: Characters of passages the question-time worker keeps (about 10 long Wikipedia articles):
 #: a question asked again, or a passage opened from the page, costs no reduction.
 CACHE_CHARS = 16_000_000
@@ -89,9 +96,12 @@ def _title(archive) -> str:
         return ""
 
 
-def _article(archive, index: int, max_chars: int) -> tuple[str, str, list[tuple[str, str]]] | None:
+def _article(
+    archive, index: int, max_chars: int, deadline: float | None = None
+) -> tuple[str, str, list[tuple[str, str]]] | None:
     """(entry path, title, passages) of entry `index`, or None when it is not a text article (an
-    image, a redirect, a style sheet) or is too large; KitError when it cannot be read."""
+    image, a redirect, a style sheet) or is too large; KitError when it cannot be read, or not
+    before `deadline` (time.monotonic(); ARTICLE_TIMEOUT_S from now by default)."""
     try:
         entry = archive._get_entry_by_id(index)
         if entry.is_redirect:
@@ -104,7 +114,7 @@ def _article(archive, index: int, max_chars: int) -> tuple[str, str, list[tuple[
         title, path = src.cap_title(files.clean(entry.title)), files.shown(entry.path)[:MAX_ENTRY_PATH_CHARS]
     except Exception as e:
         raise KitError(f"entry {index} cannot be read ({' '.join(str(e).split())[:120]})") from None
-    deadline = time.monotonic() + ARTICLE_TIMEOUT_S
+    deadline = deadline or time.monotonic() + ARTICLE_TIMEOUT_S
     if mime == "text/plain":
         doc = src.Document(title, src.text_to_blocks(text[: src.MAX_DOC_CHARS], deadline))
     else:
@@ -167,11 +177,20 @@ class _Cache:
         self.items: collections.OrderedDict = collections.OrderedDict()
         self.reduced = 0  # articles reduced (not found in the cache) since the worker started
 
-    def get(self, archive, key: tuple[str, int], max_chars: int):
+    def get(self, archive, key: tuple[str, int], max_chars: int, deadline: float | None = None):
+        """The article `key` (file, entry), reduced now if it is not kept; one that could not be
+        reduced before `deadline` with at least SLOW_S to do it is kept as None (passed over from
+        then on: a question must not pay for it again)."""
         if key in self.items:
             self.items.move_to_end(key)
             return self.items[key]
-        found = _article(archive, key[1], max_chars)
+        allowance = (deadline - time.monotonic()) if deadline else ARTICLE_TIMEOUT_S
+        try:
+            found = _article(archive, key[1], max_chars, deadline)
+        except src.SourceError:
+            if allowance < SLOW_S:
+                raise  # out of time because of the articles before it: tried again next time
+            found = None
         self.reduced += 1
         self.items[key] = found
         self.size += sum(len(t) for _, t in found[2]) if found else 0
@@ -212,10 +231,17 @@ def _serve() -> None:
             if len(found) >= ZIM_ARTICLES:
                 break
         before, candidates = cache.reduced, []
-        for path in list(found)[:ZIM_ARTICLES]:
+        # what is not reduced by then is left out, so the reply comes within the caller's budget
+        deadline = time.monotonic() + REDUCE_SHARE * float(req.get("budget") or ARTICLE_TIMEOUT_S)
+        paths = list(found)[:ZIM_ARTICLES]
+        for i, path in enumerate(paths):
+            # each article its share of the time left: a slow one cannot starve those after it
+            share = (deadline - time.monotonic()) / (len(paths) - i)
+            if share <= 0:
+                break
             try:
                 index = archive.get_entry_by_path(path)._index
-                article = cache.get(archive, (req["path"], index), req["max_chars"])
+                article = cache.get(archive, (req["path"], index), req["max_chars"], time.monotonic() + share)
             except Exception:  # one unreadable article costs that article only
                 continue
             if article is not None:
@@ -227,7 +253,8 @@ def _serve() -> None:
         return {"hits": hits, "reduced": cache.reduced - before}
 
     def passages(req: dict) -> dict:
-        article = cache.get(archive_of(req), (req["path"], req["entry"]), req["max_chars"])
+        deadline = time.monotonic() + REDUCE_SHARE * float(req.get("budget") or ARTICLE_TIMEOUT_S)
+        article = cache.get(archive_of(req), (req["path"], req["entry"]), req["max_chars"], deadline)
         if article is None:
             raise KitError(f"entry {req['entry']} is no text article")
         entry_path, title, found = article
