@@ -44,10 +44,11 @@ from research.units import MB
 #: English prose, ~3 on numbers and names), so three passages, a system prompt, a question and
 #: a short answer fit in a 1024-token context with room to spare.
 MAX_PASSAGE_CHARS = 600
-#: A passage shorter than this share of MAX_PASSAGE_CHARS does not end at a section's end: the
-#: next section's heading and text join it. Without it, a file of a thousand one-word sections
-#: made a thousand passages, each paying for its record and its title in the index.
-SHORT_SHARE = 1 / 3
+#: A passage shorter than this share of MAX_PASSAGE_CHARS (100 characters) does not end at a
+#: section's end: the next section's heading and text join it. Without it, a file of a thousand
+#: one-word sections made a thousand passages, each paying for its record and its title in the
+#: index (5.8x the file). Real sections are longer: the kit's own documents cut the same as before.
+SHORT_SHARE = 1 / 6
 #: Characters of a document's title and of a section's name at most: more than any real title
 #: (Wikipedia's longest are under 100), and a 50 KB heading copied into each passage made a
 #: 651 KB Markdown file into a 101 MB index.
