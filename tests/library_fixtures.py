@@ -39,11 +39,18 @@ def _pdf_string(text: str) -> bytes:
     return b"(" + escaped.encode("latin-1", "replace") + b")"
 
 
-def minimal_pdf(paragraphs: list[str], title: str = "", width: int = 88, lines_per_page: int = 50) -> bytes:
+def minimal_pdf(
+    paragraphs: list[str],
+    title: str = "",
+    width: int = 88,
+    lines_per_page: int = 50,
+    to_unicode: dict[int, str] | None = None,
+) -> bytes:
     """A small valid PDF 1.4 of text paragraphs in Helvetica (A4, one blank line between them).
 
     No library writes it: object offsets and the cross-reference table are computed here, so the
-    same text always makes the same bytes.
+    same text always makes the same bytes. `to_unicode` maps byte codes of the text to the
+    characters a reader extracts for them (the font's ToUnicode CMap), e.g. {0x85: "\u2028"}.
     """
     lines: list[str] = []
     for p in paragraphs:
@@ -54,7 +61,8 @@ def minimal_pdf(paragraphs: list[str], title: str = "", width: int = 88, lines_p
     kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n_pages))
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    cmap_ref = f" /ToUnicode {4 + 2 * n_pages} 0 R" if to_unicode else ""
+    objects.append(f"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica{cmap_ref} >>".encode())
     for i, page in enumerate(pages):
         body = (
             b"BT /F1 11 Tf 14 TL 50 800 Td\n" + b"".join(_pdf_string(line) + b" '\n" for line in page) + b"ET"
@@ -67,6 +75,17 @@ def minimal_pdf(paragraphs: list[str], title: str = "", width: int = 88, lines_p
         objects.append(
             f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream + b"\nendstream"
         )
+    if to_unicode:
+        chars = "".join(f"<{code:02X}> <{ord(c):04X}>\n" for code, c in sorted(to_unicode.items()))
+        cmap = (
+            "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
+            "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+            "/CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n"
+            "1 begincodespacerange\n<00> <FF>\nendcodespacerange\n"
+            f"{len(to_unicode)} beginbfchar\n{chars}endbfchar\n"
+            "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend"
+        ).encode()
+        objects.append(f"<< /Length {len(cmap)} >>\nstream\n".encode() + cmap + b"\nendstream")
     objects.append(b"<< /Title " + _pdf_string(title) + b" /Producer (research tests/library_fixtures.py) >>")
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from library_fixtures import minimal_pdf, orchard_pdf, write_zim
 
-from research import library, library_build
+from research import library, library_build, library_files
 from research import library_sources as src
 from research.cli import main
 from research.errors import KitError
@@ -195,7 +195,7 @@ def test_indexing_is_incremental_and_each_version_replaces_the_last(home, tmp_pa
     old = library.open_library("t").search("Marigold Dawn", 1)[0]
     reads = []
     real = src.read
-    monkeypatch.setattr(src, "read", lambda p: reads.append(p.name) or real(p))
+    monkeypatch.setattr(src, "read", lambda p, *a: reads.append(p.name) or real(p, *a))
     (folder / "ferry.txt").write_text("The newest ferry is now the Saint Corentin.")
     (folder / "extra.txt").write_text("A new file about the Kell Hill telescope.")
     report = library_build.update("t", progress=False)
@@ -227,7 +227,7 @@ def test_a_library_with_nothing_to_search_is_refused_and_an_update_to_nothing_ch
     library_build.add("t", [folder], progress=False)
     # the folder can no longer be listed (an unmounted drive, its permissions changed): as root
     # here, permissions would not stop the walk, so os.walk reports the error as it would
-    real_walk = library_build.os.walk
+    real_walk = library_files.os.walk
 
     def walk(top, onerror=None, **kw):
         if Path(top) == folder:
@@ -235,7 +235,7 @@ def test_a_library_with_nothing_to_search_is_refused_and_an_update_to_nothing_ch
             return iter(())
         return real_walk(top, onerror=onerror, **kw)
 
-    monkeypatch.setattr(library_build.os, "walk", walk)
+    monkeypatch.setattr(library_files.os, "walk", walk)
     with pytest.raises(KitError, match=f"{folder}: Permission denied\\); the library is unchanged"):
         library_build.update("t", progress=False)
     assert "Marigold Dawn" in library.open_library("t").search("newest ferry", 1)[0].text

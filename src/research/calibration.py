@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -263,13 +264,10 @@ def folder(model_sha256: str, root: Path | None = None) -> Path:
 
 
 def save(cal: Calibration, root: Path | None = None) -> Path:
-    """Write the calibration as JSON (calibrations/<sha256>/<method>.json); returns its path."""
+    """Write the calibration as JSON (calibrations/<sha256>/<method>.json), private to its owner
+    (0600 in 0700 folders); returns its path. A crash leaves the old calibration, never half a new one."""
     path = folder(cal.model_sha256, root) / f"{cal.method}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(cal.as_dict(), indent=1))
-    tmp.replace(path)  # a crash leaves the old calibration, never half a new one
-    return path
+    return paths.write_private(path, json.dumps(cal.as_dict(), indent=1))
 
 
 def shipped_dir() -> Path:
@@ -277,15 +275,95 @@ def shipped_dir() -> Path:
     return paths.kit_data_dir() / "calibrations"
 
 
+#: Bytes of a calibration file read at most: one fitted on thousands of ratings, with their ids,
+#: is a few hundred KB; a larger file is no calibration the kit wrote.
+MAX_FILE_MB = 4
+#: Signals a calibration may read at most (the largest method reads 15).
+MAX_FEATURES = 64
+#: Calibrations found damaged, by (model file, method): named once, then passed over.
+_DAMAGED: dict[tuple[str, str], Path] = {}
+
+
+def _numbers(value, n: int, what: str, positive: bool = False) -> list[float]:
+    """`value` as `n` finite numbers (> 0 with `positive`); ValueError naming `what` otherwise."""
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(f"{what} is not a list of {n} numbers")
+    for v in value:
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not number or (positive and v <= 0):
+            kind = "finite positive" if positive else "finite"
+            raise ValueError(f"{what} holds {str(v)[:20]!r}, not a {kind} number")
+    return [float(v) for v in value]
+
+
+def validate(d, model_sha256: str, method: str) -> Calibration:
+    """A calibration read from a file, checked before any answer uses it: a JSON object of this
+    model file and method, its signal names known, its weights finite and of one shape.
+    ValueError saying what is wrong otherwise."""
+    from research import confidence
+
+    if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+        raise ValueError("not a calibration (no model object)")
+    if d.get("method") != method:
+        raise ValueError(f"it is for method {str(d.get('method'))[:40]!r}, not {method!r}")
+    if d.get("model_sha256") != model_sha256:
+        raise ValueError("it is for another model file (its model_sha256 differs)")
+    m = d["model"]
+    names = m.get("names")
+    known = {s for meth in confidence.METHODS.values() for s in meth.signals}
+    if (
+        not isinstance(names, list)
+        or not 0 < len(names) <= MAX_FEATURES
+        or len(set(map(str, names))) < len(names)
+    ):
+        raise ValueError("its signal names are not a list of distinct names")
+    unknown = [str(x)[:40] for x in names if not isinstance(x, str) or x not in known]
+    if unknown:
+        raise ValueError(f"it reads signals the kit does not know ({', '.join(unknown[:3])})")
+    n = len(names)
+    mean = _numbers(m.get("mean"), n, "mean")
+    scale = _numbers(m.get("scale"), n, "scale", positive=True)
+    weights = _numbers(m.get("weights"), n, "weights")
+    (bias,) = _numbers([m.get("bias")], 1, "bias")
+    if not isinstance(d.get("fitted_on"), dict) or not isinstance(d.get("held_out") or {}, dict):
+        raise ValueError("what it was fitted on is not recorded as an object")
+    if not isinstance(d.get("created", ""), str):
+        raise ValueError("its creation time is not a string")
+    model = Logistic(tuple(names), mean, scale, weights, bias)
+    return Calibration(method, model_sha256, model, d["fitted_on"], d.get("held_out"), d.get("created", ""))
+
+
+def damaged(model_sha256: str, method: str) -> Path | None:
+    """The calibration file of this model and method that load() found damaged, if any."""
+    return _DAMAGED.get((model_sha256, method))
+
+
 def load(model_sha256: str, method: str) -> Calibration | None:
-    """The person's own calibration of this model file and method, else the kit's, else None."""
+    """The person's own calibration of this model file and method, else the kit's, else None.
+
+    A damaged or hostile file (wrong types or shapes, another method or model, not JSON, too
+    large, not a regular file) costs the calibrated figure only, never the answer: it is named
+    once in a warning on stderr and None is returned, as for a model without one.
+    """
+    from research import library_files
+
     for root in (paths.user_data_dir() / "calibrations", shipped_dir()):
         path = folder(model_sha256, root) / f"{method}.json"
-        if path.is_file():
-            try:
-                return Calibration.from_dict(json.loads(path.read_text()))
-            except (ValueError, KeyError, TypeError) as e:
-                raise KitError(
-                    f"{path} is damaged ({type(e).__name__}: {e}); delete it and calibrate again"
-                ) from None
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            data = library_files.read_file(path, MAX_FILE_MB, what_kind="a calibration")
+            cal = validate(json.loads(data), model_sha256, method)
+        except (KitError, ValueError, RecursionError, MemoryError) as e:
+            if _DAMAGED.get((model_sha256, method)) != path:
+                _DAMAGED[(model_sha256, method)] = path
+                why = " ".join(str(e).split())[:160]
+                print(
+                    f"warning: {library_files.shown(path)} is damaged ({why}); answers show no calibrated "
+                    "confidence until it is deleted (python -m research eval --calibrate makes a new one)",
+                    file=sys.stderr,
+                )
+            return None
+        _DAMAGED.pop((model_sha256, method), None)
+        return cal
     return None

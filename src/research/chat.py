@@ -442,8 +442,8 @@ class ModelHost:
         engine = self.get()
         question = messages[-1]["content"]
         earlier = [m for m in messages[:-1] if m["role"] != "system"]
-        g = self.on_llama(
-            grounded.ground,
+        # on this session's thread: the search (a ZIM's worker, its budget) never holds the model's
+        g = grounded.ground(
             engine,
             name,
             question,
@@ -451,6 +451,7 @@ class ModelHost:
             system=system or None,
             history=earlier,
             sampling=sampling,
+            run=self.on_llama,
         )
 
         def block(answer: str) -> str:
@@ -540,15 +541,16 @@ class _Failed:
 
 
 def give_back_memory() -> None:
-    """Return freed memory to the system: collect cycles, stop idle template workers, and ask
-    glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
+    """Return freed memory to the system: collect cycles, stop idle template workers and the ZIM
+    search worker, and ask glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
     import ctypes
     import gc
 
-    from research import template_worker
+    from research import library_zim, template_worker
 
     gc.collect()
     template_worker.stop_idle()
+    library_zim.SEARCHER.close()  # the ZIM search worker and its cache; the next search starts another
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS)

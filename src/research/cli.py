@@ -137,6 +137,10 @@ def _confidence(engine, stats):
 
 
 def _confidence_line(conf) -> str:
+    from research import confidence
+
+    if conf.p is None and conf.words == confidence.DAMAGED:
+        return f"confidence: {conf.words}"
     if conf.p is None:
         return "confidence: not calibrated for this model (python -m research eval --calibrate)"
     return f"{conf.words} ({conf.method})"

@@ -121,7 +121,7 @@ def cmd_search(args) -> None:
 def cmd_show(args) -> None:
     from research.grounded import passage_text
 
-    print(passage_text(args.name, args.passage), end="")
+    print(passage_text(args.name, args.passage), end="")  # cleaned of control characters (Library)
 
 
 def cmd_eval(args) -> None:
@@ -198,6 +198,7 @@ def chat(engine, args, sampling) -> None:
     """`chat --library NAME [--lookup MODE]`: one grounded answer (--prompt) or a conversation."""
     from research import grounded
     from research.engine import Stats
+    from research.library_files import clean  # a passage's escape sequences, repeated, reach no terminal
 
     mode = args.lookup or "always"
     history: list[dict] = []
@@ -218,7 +219,7 @@ def chat(engine, args, sampling) -> None:
         if g.closed_answer is not None and not g.looked_up:
             pieces = [g.closed_answer]
             if not args.json:
-                print(g.closed_answer, end="", flush=True)
+                print(clean(g.closed_answer), end="", flush=True)
         else:
             for item in engine.stream(g.messages, sampling):
                 if isinstance(item, Stats):
@@ -226,7 +227,7 @@ def chat(engine, args, sampling) -> None:
                 else:
                     pieces.append(item)
                     if not args.json:
-                        print(item, end="", flush=True)
+                        print(clean(item), end="", flush=True)
         answer = "".join(pieces)
         numbers, by = grounded.citations(answer, question, g.sources)
         if args.json:

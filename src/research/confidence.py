@@ -306,6 +306,10 @@ BANDS = (
 )
 
 
+#: The words of an answer whose model has a calibration that could not be used (named once on stderr).
+DAMAGED = "not calibrated (its saved calibration is damaged)"
+
+
 def describe(p: float | None) -> tuple[str, float | None]:
     """Words and number for a calibrated confidence: `describe(0.82)` -> ("likely right", 0.82).
 
@@ -355,7 +359,9 @@ def of_signals(signals: dict | None, model_sha256: str, method: str = DEFAULT) -
 
     cal = calibration.load(model_sha256, method) if model_sha256 else None
     p = cal.probability(signals) if cal is not None and signals else None
-    return Confidence(p, method, cal.id if cal is not None and p is not None else None, label(p))
+    bad = cal is None and model_sha256 and calibration.damaged(model_sha256, method)
+    words = DAMAGED if bad else label(p)
+    return Confidence(p, method, cal.id if cal is not None and p is not None else None, words)
 
 
 def of_stats(stats, model_sha256: str, method: str = DEFAULT) -> Confidence:

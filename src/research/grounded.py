@@ -327,6 +327,10 @@ class Grounded:
         }
 
 
+def _here(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
 def ground(
     engine: Engine,
     library: str,
@@ -337,11 +341,16 @@ def ground(
     history: Sequence[dict] = (),
     sampling: Sampling = Sampling(),
     grounding: Grounding = Grounding(),
+    run: Callable = _here,
 ) -> Grounded:
     """The messages to answer `question` with (passages numbered within the context budget).
 
     In "unsure" mode the closed-book answer is generated here first (with `system`); when it is
     confident, `closed_answer` is the answer and `messages` are the plain conversation.
+
+    `run(fn, *args)` runs the work that needs the engine (answering, counting tokens): the page
+    passes its model thread's runner, so the library is searched on the caller's thread and a
+    slow search holds no other session's answer.
     """
     if mode not in MODES:
         raise KitError(f"unknown lookup mode {mode!r}; choose from: {', '.join(MODES)}")
@@ -352,7 +361,7 @@ def ground(
         out.messages = plain
         return out
     if mode == "unsure":
-        answer, stats = engine.answer(plain, sampling)
+        answer, stats = run(engine.answer, plain, sampling)
         out.closed_answer, out.closed_stats = answer.strip(), stats
         out.confidence = closed_book_confidence(engine, grounding, question, answer, stats)
         if out.confidence >= grounding.threshold:
@@ -362,11 +371,11 @@ def ground(
     hits = library_obj.search(question, grounding.k)
     out.retrieval_s = time.perf_counter() - t
     out.version, out.looked_up = library_obj.version, True
-    out.sources = fit(engine, question, hits, system, sampling.max_tokens, grounding.margin_tokens)
+    out.sources = run(fit, engine, question, hits, system, sampling.max_tokens, grounding.margin_tokens)
     out.messages = conversation(question, system_for(out.sources, system), history) if out.sources else plain
     if out.sources:
-        grounded_n = len(engine.prompt_tokens(out.messages))
-        out.added_tokens = grounded_n - len(engine.prompt_tokens(plain))
+        grounded_n = len(run(engine.prompt_tokens, out.messages))
+        out.added_tokens = grounded_n - len(run(engine.prompt_tokens, plain))
     return out
 
 

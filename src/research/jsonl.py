@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from research import paths
 from research.errors import KitError
 
 #: errno values meaning "no room for the record", and how to say so.
@@ -31,8 +32,8 @@ def append(record: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        paths.private_dir(path.parent)  # people's records: folders made 0700, the file 0600
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, paths.PRIVATE_FILE)
     except OSError as e:
         _raise_if_no_room(e, path)
         raise

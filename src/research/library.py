@@ -9,10 +9,15 @@ update writes a new version folder and then switches `current` to it in one rena
 crash or a kill leaves the previous version whole.
 
 A ZIM file with its own full-text index (Kiwix's Wikipedia files have one) is not indexed
-again: it is searched through libzim's Searcher, and the articles it finds are cut into
-passages and ranked for the question. A ZIM without one has its articles indexed like files.
-Results of several sources are merged by reciprocal rank, since BM25 scores of different
-indexes do not compare.
+again: it is searched through libzim's Searcher in a worker child (research.library_zim), which
+cuts the articles it finds into passages once and ranks them for the question. A ZIM without
+one has its articles indexed like files. Results of several sources are merged by reciprocal
+rank, since BM25 scores of different indexes do not compare. A search takes at most
+SEARCH_BUDGET_S: a ZIM that would take longer is left out of that question's answer, in one line.
+
+What a search returns is shown to people (terminal, page, records): its titles, names and texts
+are cleaned of control characters (research.library_files.clean), and a document is named by
+its path from the folder the user chose, never by the folders above it.
 """
 
 from __future__ import annotations
@@ -20,28 +25,35 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from research import library_sources as src
+from research import library_zim as zim
 from research import paths
 from research.errors import KitError
+from research.library_files import clean, shown
 
 #: The index layout and chunking; a library of another format is read again from its files.
-FORMAT = 1
+#: 2: paths from the chosen folders, the title once per file, short sections sharing passages.
+FORMAT = 2
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: What a library's `current` file may name: one of its own version folders, nothing else.
+VERSION = re.compile(r"^v\d{1,9}$")
 #: A passage id: "<version>-<n>" (a stored passage) or "<version>-z<file>-<entry>-<position>" (a
 #: passage of an article found through a ZIM's own index). Digits only: safe in a URL and a path.
 PASSAGE_ID = re.compile(r"^(\d{1,9})-(?:(\d{1,10})|z(\d{1,6})-(\d{1,12})-(\d{1,6}))$")
-#: Articles of a ZIM's own full-text search cut into passages per question: enough to find the
-#: passage that answers (the search ranks articles, not passages), few enough to stay fast.
-ZIM_ARTICLES = 6
 #: Reciprocal-rank fusion constant (Cormack et al. 2009): ranks of different sources merge.
 RRF_K = 60
+#: Seconds one search may take. The stored index answers in milliseconds; a ZIM's own search
+#: takes tens to hundreds of milliseconds on a phone. Past this the question is answered from
+#: what was found so far: a retrieval never holds an answer longer.
+SEARCH_BUDGET_S = 5.0
 
 
 def libraries_dir() -> Path:
@@ -109,28 +121,54 @@ def bm25_rank(texts: list[str], query: str, k: int) -> list[tuple[int, float]]:
     return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
 
+def current_version(root: Path, name: str) -> str:
+    """The version folder a library's `current` names ("v3"); KitError when there is no library,
+    or when `current` names anything but one of its own version folders."""
+    try:
+        with open(root / "current", "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        raise KitError(
+            f"no library named {name!r}; make it with: python -m research library add PATH --name {name}"
+        ) from None
+    folder = root / text
+    if not VERSION.match(text) or folder.is_symlink() or not folder.is_dir():
+        raise KitError(
+            f"library {name!r} is damaged (its 'current' names {shown(text)[:20]!r}, not one of its "
+            f"versions); remove it with: python -m research library remove {name}, and add its files again"
+        )
+    return text
+
+
 class Library:
     """One library's current version: its manifest, passages and index, opened for searching."""
 
     def __init__(self, name: str):
         self.name = check_name(name)
         self.root = libraries_dir() / name
-        try:
-            version = (self.root / "current").read_text().strip()
-        except OSError:
-            raise KitError(
-                f"no library named {name!r}; make it with: python -m research library add PATH --name {name}"
-            ) from None
-        self.dir = self.root / version
+        self.dir = self.root / current_version(self.root, name)
         try:
             self.manifest = json.loads((self.dir / "manifest.json").read_text())
-        except (OSError, ValueError):
+            self.version: int = int(self.manifest["version"])
+            self.files: list[dict] = list(self.manifest["files"])
+        except (OSError, ValueError, KeyError, TypeError):
             raise KitError(f"library {name!r} is damaged; add its files again to rebuild it") from None
-        self.version: int = self.manifest["version"]
-        self.files: list[dict] = self.manifest["files"]
         self._retriever = self._offsets = self._store = None
-        self._zims: dict[int, object] = {}
         self._lock = threading.Lock()  # the page searches from several threads
+        self._warned: set[tuple[int, str]] = set()
+
+    # -- the files --
+
+    def file_path(self, f: dict) -> Path:
+        """Where the file of manifest entry `f` is on this device."""
+        if "root" in f:
+            return Path(self.manifest["roots"][f["root"]]).parent / f["path"]
+        return Path(f["path"])  # a library of format 1 kept absolute paths
+
+    def file_name(self, f: dict) -> str:
+        """How the file of entry `f` is named to people: its path from the chosen folder's parent
+        ("reports/2024/memo.pdf"), cleaned for a terminal or a page."""
+        return shown(f["path"] if "root" in f else Path(f["path"]).name)
 
     # -- the stored passages --
 
@@ -145,7 +183,7 @@ class Library:
                 self._store = open(self.dir / "passages.jsonl", "rb")  # noqa: SIM115 - kept open
 
     def stored(self, n: int) -> dict:
-        """Stored passage `n`: {"f": file number, "t": title, "p": position, "x": text, ...}."""
+        """Stored passage `n`: {"f": file number, "s": section, "p": position, "x": text, ...}."""
         self._open_store()
         if self._store is None or not 0 <= n < len(self._offsets) - 1:
             raise KitError(f"library {self.name!r} has no passage {n}")
@@ -156,8 +194,10 @@ class Library:
 
     def _hit(self, pid: str, score: float, rec: dict) -> Hit:
         f = self.files[rec["f"]]
-        source = f"{f['path']}:{rec['e']}" if "e" in rec else f["path"]
-        return Hit(pid, round(score, 4), rec["t"], source, rec["p"], rec["x"], f["kind"])
+        name = self.file_name(f)
+        source = f"{name}:{rec['e']}" if "e" in rec else name
+        title = rec["t"] if "t" in rec else _title(rec.get("d") or f.get("title", ""), rec.get("s", ""))
+        return Hit(pid, round(score, 4), shown(title), shown(source), rec["p"], clean(rec["x"]), f["kind"])
 
     def _search_stored(self, query: str, k: int) -> list[Hit]:
         self._open_store()
@@ -175,62 +215,65 @@ class Library:
             if s > 0
         ]
 
-    # -- ZIM files searched through their own full-text index --
+    # -- ZIM files searched through their own full-text index, in a worker child --
 
-    def _zim(self, f: int):
-        with self._lock:
-            if f not in self._zims:
-                self._zims[f] = src.open_zim(Path(self.files[f]["path"]))
-            return self._zims[f]
+    def _zims(self) -> list[int]:
+        return [
+            f
+            for f, info in enumerate(self.files)
+            if info["kind"] == "zim" and info.get("fulltext") and not info.get("error")
+        ]
 
-    def _zim_passages(self, f: int, entry: int) -> list[tuple[str, str]]:
-        doc = src.zim_article(self._zim(f), entry)
-        if doc is None:
-            return []
-        return [(_title(doc.title, sec), text) for sec, text in src.passages(doc, self.manifest["max_chars"])]
+    def _zim_request(self, f: int, **request) -> dict:
+        return {
+            "path": str(self.file_path(self.files[f])),
+            "roots": self.manifest["roots"],
+            "max_chars": self.manifest["max_chars"],
+            **request,
+        }
 
-    def _search_zim(self, f: int, query: str, k: int) -> list[Hit]:
-        from libzim.search import Query, Searcher
-
-        archive = self._zim(f)
+    def _search_zim(self, f: int, query: str, k: int, budget: float) -> list[Hit]:
         terms = query_terms(query)
         if not terms:
             return []
-        searcher, found = Searcher(archive), {}
-        # libzim's query parser joins words with AND and finds nothing for words it never
-        # indexed: all the question's words first, then each word alone fills the rest.
-        for q in [" ".join(terms), *(terms if len(terms) > 1 else [])]:
-            for path in searcher.search(Query().set_query(q)).getResults(0, ZIM_ARTICLES):
-                found.setdefault(path, len(found))
-            if len(found) >= ZIM_ARTICLES:
-                break
-        candidates = []
-        for path in list(found)[:ZIM_ARTICLES]:
-            try:
-                entry = archive.get_entry_by_path(path)
-                for pos, (title, text) in enumerate(self._zim_passages(f, entry._index), 1):
-                    candidates.append((entry._index, entry.path, pos, title, text))
-            except Exception:  # one unreadable article costs that article only
-                continue
-        ranked = bm25_rank([f"{c[3]}\n{c[4]}" for c in candidates], query, k)
+        request = self._zim_request(f, op="search", query=query, terms=terms, k=k, budget=budget)
+        reply = zim.SEARCHER.call(request, budget)
+        name = self.file_name(self.files[f])
         out = []
-        for i, score in ranked:
-            index, path, pos, title, text = candidates[i]
-            pid = f"{self.version}-z{f}-{index}-{pos}"
-            out.append(Hit(pid, round(score, 4), title, f"{self.files[f]['path']}:{path}", pos, text, "zim"))
+        for index, path, pos, title, text, score in reply["hits"]:
+            pid = f"{self.version}-z{f}-{int(index)}-{int(pos)}"
+            source = shown(f"{name}:{path}")
+            out.append(
+                Hit(pid, round(float(score), 4), shown(str(title)), source, int(pos), clean(str(text)), "zim")
+            )
         return out
+
+    def _warn(self, f: int, message: str) -> None:
+        """One line on stderr for a source left out of an answer, once per file and reason."""
+        if (f, message) not in self._warned:
+            self._warned.add((f, message))
+            print(
+                f"warning: {self.file_name(self.files[f])}: {message}; answered from the library's "
+                "other passages",
+                file=sys.stderr,
+            )
 
     # -- searching and reading --
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
-        """The `k` best passages for `query`, best first (an empty list when nothing matches)."""
+    def search(self, query: str, k: int = 5, budget: float | None = None) -> list[Hit]:
+        """The `k` best passages for `query`, best first (an empty list when nothing matches),
+        within `budget` seconds (SEARCH_BUDGET_S by default)."""
+        budget = SEARCH_BUDGET_S if budget is None else budget
+        start = time.monotonic()
         lists = [self._search_stored(query, k)]
-        for f, info in enumerate(self.files):
-            if info["kind"] == "zim" and info.get("fulltext") and not info.get("error"):
-                try:
-                    lists.append(self._search_zim(f, query, k))
-                except KitError as e:  # a ZIM moved away since it was added
-                    print(f"warning: {info['path']}: {e}", file=sys.stderr)
+        for f in self._zims():
+            left = budget - (time.monotonic() - start)
+            try:
+                if left <= 0:
+                    raise KitError(f"the search's {budget:g} s were spent before this file's turn")
+                lists.append(self._search_zim(f, query, k, left))
+            except KitError as e:  # a ZIM moved away, past the budget, or crashing its reader
+                self._warn(f, str(e))
         lists = [x for x in lists if x]
         if len(lists) <= 1:
             return lists[0][:k] if lists else []
@@ -253,15 +296,16 @@ class Library:
         if m.group(2) is not None:
             return self._hit(pid, 0.0, self.stored(int(m.group(2))))
         f, entry, pos = int(m.group(3)), int(m.group(4)), int(m.group(5))
-        if f >= len(self.files) or self.files[f]["kind"] != "zim":
+        if f not in self._zims():
             raise KitError(f"library {self.name!r} has no passage {pid}")
         try:
-            found = self._zim_passages(f, entry)
-            title, text = found[pos - 1]
-            path = self._zim(f)._get_entry_by_id(entry).path
-        except (IndexError, src.SourceError):
+            request = self._zim_request(f, op="passages", entry=entry, budget=SEARCH_BUDGET_S)
+            reply = zim.SEARCHER.call(request, SEARCH_BUDGET_S)
+            title, text = reply["passages"][pos - 1]
+        except (IndexError, ValueError, zim.src.SourceError):
             raise KitError(f"library {self.name!r} has no passage {pid}") from None
-        return Hit(pid, 0.0, title, f"{self.files[f]['path']}:{path}", pos, text, "zim")
+        source = shown(f"{self.file_name(self.files[f])}:{reply['path']}")
+        return Hit(pid, 0.0, shown(str(title)), source, pos, clean(str(text)), "zim")
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
@@ -301,6 +345,8 @@ def open_library(name: str) -> Library:
             current = None
         if lib is None or lib.dir.name != current:
             lib = _OPEN[name] = Library(name)
+            if lib._zims():
+                zim.SEARCHER.start()  # its start is then behind us when the first question comes
         return lib
 
 
@@ -310,14 +356,24 @@ def names() -> list[str]:
 
 
 def remove(name: str) -> Path:
-    """Delete library `name`'s index (never the documents it was made from)."""
+    """Delete library `name`'s index (never the documents it was made from).
+
+    Only the library's own folder goes: what `current` names is checked to be one of its version
+    folders first (a `current` naming `../../` or a link deletes nothing outside), and the folder
+    tree is deleted without following links.
+    """
     root = libraries_dir() / check_name(name)
-    if not (root / "current").is_file():
+    if root.is_symlink() or not (root / "current").is_file():
         raise KitError(f"no library named {name!r} (see: python -m research library list)")
     with _locked(root):
-        shutil.rmtree(root / (root / "current").read_text().strip(), ignore_errors=True)
+        try:
+            shutil.rmtree(root / current_version(root, name))
+        except KitError:
+            pass  # a damaged `current`: nothing outside is named; the folder itself goes below
+        except OSError as e:
+            raise KitError(f"could not delete library {name!r}: {e.strerror or e}") from None
         (root / "current").unlink()
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)  # rmtree never follows a link out of the folder
     with _OPEN_LOCK:
         _OPEN.pop(name, None)
     return root
@@ -325,8 +381,9 @@ def remove(name: str) -> Path:
 
 @contextlib.contextmanager
 def _locked(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
+    paths.private_dir(root)
+    fd = os.open(root / ".lock", os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), paths.PRIVATE_FILE)
+    with os.fdopen(fd, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,24 +1,28 @@
 """Building a library: scan folders and files, read what changed, write a new version atomically.
 
-A file is known by its path; it is read again only when its size or modification time changed
-(or the kit's chunking did: research.library.FORMAT, MAX_PASSAGE_CHARS). The passages of the
-others are copied from the previous version. A broken or hostile file is one line ("skipped
-PATH: why") and the indexing goes on; it is tried again only once it changes. The new version is
-written beside the old one and `current` is switched to it by one rename, so a crash or a kill
-at any moment leaves a whole library behind.
+Only regular files under the chosen folders are read (research.library_files: links leading
+out, pipes, devices and sockets are refused). A file is known by its path; it is read again only
+when its size or modification time changed (or the kit's chunking did: research.library.FORMAT,
+MAX_PASSAGE_CHARS). The passages of the others are copied from the previous version. A broken or
+hostile file is one line ("skipped PATH: why") and the indexing goes on; it is tried again only
+once it changes. The new version is written beside the old one, made private (folders 0700,
+files 0600: it holds the text of the user's documents), and `current` is switched to it by one
+rename, so a crash or a kill at any moment leaves a whole library behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from research import library_files as files
 from research import library_sources as src
+from research import library_zim as zim
+from research import paths
 from research.errors import KitError
 from research.library import FORMAT, Library, _locked, _title, check_name, libraries_dir, tokenize
 
@@ -46,34 +50,9 @@ class Report:
 
 
 def scan(roots: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The files under `roots` the library reads (sorted, hidden folders passed over), and the
-    roots it cannot use with why."""
-    found, problems = [], []
-    for root in roots:
-        if root.is_file():
-            if src.kind_of(root):
-                found.append(root)
-            else:
-                problems.append(
-                    (str(root), f"not a kind of document the library reads ({', '.join(src.KINDS)})")
-                )
-        elif root.is_dir():
-            unreadable: list[OSError] = []
-            # symbolic links to folders are not followed; a folder that cannot be listed is said
-            for folder, dirs, files in os.walk(root, onerror=unreadable.append):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [
-                    Path(folder, f) for f in sorted(files) if not f.startswith(".") and src.kind_of(Path(f))
-                ]
-            problems += [(e.filename or str(root), e.strerror or str(e)) for e in unreadable]
-        else:
-            problems.append((str(root), "no longer there; its files were dropped"))
-    seen, out = set(), []
-    for p in found:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out, problems
+    """The files under `roots` the library reads (in folder order, hidden ones passed over), and
+    the files and roots it refuses, with why (research.library_files.scan)."""
+    return files.scan(roots, src.kind_of)
 
 
 def add(name: str, new_paths=(), progress: bool = True, max_chars: int = src.MAX_PASSAGE_CHARS) -> Report:
@@ -82,7 +61,7 @@ def add(name: str, new_paths=(), progress: bool = True, max_chars: int = src.MAX
     new_roots = [Path(p).expanduser().resolve() for p in new_paths]
     for p in new_roots:
         if not p.exists():
-            raise KitError(f"no such file or folder: {p}")
+            raise KitError(f"no such file or folder: {files.shown(p)}")
     root = libraries_dir() / name
     with _locked(root):
         old = Library(name) if (root / "current").is_file() else None
@@ -99,6 +78,7 @@ def update(name: str, progress: bool = True) -> Report:
 
 
 def _say(text: str, progress: bool) -> None:
+    text = files.shown(text)  # a file's name may hold bytes that are not UTF-8, or escape sequences
     if progress:
         from tqdm import tqdm
 
@@ -113,36 +93,40 @@ def _build(
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    files, problems = scan(roots)
+    found, problems = scan(roots)
     roots = [r for r in roots if r.exists()]
     same_format = (
         old is not None and old.manifest.get("format") == FORMAT and old.manifest["max_chars"] == max_chars
     )
-    before = {f["path"]: (i, f) for i, f in enumerate(old.files)} if same_format else {}
+    before = {str(old.file_path(f)): (i, f) for i, f in enumerate(old.files)} if same_format else {}
     version = (old.version + 1) if old else 1
     report = Report(name, version, skipped=list(problems))
     for path, why in problems:
         _say(f"skipped {path}: {why}", progress)
     tmp = root / f"v{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    paths.private_dir(tmp)
     entries, texts, offsets = [], [], [0]
     with open(tmp / "passages.jsonl", "wb") as store:
 
-        def put(rec: dict) -> None:
-            line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
+        def put(rec: dict, title: str) -> None:
+            """Store one passage; `title` (the document's and the section's) is searched with it."""
+            line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8", "replace")
             store.write(line)
             offsets.append(offsets[-1] + len(line))
-            texts.append(f"{rec['t']}\n{rec['x']}")
+            texts.append(f"{title}\n{rec['x']}")
 
-        for path in tqdm(files, desc=f"reading {name}", unit="file", disable=not progress, file=sys.stderr):
+        for path in tqdm(found, desc=f"reading {name}", unit="file", disable=not progress, file=sys.stderr):
             try:
                 st = path.stat()
             except OSError as e:
                 report.skipped.append((str(path), e.strerror or str(e)))
+                _say(f"skipped {path}: {e.strerror or e}", progress)
                 continue
+            i_root, rel = files.relative(path, roots)
             entry = {
-                "path": str(path),
+                "root": i_root,
+                "path": rel,
                 "kind": src.kind_of(path),
                 "size": st.st_size,
                 "mtime_ns": st.st_mtime_ns,
@@ -150,15 +134,16 @@ def _build(
             fno, first = len(entries), len(offsets) - 1
             prev = before.get(str(path))
             if prev and (prev[1]["size"], prev[1]["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
-                i, info = prev
+                _, info = prev
                 for n in range(info["first"], info["first"] + info["count"]):
-                    put({**old.stored(n), "f": fno})
+                    rec = old.stored(n)
+                    put({**rec, "f": fno}, _title(rec.get("d") or info.get("title", ""), rec.get("s", "")))
                 entry |= {k: info[k] for k in info if k not in entry and k not in ("first", "count")}
                 report.kept += 1
             else:
                 report.read += 1
                 try:
-                    entry |= _read_into(path, entry, fno, put, max_chars, progress)
+                    entry |= _read_into(path, roots, fno, put, max_chars, progress)
                 except src.SourceError as e:
                     entry["error"] = str(e)
                     # The passages written before the error stay out of the index.
@@ -169,9 +154,16 @@ def _build(
                 report.skipped.append((str(path), entry["error"]))
                 _say(f"skipped {path}: {entry['error']}", progress)
             entries.append(entry | {"first": first, "count": len(offsets) - 1 - first})
+    tokens = tokenize(texts, progress) if texts else None
+    if tokens is not None and not tokens.vocab:  # one-letter words and signs only: nothing to search
+        texts, offsets = [], [0]
+        (tmp / "passages.jsonl").write_bytes(b"")
+        for e in entries:
+            e["first"] = e["count"] = 0
     if not texts and not any(e.get("fulltext") for e in entries):
         shutil.rmtree(tmp, ignore_errors=True)
-        why = "; ".join(f"{p}: {w}" for p, w in report.skipped[:3]) or "no document of a kind it reads"
+        why = "; ".join(f"{files.shown(p)}: {w}" for p, w in report.skipped[:3])
+        why = why or ("its files hold no word to search for" if entries else "no document of a kind it reads")
         raise KitError(
             f"library {name!r} would hold no text to search ({why}); "
             + ("the library is unchanged" if old else "nothing was made")
@@ -181,7 +173,7 @@ def _build(
         import numpy as np
 
         retriever = bm25s.BM25()
-        retriever.index(tokenize(texts, progress), show_progress=progress)
+        retriever.index(tokens, show_progress=progress)
         retriever.save(tmp / "bm25", show_progress=False)
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -196,15 +188,13 @@ def _build(
         "passages": len(texts),
         "files": entries,
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+    # ASCII: a file name that is not UTF-8 is kept as its escapes, and read back the same
+    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=True, indent=1))
+    paths.private_tree(tmp)  # bm25s and NumPy write with the process's umask
     final = root / f"v{version}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    current = root / "current.tmp"
-    current.write_text(final.name)
-    with open(current) as f:
-        os.fsync(f.fileno())
-    current.replace(root / "current")  # the switch: one rename
+    paths.write_private(root / "current", final.name)  # the switch: one rename
     for stale in root.glob("v*"):
         if stale != final:
             shutil.rmtree(stale, ignore_errors=True)
@@ -215,34 +205,40 @@ def _build(
     return report
 
 
-def _read_into(path: Path, entry: dict, fno: int, put, max_chars: int, progress: bool) -> dict:
+def _read_into(path: Path, roots: list[Path], fno: int, put, max_chars: int, progress: bool) -> dict:
     """Read one file's passages through `put`; returns what the manifest keeps about it."""
-    if entry["kind"] != "zim":
-        doc = src.read(path)
+    if src.kind_of(path) != "zim":
+        doc = src.read(path, roots)
         for pos, (sec, text) in enumerate(src.passages(doc, max_chars), 1):
-            put({"f": fno, "t": _title(doc.title, sec), "p": pos, "x": text})
+            put({"f": fno, "p": pos, "s": sec, "x": text}, _title(doc.title, sec))
         return {"title": doc.title}
-    src.probe_zim(path)
-    archive = src.open_zim(path)
-    info = {"title": src.zim_title(archive) or path.stem, "uuid": str(archive.uuid)}
-    if archive.has_fulltext_index:  # searched through its own index: nothing to read now
-        return info | {"fulltext": True, "articles": archive.article_count}
+    probed = zim.probe(path, roots)
+    info = {
+        "title": src.cap_title(str(probed.get("title") or "")) or src.cap_title(files.clean(path.stem)),
+        "uuid": str(probed.get("uuid", "")),
+        "fulltext": bool(probed.get("fulltext")),
+        "articles": int(probed.get("articles") or 0),
+    }
+    if info["fulltext"]:  # searched through its own index: nothing to read now
+        return info
     from tqdm import tqdm
 
     unreadable = 0
-    for index in tqdm(
-        range(archive.entry_count), desc=path.name, unit="entry", disable=not progress, leave=False
-    ):
-        try:
-            doc = src.zim_article(archive, index)
-        except src.SourceError:
-            unreadable += 1
-            continue
-        if doc is None:
-            continue
-        entry_path = archive._get_entry_by_id(index).path
-        for pos, (sec, text) in enumerate(src.passages(doc, max_chars), 1):
-            put({"f": fno, "t": _title(doc.title, sec), "p": pos, "e": entry_path, "x": text})
+    with tqdm(desc=path.name, unit="entry", disable=not progress, leave=False, file=sys.stderr) as bar:
+        for msg in zim.articles(path, roots, max_chars):
+            if "entries" in msg:
+                bar.total = int(msg["entries"])
+            elif "unreadable" in msg:
+                unreadable = int(msg["unreadable"])
+            else:  # the child's lines are bounded there, and again here
+                title, entry_path = src.cap_title(str(msg["d"])), str(msg["e"])[: zim.MAX_ENTRY_PATH_CHARS]
+                for pos, (sec, text) in enumerate(msg["p"], 1):
+                    sec, text = src.cap_title(str(sec)), str(text)[:max_chars]
+                    put(
+                        {"f": fno, "p": pos, "d": title, "s": sec, "e": entry_path, "x": text},
+                        _title(title, sec),
+                    )
+                bar.update(int(msg["i"]) + 1 - bar.n)
     if unreadable:
         _say(f"{path}: {unreadable} entries could not be read and were passed over", progress)
-    return info | {"fulltext": False, "articles": archive.article_count}
+    return info
