@@ -434,9 +434,8 @@ def rehearse(folder: Path, emulated: bool, port: int) -> dict:
             "installing the engine",
             log,
         )
-        _chroot(
-            folder, [f"{VENV}/bin/pip", "install", KIT], "installing the kit under qemu", log, timeout=7200
-        )
+        install = [f"{VENV}/bin/pip", "install", "-e", KIT]  # editable, as Termux: data/ is read from KIT
+        _chroot(folder, install, "installing the kit under qemu", log, timeout=7200)
         record["kit_install_s"] = round(time.perf_counter() - t, 1)
         _chroot(
             folder,

@@ -147,11 +147,22 @@ def unsafe_features(compiled: list[str], flags: set[str], machine: str | None = 
 
 
 def engine_version(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
-    """The llama-cpp-python version the kit pins (`"0.3.36"`), from pyproject.toml."""
-    m = re.search(r'"llama-cpp-python==([^"]+)"', pyproject.read_text())
-    if not m:
-        raise KitError(f"{pyproject} pins no llama-cpp-python version (llama-cpp-python==X)")
-    return m.group(1)
+    """The llama-cpp-python version the kit pins (`"0.3.36"`): from pyproject.toml in a checkout,
+    else from the kit's installed metadata."""
+    if pyproject.is_file():
+        m = re.search(r'"llama-cpp-python==([^"]+)"', pyproject.read_text())
+        if not m:
+            raise KitError(f"{pyproject} pins no llama-cpp-python version (llama-cpp-python==X)")
+        return m.group(1)
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        pins = [r for r in requires("research") or [] if r.replace(" ", "").startswith("llama-cpp-python==")]
+    except PackageNotFoundError:
+        pins = []
+    if not pins:
+        raise KitError("the kit's llama-cpp-python version is unknown: run this from the kit's checkout")
+    return pins[0].split("==", 1)[1].split(";")[0].strip()
 
 
 def compiler_id() -> str:
