@@ -222,9 +222,17 @@ def measured(monkeypatch, module, name):
 
 
 def prompts_seen(engine) -> list[str]:
-    """Record every text the engine tokenizes (the rendered prompts)."""
+    """Record every prompt the engine tokenizes: a prompt is tokenized in pieces (the format's with
+    special tokens, the contents as text: engine.prompt_tokens), the first with its BOS."""
     texts, tokenize = [], engine.backend.tokenize
-    engine.backend.tokenize = lambda text: texts.append(text) or tokenize(text)
+
+    def recording(text, special=True, bos=True):
+        if bos or not texts:
+            texts.append("")
+        texts[-1] += text
+        return tokenize(text, special=special, bos=bos)
+
+    engine.backend.tokenize = recording
     return texts
 
 

@@ -96,6 +96,9 @@ def test_fixed_outputs():
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
+    assert page_text.literal("other-model.Q4_0 (1).gguf") == "<code>other-model.Q4_0 (1).gguf</code>".replace(
+        "_", "&#95;"
+    )
 
 
 def test_code_blocks_are_what_commonmark_says():
@@ -121,6 +124,14 @@ PIECES = [
 def test_generated_hostile_text_renders_no_element_and_comes_back(text):
     assert_inert(text)
     assert page_text.plain(page_text.shown(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=12).map(" ".join))
+def test_a_literal_value_renders_no_element(value):
+    """A file name or a model's metadata, as the status line shows it."""
+    tags = rendered_tags(f"**Model:** {page_text.literal(value)} · context 2048")
+    assert {t for t, _ in tags} <= ALLOWED_TAGS and all("src" not in a for _, a in tags), value
 
 
 @settings(max_examples=300, deadline=None)

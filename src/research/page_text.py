@@ -114,17 +114,18 @@ def strip_figures(text: str) -> str:
     return FIGURES.sub("", text)
 
 
+#: What literal() writes as entities: every character that can open HTML, an entity, an escape,
+#: emphasis, code, a link or image, a table cell, a heading or math in a line of Markdown.
+_MARKUP = frozenset("&<>\\`*_[]!~|#$^{}")
+
+
 def literal(value) -> str:
     """A value from a file or a user (a file name, a model's metadata) for one line of Markdown:
-    the kit's own `<code>` element with every ASCII punctuation character as an entity, which a
-    Markdown renderer passes through and a browser shows exactly (no HTML, no links, no escapes,
+    the kit's own `<code>` element with every character that could be markup as an entity, which
+    a Markdown renderer passes through and a browser shows exactly (no HTML, no links, no escapes,
     whatever the renderer parses around it).
 
-    `literal("a<b>")` -> "<code>a&#60;b&#62;</code>".
+    `literal("a<b>-c")` -> "<code>a&#60;b&#62;-c</code>".
     """
     text = " ".join(str(value).split())
-    return "<code>" + "".join(f"&#{ord(c)};" if _PUNCT(c) else c for c in text) + "</code>"
-
-
-def _PUNCT(c: str) -> bool:
-    return c.isascii() and not c.isalnum() and not c.isspace()
+    return "<code>" + "".join(f"&#{ord(c)};" if c in _MARKUP else c for c in text) + "</code>"
