@@ -26,9 +26,9 @@ lab: $(STAMP)
 	  --LabApp.news_url=None --LabApp.extension_manager=readonly $(ARGS)
 
 # The notebooks run top to bottom with their default parameters and written to docs/results
-# (about 15 minutes on two cores); RESULTS_ARGS=--full for the long run (see research.results).
+# (about 15 minutes on two cores); RESULTS_ARGS=--full for the long run (see research.paper.render).
 results: $(STAMP)
-	$(PY) -m research.results $(RESULTS_ARGS)
+	$(PY) -m research.paper.render $(RESULTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src demo tests notebooks
@@ -36,12 +36,12 @@ lint: $(STAMP)
 
 # First the engine: llama-cpp-python compiled with flags that are safe on this CPU (no AMX on
 # x86: llama.cpp issue 20824), into the kit's own cache keyed by those flags, since pip's cache
-# would hand back a wheel built with other ones (research.engine_build). Then the kit and the
+# would hand back a wheel built with other ones (research.llamacpp.flags). Then the kit and the
 # rest of its dependencies, which find the engine installed.
 $(STAMP): pyproject.toml src/research/engine_build.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@PYTHONPATH=src $(PY) -m research.engine_build install
+	@PYTHONPATH=src $(PY) -m research.llamacpp.flags install
 	@echo "Installing the kit and its dependencies into $(VENV) (log: $(VENV)/install.log)."
 	@$(PY) -m pip install -e '.[test]' > $(VENV)/install.log 2>&1 \
 	  || { echo "Install failed; the last lines of $(VENV)/install.log:"; tail -n 40 $(VENV)/install.log; exit 1; }
@@ -52,6 +52,6 @@ clean:
 
 # The page rehearsed on ARM (root): an arm64 Debian under qemu, the engine cross-compiled with
 # the phone's flags, one answer through research chat and one through the page; the record goes
-# to docs/results/arm_rehearsal.{json,md}. About 30-40 minutes the first time (research.arm_rehearsal).
+# to docs/results/arm_rehearsal.{json,md}. About 30-40 minutes the first time (research.measure.arm).
 arm-rehearsal: $(STAMP)
-	$(PY) -m research.arm_rehearsal $(ARGS)
+	$(PY) -m research.measure.arm $(ARGS)

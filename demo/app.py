@@ -1,7 +1,7 @@
 """The chat page: ask questions of a model running on this device's CPU, with no network.
 
 Run `make demo`, `python -m research demo` or `python demo/app.py`, then open
-http://127.0.0.1:7860. Everything the page does lives in research.chat; this file lays it out.
+http://127.0.0.1:7860. Everything the page does lives in research.page.host; this file lays it out.
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ import sys
 import time
 from pathlib import Path
 
-from research import server
+from research.page import server
 
 server.offline_environment()  # before gradio is imported: analytics off, no share link
 _IMPORTS = time.perf_counter()
 
 import gradio as gr  # noqa: E402
 
-from research import chat, device, idle, page_text  # noqa: E402
-from research.engine import EngineConfig, Sampling  # noqa: E402
+from research import device  # noqa: E402
+from research.engine.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
-from research.models import resolve  # noqa: E402
+from research.models.catalog import resolve  # noqa: E402
+from research.page import host as chat  # noqa: E402
+from research.page import idle  # noqa: E402
+from research.page import text as page_text  # noqa: E402
 from research.units import MB  # noqa: E402
 
 _IMPORTS = time.perf_counter() - _IMPORTS  # gradio, the kit, llama_cpp: the page's first cost
@@ -168,12 +171,12 @@ def load_model(choice, path):
 
 @handler
 def choose_library(name, mode, request: gr.Request):
-    """The library this session's answers look things up in, and when (research.grounded)."""
+    """The library this session's answers look things up in, and when (research.library.grounded)."""
     return host.use_library(_session(request), name, mode)
 
 
 def _libraries():
-    from research import library
+    from research.library import store as library
 
     return gr.Dropdown(choices=[chat.NO_LIBRARY, *library.names()])
 
@@ -224,7 +227,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         height="60vh",
         buttons=["copy"],
         feedback_options=("Like", "Dislike"),
-        latex_delimiters=[],  # no KaTeX: text that looks like math stays text (research.page_text)
+        latex_delimiters=[],  # no KaTeX: text that looks like math stays text (research.page.text)
         placeholder="Ask a question below. Small models are often wrong: rate the answers.",
     )
     with gr.Row(elem_id="controls"):
@@ -309,7 +312,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
 
 
 def main(argv: list[str] | None = None) -> int:
-    from research import options
+    from research.engine import options
 
     p = options.Parser(prog="research demo", description="Serve the chat page on this device.")
     p.add_argument("--model", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")

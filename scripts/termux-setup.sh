@@ -221,7 +221,7 @@ say "Installing the chat page's dependencies: ${light[*]}"
 
 # --- 7. Check ------------------------------------------------------------------------------
 say "Checking the imports"
-"$PY" -c 'import llama_cpp, gradio, research.cli; print("    llama-cpp-python", llama_cpp.__version__, "| gradio", gradio.__version__)'
+"$PY" -c 'import llama_cpp, gradio, research.cli.main; print("    llama-cpp-python", llama_cpp.__version__, "| gradio", gradio.__version__)'
 if [[ "${RESEARCH_SKIP_SMOKE:-0}" != 1 ]]; then
     say "Asking the bundled model one question (offline)"
     (cd "$KIT" && "$PY" -m research chat -p "What is the capital of France?" --temperature 0 --max-tokens 32)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from research.page_bench import QUIET_BROWSER
+from research.measure.page import QUIET_BROWSER
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags that keep Chromium itself from calling home (component updates, safe browsing, ...): the

@@ -141,6 +141,6 @@ def llama_tools():
     Incremental and cached in ~/.cache/research/llama.cpp (RESEARCH_BUILD_DIR): the first build
     compiles for minutes on two cores, an up-to-date one takes about a second.
     """
-    from research import build
+    from research.llamacpp import build
 
     return build.build(list(LLAMA_TOOLS))

@@ -111,7 +111,7 @@ def _bundled_tokenizer(w, n_vocab: int | None = None) -> int:
     `n_vocab` tokens with tokens and merges of their own; returns the vocabulary size."""
     import gguf
 
-    from research.models import resolve
+    from research.models.catalog import resolve
 
     src = gguf.GGUFReader(str(resolve(None).path))
     base = len(src.fields["tokenizer.ggml.tokens"].data)
@@ -142,7 +142,7 @@ def _sentencepiece_tokenizer(w, n_vocab: int | None = None) -> int:
     less memory a token than a BPE one (no merge ranks)."""
     import gguf
 
-    from research.models import resolve
+    from research.models.catalog import resolve
 
     src = gguf.GGUFReader(str(resolve(None).path))
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_start|>", "<|im_end|>"]

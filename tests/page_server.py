@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from research.server import TOKEN_HEADER
+from research.page.server import TOKEN_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ class PageServer:
 
     def client(self):
         """A gradio_client for the page, with its token."""
-        from research.server import client
+        from research.page.server import client
 
         return client(self.open_url)
 

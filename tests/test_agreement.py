@@ -2,7 +2,7 @@
 
 import pytest
 
-from research.agreement import cohen_kappa, human_vs_automatic, krippendorff_alpha, rater_agreement
+from research.ratings.agreement import cohen_kappa, human_vs_automatic, krippendorff_alpha, rater_agreement
 
 
 def test_cohen_kappa_textbook():

@@ -8,9 +8,11 @@ import pytest
 from fakes import FakeBackend
 from test_cli import run
 
-from research import bench, bench_compare, chat_timing, device
-from research.engine import Engine, EngineConfig, Sampling, conversation
-from research.prompts import STOPS, ChatFormat
+from research import device
+from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+from research.engine.prompts import STOPS, ChatFormat
+from research.measure import bench, chat_timing
+from research.measure import compare as bench_compare
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_BENCH_FIELDS = {
@@ -181,7 +183,7 @@ def test_compare_runs_on_another_architecture(tmp_path, llama_tools):
     """Not tuned to one file: a qwen2-shaped Q4_K_M goes through the same comparison."""
     from fakes import random_model_gguf
 
-    from research import quantize
+    from research.models import quantize
 
     src = random_model_gguf(tmp_path / "qwen2.F16.gguf", n_layer=4, n_embd=256, n_ff=768)
     [q] = quantize.quantize(src, "Q4_K_M", tmp_path, progress=lambda s: None)

@@ -45,7 +45,7 @@ def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp
 def test_the_paint_log_measures_what_the_reader_sees(browser, page):
     """bench --page's instrument on the real page: first painted characters after Ask, tokens a
     second as painted, and the engine's own figures read from the same answer (no speed asserted)."""
-    from research import page_speed
+    from research.measure import page_speed
 
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     ctx.add_init_script(page_speed.RECORDER)
@@ -64,7 +64,9 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
     "Show the answer anyway" is pressed (which questions are doubtful is read, not assumed)."""
     from test_page_confidence import DOUBTFUL, SHOWN, SURE
 
-    from research import chat, confidence, page_speed
+    from research.confidence import methods as confidence
+    from research.measure import page_speed
+    from research.page import host as chat
 
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     ctx.add_init_script(page_speed.RECORDER)  # what page_speed.ask reads

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import LLAMA_TOOLS
 
-from research import build
 from research.errors import KitError
+from research.llamacpp import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def test_flags_never_fetch_anything(tmp_path):
 def test_native_tools_are_built_with_this_cpus_safe_flags(tmp_path):
     """The tools take the engine's flags: this CPU's own vector features, never AMX on x86, where
     -march=native would compile llama.cpp's crashing AMX kernels in (llama.cpp issue 20824)."""
-    from research import engine_build
+    from research.llamacpp import flags as engine_build
 
     flags = build.cmake_flags(build.Source(tmp_path, "abc123456", "dir"), "native")
     assert set(engine_build.cmake_args("native")) <= set(flags)

@@ -1,6 +1,7 @@
 """Every CMake flag the kit sets is explained; llama-cli's answer and speed line are read."""
 
-from research import build, build_notes
+from research.llamacpp import build
+from research.llamacpp import notes as build_notes
 
 
 def test_every_flag_of_every_build_kind_is_explained(monkeypatch, tmp_path):

@@ -7,10 +7,12 @@ from fakes import FakeBackend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from research import chat, page_text, ratings
-from research.engine import Engine, Sampling
+from research.engine.engine import Engine, Sampling
+from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
-from research.prompts import STOPS, ChatFormat
+from research.page import host as chat
+from research.page import text as page_text
+from research.ratings import store as ratings
 
 CHATML = ChatFormat("chatml", stops=STOPS["chatml"])
 GREEDY = Sampling(temperature=0, max_tokens=32, seed=1)
@@ -178,7 +180,7 @@ def test_sampling_from_the_page_is_checked():
 
 
 def test_the_page_updates_less_often_as_an_answer_grows_and_at_least_once_a_second():
-    from research.chat import STREAM_INTERVAL_S, STREAM_MAX_INTERVAL_S, stream_interval
+    from research.page.host import STREAM_INTERVAL_S, STREAM_MAX_INTERVAL_S, stream_interval
 
     lengths = [0, 500, 2000, 3000, 4000, 8000, 20_000]
     got = [stream_interval(n) for n in lengths]
@@ -193,7 +195,7 @@ def test_the_page_calls_llama_cpp_from_one_thread_whichever_thread_asks(monkeypa
     run on the host's one llama.cpp thread; its errors still reach the asker."""
     import threading
 
-    from research.engine import Engine
+    from research.engine.engine import Engine
 
     seen = []
     real_stream = Engine.stream

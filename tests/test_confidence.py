@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 from fakes import FakeBackend
 
-from research import calibration, confidence, evaluate, jsonl, ratings, selective
-from research.engine import Engine, Sampling, Stats, conversation
+from research import jsonl
+from research.confidence import calibration, selective
+from research.confidence import methods as confidence
+from research.engine.engine import Engine, Sampling, Stats, conversation
+from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
-from research.prompts import STOPS, ChatFormat
+from research.qa import evaluate
+from research.ratings import store as ratings
 
 CHATML = ChatFormat("chatml", stops=STOPS["chatml"])
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,7 +402,7 @@ def calibrated_fake(tmp_path, answers, logprobs, name="fake"):
 
 
 def page_ask(host, question, session="s1"):
-    from research import page_text
+    from research.page import text as page_text
 
     history = [{"role": "user", "content": page_text.shown(question)}]
     *_, last = host.respond(history, "Be brief.", Sampling(temperature=0, max_tokens=200), session)
@@ -406,7 +410,7 @@ def page_ask(host, question, session="s1"):
 
 
 def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_path):
-    from research import chat
+    from research.page import host as chat
 
     host = chat.ModelHost()
     host.engine = calibrated_fake(tmp_path, ["Paris.", "Lyon."], [-0.1, -2.5], "page-conf")
@@ -418,7 +422,7 @@ def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_pat
 
 
 def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_path):
-    from research import chat
+    from research.page import host as chat
 
     hostile = 'Lyon <img src="http://evil.example/x.png">'
     host = chat.ModelHost()

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from research import engine_build, selftest
+from research.engine import selftest
 from research.errors import KitError
+from research.llamacpp import flags as engine_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def _prepared(**config):
-    from research.engine import EngineConfig, prepare
+    from research.engine.engine import EngineConfig, prepare
 
     return prepare(None, EngineConfig(n_ctx=512, n_threads=2, **config))
 
@@ -167,7 +168,7 @@ def test_the_self_test_runs_the_model_in_a_child_once_per_engine_and_cpu(fresh_c
 
 @pytest.mark.model
 def test_a_file_the_kit_cannot_vouch_for_is_tried_at_every_load(fresh_cache, tmp_path):
-    from research.engine import EngineConfig, prepare
+    from research.engine.engine import EngineConfig, prepare
 
     copy = tmp_path / "copy.gguf"
     ref, info, config = _prepared()
@@ -205,7 +206,7 @@ def test_a_crash_on_a_cpu_with_amx_names_amx(fresh_cache, monkeypatch):
 def test_an_engine_whose_extra_layouts_crash_answers_without_them(fresh_cache):
     """The fallback: the test again with llama.cpp's extra buffer types off; if that works, the
     model loads so (and says why), and the verdict is remembered."""
-    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
 
     ref, info, config = _prepared()
     verdict = selftest.ensure(ref.path, info, config, trusted=True, command=crashing(when_extra=True))
@@ -232,9 +233,9 @@ def test_chat_crashing_on_its_engine_prints_one_line_not_a_core_dump(tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from research import selftest
+        from research.engine import selftest
         selftest.child_command = lambda p, c, e: [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"]
-        from research.cli import main
+        from research.cli.main import main
         sys.exit(main(["chat", "--prompt", "Hi", "--json", "--ctx", "512"]))
         """
     )
@@ -341,7 +342,7 @@ def test_doctor_checks_this_machine_one_line_each():
 
 
 def test_doctor_says_fail_and_the_fix_for_an_unsafe_engine(monkeypatch):
-    from research import doctor
+    from research.cli import doctor
 
     real = selftest.engine()
     monkeypatch.setattr(selftest, "engine", lambda: real | {"compiled_features": ["AVX2", "AMX_INT8"]})
@@ -353,7 +354,7 @@ def test_doctor_says_fail_and_the_fix_for_an_unsafe_engine(monkeypatch):
 
 
 def test_doctor_warns_of_a_data_folder_others_can_read(tmp_path, monkeypatch):
-    from research import doctor
+    from research.cli import doctor
 
     home = tmp_path / "home"
     home.mkdir(mode=0o755)

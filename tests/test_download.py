@@ -1,4 +1,4 @@
-"""research.download and research.hashing against real HTTP servers on 127.0.0.1 (no internet needed)."""
+"""research.models.download and research.hashing against real HTTP servers on 127.0.0.1 (no internet)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import research.download as dl
 import research.hashing as hs
-from research.download import download, hub_url, sha256_file
+import research.models.download as dl
 from research.errors import KitError
 from research.hashing import cached_sha256
+from research.models.download import download, hub_url, sha256_file
 
 BODY = b"GGUF" + random.Random(0).randbytes(300_000 - 4)  # several chunks at CHUNK
 SHA = hashlib.sha256(BODY).hexdigest()

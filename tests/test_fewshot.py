@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackend
 
-from research import evaluate, prompts
-from research.engine import Engine
+from research.engine import prompts
+from research.engine.engine import Engine
 from research.errors import KitError
+from research.qa import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

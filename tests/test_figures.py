@@ -1,8 +1,9 @@
-"""The notebooks' figures draw what their captions say (research.figures), read back from the axes."""
+"""The notebooks' figures draw what their captions say (research.paper.figures), read back from the axes."""
 
 import pytest
 
-from research import figures, projection
+from research.paper import figures
+from research.selection import projection
 
 
 def test_the_orca_speed_figure_carries_both_error_bands_and_the_threshold():

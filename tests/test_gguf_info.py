@@ -1,4 +1,4 @@
-"""research.gguf_info: the bundled model, synthetic files, and a corpus of damaged ones."""
+"""research.models.gguf: the bundled model, synthetic files, and a corpus of damaged ones."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from research import gguf_info
 from research.errors import KitError
-from research.gguf_info import ArrayInfo, format_summary, read_gguf, summarize
+from research.models import gguf as gguf_info
+from research.models.gguf import ArrayInfo, format_summary, read_gguf, summarize
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 Q = gguf.GGMLQuantizationType

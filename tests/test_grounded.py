@@ -9,11 +9,15 @@ import pytest
 from fakes import FakeBackend
 from test_library import docs, home  # noqa: F401 - the fixture
 
-from research import grounded, library, library_build, library_eval, page_text
-from research.engine import Engine, conversation
+from research.engine.engine import Engine, conversation
+from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
-from research.grounded import Grounding
-from research.prompts import STOPS, ChatFormat
+from research.library import build as library_build
+from research.library import evaluate as library_eval
+from research.library import grounded
+from research.library import store as library
+from research.library.grounded import Grounding
+from research.page import text as page_text
 
 
 class PromptBackend(FakeBackend):
@@ -71,7 +75,7 @@ def test_the_best_passage_comes_last_next_to_the_question():
 
 
 def test_passages_fit_the_context_with_room_for_the_reply(lib):
-    from research.engine import Sampling
+    from research.engine.engine import Sampling
 
     question = "Marigold Dawn ferry Linnet Bridge warbler eggs apple variety"
     sampling = Sampling(max_tokens=64)
@@ -160,7 +164,7 @@ def test_never_does_not_search_and_unsure_only_when_unsure(lib, monkeypatch):
 
 
 def test_unsure_reads_research_confidence_calibrated_probability_where_there_is_one(lib, monkeypatch):
-    from research import confidence
+    from research.confidence import methods as confidence
 
     e = engine(lambda p: "I don't know")  # the text alone says unsure: confidence 0
     assert grounded.ground(e, lib, "Newest ferry?", "unsure").looked_up  # no calibration here
@@ -289,7 +293,7 @@ def test_eval_loads_each_set_and_tags_it():
 def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
     """`chat --library --json`: the answer and its sources; the library answers what the model
     cannot know, on questions of the kit's own set."""
-    from research.cli import main
+    from research.cli.main import main
 
     library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
     right = 0
@@ -317,7 +321,7 @@ def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
 def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, capsys):  # noqa: F811
     """`eval --library NAME --compare-closed-book`: every mode scored against the closed-book
     answer of the same question; the library set is out of the model's reach closed-book."""
-    from research.cli import main
+    from research.cli.main import main
 
     library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
     qs = library_eval.paths.kit_data_dir() / "library" / "questions.jsonl"
@@ -337,11 +341,11 @@ def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, c
     assert "add --library NAME" in capsys.readouterr().err
 
 
-# ---- the page's library choice (research.chat), without a browser ----
+# ---- the page's library choice (research.page.host), without a browser ----
 
 
 def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib, tmp_path):
-    from research import chat
+    from research.page import host as chat
 
     host = chat.ModelHost()
     host.engine = engine(lambda p: "Marigold Dawn [1]" if "Passages:" in p else "I don't know")
@@ -371,7 +375,7 @@ def test_the_page_answers_from_the_sessions_library_and_lists_its_sources(lib, t
 
 
 def test_the_page_keeps_a_sure_closed_book_answer_in_unsure_mode(lib, monkeypatch):
-    from research import chat
+    from research.page import host as chat
 
     scripted = lambda q, a, s: 0.9 if "France" in q else 0.1  # noqa: E731
     monkeypatch.setitem(grounded.CONFIDENCE, "logprob", scripted)  # no calibration: "calibrated" reads it

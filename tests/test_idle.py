@@ -4,8 +4,10 @@ import time
 
 import pytest
 
-from research import chat, energy, page_bench
-from research.engine import EngineConfig, Sampling
+from research import energy
+from research.engine.engine import EngineConfig, Sampling
+from research.measure import page as page_bench
+from research.page import host as chat
 
 
 def rapl(root, packages):

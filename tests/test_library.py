@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from library_fixtures import minimal_pdf, orchard_pdf, write_zim
 
-from research import library, library_build, library_files
-from research import library_sources as src
-from research.cli import main
+from research.cli.main import main
 from research.errors import KitError
-from research.evaluate import load_questions, score
+from research.library import build as library_build
+from research.library import files as library_files
+from research.library import sources as src
+from research.library import store as library
+from research.qa.evaluate import load_questions, score
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "library"
 
@@ -347,7 +349,7 @@ def test_cli_refuses_bad_input_in_one_line(home, tmp_path, capsys):
 
 def test_bench_reports_its_figures(home):
     """Not timed: the figures are printed by `library bench`; this checks they are all there."""
-    from research import library_bench
+    from research.library import bench as library_bench
 
     r = library_bench.bench(n_passages=1000, queries=5, progress=False)
     assert r["passages"] == 1000 and r["found"] == 5

@@ -20,12 +20,18 @@ from fakes import FakeBackend
 from library_fixtures import minimal_pdf, write_zim
 from test_library import docs
 
-from research import calibration, confidence, grounded, library, library_build, library_files, library_zim
-from research import library_sources as src
-from research.cli import main
-from research.engine import Engine, Sampling
+from research.cli.main import main
+from research.confidence import calibration
+from research.confidence import methods as confidence
+from research.engine.engine import Engine, Sampling
+from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
-from research.prompts import STOPS, ChatFormat
+from research.library import build as library_build
+from research.library import files as library_files
+from research.library import grounded
+from research.library import sources as src
+from research.library import store as library
+from research.library import zim as library_zim
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a hostile file may cost in a child, Python's start and the kit's imports included; each
@@ -86,7 +92,7 @@ def peak_mb(r) -> int:
 
 ADD = """
 import sys
-from research.cli import main
+from research.cli.main import main
 code = main(["library", "add", *sys.argv[2:], "--name", sys.argv[1], "--quiet"])
 """
 
@@ -153,7 +159,7 @@ def test_reads_stop_at_their_cap_whatever_the_file_says(tmp_path):
     r, _ = bounded(
         """
         import os
-        from research import library_files
+        from research.library import files as library_files
         fd = os.open("/dev/zero", os.O_RDONLY)  # st_size 0, endless: only the cap stops it
         try:
             library_files.read_capped(fd, 64)
@@ -198,7 +204,7 @@ def test_text_in_odd_encodings_is_read_as_written(tmp_path):
 REDUCE = """
 import sys, time
 from pathlib import Path
-from research import library_sources as src
+from research.library import sources as src
 t = time.perf_counter()
 n = len(src.passages(src.read(Path(sys.argv[1]))))
 print(round(time.perf_counter() - t, 3), n)
@@ -328,7 +334,7 @@ def chat_engine(reply: str) -> Engine:
 def test_escape_sequences_never_reach_the_terminal_or_the_page(home, tmp_path, capsys):
     import argparse
 
-    from research import cli_library
+    from research.cli import library as cli_library
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -354,7 +360,7 @@ def test_escape_sequences_never_reach_the_terminal_or_the_page(home, tmp_path, c
 
 
 def test_records_ratings_and_exports_carry_no_absolute_path(home, tmp_path):
-    from research import chat
+    from research.page import host as chat
 
     folder = docs(tmp_path / "private" / "leaks")
     library_build.add("t", [folder], progress=False)
@@ -385,7 +391,8 @@ def modes(top: Path) -> dict[str, str]:
 
 
 def test_nothing_in_the_data_folder_is_readable_by_others(tmp_path, monkeypatch, capsys):
-    from research import chat, ratings
+    from research.page import host as chat
+    from research.ratings import store as ratings
 
     data = tmp_path / "fresh-home"  # made by the kit
     monkeypatch.setenv("RESEARCH_HOME", str(data))
@@ -441,7 +448,7 @@ DAMAGED = {
 
 @pytest.mark.parametrize("case", [*DAMAGED, "a named pipe", "larger than the cap"])
 def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeypatch, capsys, case):
-    from research import chat
+    from research.page import host as chat
 
     monkeypatch.setenv("RESEARCH_HOME", str(tmp_path / "home"))
     calibration._DAMAGED.clear()
@@ -463,8 +470,8 @@ def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeyp
         shown = list(host.respond([{"role": "user", "content": "Capital?"}], "", Sampling(), "s"))[-1]
         content = chat.text_of(shown[-1]["content"])
         assert content.startswith("Paris.") and confidence.DAMAGED in content
-    # the terminal: the same, through research.cli's figures line
-    from research import cli
+    # the terminal: the same, through research.cli.main's figures line
+    from research.cli import main as cli
 
     conf = cli._confidence(
         engine, list(engine.stream([{"role": "user", "content": "Capital?"}], Sampling()))[-1]

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 from library_fixtures import minimal_pdf, write_zim
 
-from research import library, library_build
-from research import library_sources as src
+from research.library import build as library_build
+from research.library import sources as src
+from research.library import store as library
 
 #: Seconds one generated document (at most a few MB) may take to become passages: the readers
 #: are linear and take well under a second here; the super-linear ones took minutes to hours.

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from research import device, memory, memory_measure, quantize
+from research import device
+from research.engine import memory
 from research.errors import KitError
-from research.gguf_info import GGUFInfo, read_gguf
-from research.models import resolve
+from research.measure import memory as memory_measure
+from research.models import quantize
+from research.models.catalog import resolve
+from research.models.gguf import GGUFInfo, read_gguf
 from research.units import MB
 
 #: Gemma 3 270M's header as llama.cpp reads it (google/gemma-3-270m: 18 layers, 640 wide, 4 query
@@ -153,7 +156,7 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(tmp_path):
 def test_the_engine_reads_in_files_whose_weights_are_repacked(tmp_path):
     """Mapped, llama.cpp keeps the file's pages of repacked weights beside their copy (llama.cpp
     issue 16761); the engine reads such files in and holds each weight once."""
-    from research.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
 
     if device.cpu_kind() == "other":
         pytest.skip("llama.cpp repacks nothing on this CPU")
@@ -200,7 +203,8 @@ def test_the_memory_model_holds_for_gemma3(tmp_path, monkeypatch):
     import llama_cpp
     from fakes import gemma3_model_gguf
 
-    from research import engine, llama_backend
+    from research.engine import engine
+    from research.engine import llama as llama_backend
 
     path = gemma3_model_gguf(tmp_path / "gemma3.F16.gguf", n_layer=7, n_embd=128, n_vocab=262144)
     info = read_gguf(path)

@@ -129,7 +129,7 @@ def test_question_files_are_read_without_datasets(tmp_path):
     (blocker / "datasets" / "__init__.py").write_text("raise ImportError('datasets must not be imported')")
     code = (
         "import json, sys\n"
-        "from research.questions import load_questions\n"
+        "from research.qa.questions import load_questions\n"
         "print(json.dumps([load_questions(p) for p in sys.argv[1:]]))\n"
     )
     files = [str(tmp_path / f"q.{s}") for s in ("jsonl", "json", "csv", "parquet")]
@@ -147,7 +147,7 @@ def test_question_files_are_read_without_datasets(tmp_path):
 
 def test_a_question_file_that_is_not_objects_is_one_line(tmp_path):
     from research.errors import KitError
-    from research.questions import load_questions
+    from research.qa.questions import load_questions
 
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question": "Q?", "answer": "a"}\n[1, 2]\n')

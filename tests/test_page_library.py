@@ -39,7 +39,8 @@ def page(tmp_path_factory):
     (docs / "other.txt").write_text("The bakery on Quay Street opens at seven.\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESEARCH_HOME", str(home))
-        from research import library, library_build
+        from research.library import build as library_build
+        from research.library import store as library
 
         library._OPEN.clear()
         library_build.add("harbour", [docs], progress=False)
@@ -109,7 +110,7 @@ def test_sources_under_the_answer_open_the_passage_and_nothing_leaves(browser, p
 
 
 def test_the_passage_route_serves_text_to_this_device_only(page):
-    from research import grounded
+    from research.library import grounded
 
     status, headers, body = get(page.url + "passage/harbour/1-0", headers=page.headers)
     assert status == 200, body

@@ -2,7 +2,8 @@
 
 import pytest
 
-from research import device, page_speed
+from research import device
+from research.measure import page_speed
 
 
 def cpus(root, capacities, online=None):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from research import page_text
+from research.page import text as page_text
 
 #: What a renderer may make of shown() text: formatting, links to click, the kit's code element.
 #: Anything else (img, iframe, svg, video, link, style, script, form, meta, base, object...) is a

@@ -1,6 +1,6 @@
-"""Two runs compared answer by answer, and people's blind choices tallied (research.pairs)."""
+"""Two runs compared answer by answer, and people's blind choices tallied (research.qa.pairs)."""
 
-from research import pairs
+from research.qa import pairs
 
 
 def _rec(i, answer, right):

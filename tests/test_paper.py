@@ -1,9 +1,9 @@
-"""The paper's claims and the rules that turn the kit's numbers into verdicts (research.paper)."""
+"""The paper's claims and the rules that turn the kit's numbers into verdicts (research.paper.claims)."""
 
 import pytest
 
-from research import paper
 from research.errors import KitError
+from research.paper import claims as paper
 
 
 def test_the_nine_claims_each_belong_to_a_notebook_of_the_paper_s_steps():
@@ -95,6 +95,6 @@ def test_findings_are_saved_per_notebook_and_tabled_in_the_paper_s_order(tmp_pat
 
 
 def test_orca_params_is_the_count_of_its_shape():
-    from research import shaped
+    from research.paper import shaped
 
     assert paper.ORCA_PARAMS == shaped.n_params(**shaped.ORCA_MINI_3B)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from research import projection, selection
-from research.gguf_info import read_gguf
-from research.models import resolve
+from research.models.catalog import resolve
+from research.models.gguf import read_gguf
+from research.selection import pareto as selection
+from research.selection import projection
 
 
 def test_every_published_figure_names_a_known_device_and_a_source():
@@ -69,7 +70,7 @@ def test_recommendation_respects_budget_and_reading_speed():
 
 
 def test_orca_mini_table_from_published_sizes():
-    from research import report
+    from research.selection import table as report
 
     rows = {r["type"]: r for r in report.orca_rows("galaxy-s21", 2048)}
     assert set(rows) == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}

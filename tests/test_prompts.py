@@ -13,10 +13,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from research import device, template_worker
-from research.engine import fit_history
+from research import device
+from research.engine import templates as template_worker
+from research.engine.engine import fit_history
+from research.engine.prompts import (
+    FORMATS,
+    ORCA_SYSTEM,
+    STOPS,
+    TemplateLimitError,
+    choose_format,
+    render_template,
+)
 from research.errors import KitError
-from research.prompts import FORMATS, ORCA_SYSTEM, STOPS, TemplateLimitError, choose_format, render_template
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -115,7 +123,7 @@ def test_template_refusing_system_role_gets_system_folded_in():
 def test_old_jinja2_or_llama_cpp_python_is_refused(monkeypatch):
     import importlib.metadata
 
-    from research import prompts
+    from research.engine import prompts
 
     real = importlib.metadata.version
     for pkg, old in (("jinja2", "3.1.4"), ("llama-cpp-python", "0.2.70")):
@@ -327,7 +335,7 @@ def test_the_worker_limits_its_own_address_space_and_cpu_time():
 def test_a_worker_whose_parent_stopped_waiting_ends_by_itself():
     """The CPU limit is the backstop when nobody enforces the wall clock (the parent died)."""
     with subprocess.Popen(
-        [sys.executable, "-m", "research.template_worker"],
+        [sys.executable, "-m", "research.engine.templates"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from research import quality
 from research.errors import KitError
+from research.measure import quality
 
 QUIET = {"progress": lambda s: None}
 

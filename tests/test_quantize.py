@@ -9,10 +9,10 @@ import pytest
 from fakes import tiny_gguf
 from test_cli import ROOT, assert_one_line_error, run
 
-from research import quantize
 from research.errors import KitError
-from research.gguf_info import read_gguf
-from research.models import resolve
+from research.models import quantize
+from research.models.catalog import resolve
+from research.models.gguf import read_gguf
 
 LOG = (
     "[  12/ 272]  blk.0.attn_q.weight - [  576,   576,     1,     1], type =   q4_1, converting to q4_K .. "

@@ -2,9 +2,9 @@
 
 import pytest
 
-from research import ratings
 from research.errors import KitError
-from research.rater import ABRater, Rater, parse_quick, tally
+from research.ratings import store as ratings
+from research.ratings.rater import ABRater, Rater, parse_quick, tally
 
 
 def records(model="m", answers=("Paris.", "Rome.", "I don't know."), run=None, label=None):

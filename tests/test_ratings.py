@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from research import ratings
 from research.errors import KitError
+from research.ratings import store as ratings
 
 PROVENANCE = {"model": "smollm2-135m-q4_1", "model_sha256": "ab" * 32, "sampling": {"temperature": 0}}
 
@@ -59,7 +59,7 @@ def test_cut_last_line_is_skipped_and_next_append_is_whole(tmp_path):
 
 WRITER = """
 import sys
-from research import ratings
+from research.ratings import store as ratings
 long = "x" * 20000
 i = 0
 while True:

@@ -1,13 +1,15 @@
 """Rendered results: parameters injected, a notebook executed and written as Markdown with its
-figures, outputs made machine-independent, the claims assembled (research.results)."""
+figures, outputs made machine-independent, the claims assembled (research.paper.render)."""
 
 import json
 
 import nbformat
 import pytest
 
-from research import paper, paths, results
+from research import paths
 from research.errors import KitError
+from research.paper import claims as paper
+from research.paper import render as results
 
 
 def _notebook(path):
@@ -90,7 +92,7 @@ def test_a_progress_bar_in_many_outputs_renders_as_its_last_state():
 
 
 def test_the_readme_s_claims_section_is_the_one_the_committed_results_generate(tmp_path):
-    from research import shaped
+    from research.paper import shaped
 
     findings = paper.load(paths.REPO_ROOT / "docs" / "results" / "claims")
     readme = (paths.REPO_ROOT / "README.md").read_text()

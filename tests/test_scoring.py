@@ -2,8 +2,8 @@
 
 import pytest
 
-from research import scoring
-from research.scoring import exact_match, extract_answer, f1, hedged, lm_eval_exact_match, score
+from research.qa import scoring
+from research.qa.scoring import exact_match, extract_answer, f1, hedged, lm_eval_exact_match, score
 
 
 def mean(values):

@@ -2,7 +2,8 @@
 
 import pytest
 
-from research import projection, selection
+from research.selection import pareto as selection
+from research.selection import projection
 
 
 def _row(t, mem, tps, kld, **kw):

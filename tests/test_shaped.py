@@ -1,9 +1,9 @@
-"""Random-weight files of a chosen llama shape, quantized and summarised (research.shaped)."""
+"""Random-weight files of a chosen llama shape, quantized and summarised (research.paper.shaped)."""
 
 import pytest
 
-from research import shaped
-from research.gguf_info import read_gguf
+from research.models.gguf import read_gguf
+from research.paper import shaped
 
 SMALL = dict(n_layer=2, n_embd=128, n_ff=256, n_head=4, n_head_kv=4, n_vocab=512)
 

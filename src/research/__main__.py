@@ -1,5 +1,5 @@
 import sys
 
-from research.cli import main
+from research.cli.main import main
 
 sys.exit(main())

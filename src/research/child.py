@@ -3,7 +3,7 @@
 Work that may crash the interpreter (llama.cpp aborts on a hostile file), that must be measured
 alone (a process's peak memory), or that is another program (llama-bench, llama-cli, pip, git)
 runs in a child process. The kit's own child programs are real modules run with `python -m`
-(research.selftest, research.memory_measure, research.quantize, research.template_worker); one
+(research.engine.selftest, research.measure.memory, research.models.quantize, research.engine.templates); one
 reports an error the user can act on by printing it as its last line on stderr and exiting with
 EXIT_KIT_ERROR (child_main does both), and the parent raises that line as it is. A child that
 reports as it goes is read line by line with a deadline between lines (stream_lines); one that
@@ -29,7 +29,7 @@ EXIT_KIT_ERROR = 3
 
 
 def python_module(module: str, *args) -> list[str]:
-    """The command that runs one of the kit's modules: `python_module("research.selftest", "a")`."""
+    """The command that runs one of the kit's modules: `python_module("research.engine.selftest", "a")`."""
     return [sys.executable, "-m", module, *(str(a) for a in args)]
 
 

@@ -2,7 +2,7 @@
 process holds), read from the operating system.
 
 Linux and Android answer from /proc and /sys; elsewhere psutil and resource stand in where they
-can. The memory model (research.memory) and the engine ask here; nothing here predicts.
+can. The memory model (research.engine.memory) and the engine ask here; nothing here predicts.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ SWITCHES = {
 
 
 #: Set (to "1") only in the child that fetches a question set from the hub when the user asks
-#: for one (`eval --questions hf:NAME`, research.questions): the one process left online.
+#: for one (`eval --questions hf:NAME`, research.qa.questions): the one process left online.
 ONLINE = "RESEARCH_ONLINE"
 
 

@@ -1,0 +1,10 @@
+"""`python -m research`: the command line. main (the parser and the chat, models, inspect,
+download, build, demo and doctor commands), library (the `library` command, chat --library),
+measure (quantize, quality, memory, bench, eval), doctor (the machine's checks).
+
+May import: everything.
+"""
+
+from research.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,297 @@
+"""What a library gains and costs: each question answered closed-book and from the library, per mode.
+
+Retrieval helps a small model with what it does not know, and can destroy what it knew
+(arXiv 2603.11513): so each question is answered both ways and every mode is scored against
+the closed-book answer on the same question. "Gained": right only with the mode; "lost": right
+only closed-book; net = gained - lost. Generation is greedy, so the modes share answers: "never"
+is the closed-book answer, "always" the grounded one, and "unsure" is the grounded one exactly
+when the closed-book answer's confidence is below the threshold (its time counts both answers
+then). Citation accuracy: of the right answers given with the library, the share whose cited
+passage (the model's own [n], else the kit's attribution) holds a reference answer, scored as
+research.qa.evaluate scores answers ("contains").
+
+Records (one per question and mode) go to the user's data folder through research.jsonl, each
+saying what produced it: research.engine.provenance of the closed-book setting, the grounded prompt,
+the library's name, version and content key, the mode, k and the confidence signal; a rerun of
+the same setting skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from research import jsonl, paths
+from research.engine import provenance
+from research.engine.engine import Engine, Sampling, conversation
+from research.errors import KitError
+from research.library import grounded
+from research.library import store as lib
+from research.library.grounded import MODES, Grounding
+from research.qa import evaluate
+from research.qa.evaluate import score, wilson
+
+
+def default_questions() -> list[str]:
+    """The library's own question set (facts only its documents hold) and the kit's general
+    questions (facts the model may know: where a library can only lose)."""
+    data = paths.kit_data_dir()
+    return [str(data / "library" / "questions.jsonl"), str(data / "qa" / "*.jsonl")]
+
+
+def set_name(path: str) -> str:
+    """`set_name("data/library/questions.jsonl")` -> "library"; `"data/qa/*.jsonl"` -> "qa"."""
+    p = Path(path)
+    return p.parent.name if "*" in p.name or p.stem == "questions" else p.stem
+
+
+def load(files: list[str], limit: int | None = None) -> list[dict]:
+    """Questions of each file (the first `limit` of each), tagged with their set's name."""
+    out = []
+    for f in files:
+        name = set_name(f)
+        out += [{**q, "set": name} for q in evaluate.load_questions(f)[: limit or None]]
+    return out
+
+
+def library_key(library: lib.Library) -> str:
+    """What the library holds: its files (path, size, time) and how they were cut, hashed."""
+    m = library.manifest
+    files = [(f["path"], f["size"], f["mtime_ns"], f.get("error") is None) for f in m["files"]]
+    blob = json.dumps([m["format"], m["max_chars"], files], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_out(engine: Engine, library: str) -> Path:
+    return paths.user_data_dir() / "evaluations" / "library" / f"{library}-{engine.model_id}.jsonl"
+
+
+def run(
+    engine: Engine,
+    questions: list[dict],
+    library: str,
+    modes=MODES,
+    *,
+    out: str | Path | None = None,
+    grounding: Grounding | None = None,
+    system: str = evaluate.SYSTEM,
+    sampling: Sampling = evaluate.SETTINGS,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Answer `questions` closed-book and from `library` and score each mode; (records, summary).
+
+    `system` is the closed-book system prompt (the evaluation's: a few words only); grounded
+    answers use research.library.grounded's prompt.
+    """
+    from tqdm import tqdm
+
+    modes, grounding = tuple(modes), grounding or Grounding()
+    for m in modes:
+        if m not in MODES:
+            raise KitError(f"unknown mode {m!r}; choose from: {', '.join(MODES)}")
+    if grounding.confidence not in ("calibrated", *grounded.CONFIDENCE):
+        raise KitError(f"unknown confidence signal {grounding.confidence!r}")
+    library_obj = lib.open_library(library)
+    out = Path(out) if out else default_out(engine, library)
+    meta = provenance.of(engine, system, sampling)
+    setting = {
+        "library": library,
+        "library_version": library_obj.version,
+        "library_key": library_key(library_obj),
+        "grounded_system": grounded.SYSTEM,
+        "passage_order": grounded.PASSAGE_ORDER,  # in the key: a rerun with another layout is a new run
+        "k": grounding.k,
+        "confidence_fn": grounding.confidence,
+        "threshold": grounding.threshold,
+    }
+    keys = {m: _key(meta["run"], setting, m) for m in modes}
+    done: dict[tuple[str, str], dict] = {}
+    for r in jsonl.read(out)[0]:
+        if r.get("key") in keys.values():
+            done[(r["key"], r["id"])] = r
+    records = []
+    for q in tqdm(questions, desc=f"{library}: {engine.model_id}", unit="q", disable=not progress):
+        if all((keys[m], q["id"]) in done for m in modes):
+            records += [done[(keys[m], q["id"])] for m in modes]
+            continue
+        answers = _answer(engine, q, library, modes, grounding, system, sampling)
+        for m in modes:
+            rec = {
+                "key": keys[m],
+                "mode": m,
+                **_mode_record(m, answers, grounding.threshold),
+                "id": q["id"],
+                "question": q["question"],
+                "references": q["references"],
+                "set": q.get("set", "all"),
+                "topic": q.get("topic"),
+                **setting,
+                **meta,
+            }
+            jsonl.append(rec, out)
+            records.append(rec)
+    return records, summarize(records)
+
+
+def _key(run_key: str, setting: dict, mode: str) -> str:
+    keyed = {k: v for k, v in setting.items() if k != "library_version"} | {"run": run_key, "mode": mode}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
+    """The closed-book answer (with its confidence) and the grounded one, as far as `modes` need."""
+    refs = q["references"]
+    a: dict = {}
+    if "never" in modes or "unsure" in modes:
+        t = time.perf_counter()
+        engine.reset()  # what the last question left cached changes greedy answers (evaluate.run)
+        text, stats = engine.answer(conversation(q["question"], system), sampling)
+        a["closed"] = {
+            "answer": text.strip(),
+            "right": bool(score(text, refs)["contains"]),
+            "time_s": time.perf_counter() - t,
+            "prompt_tokens": stats.prompt_tokens,
+            "confidence": grounded.closed_book_confidence(engine, grounding, q["question"], text, stats),
+        }
+    unsure = "closed" in a and a["closed"]["confidence"] < grounding.threshold
+    if "always" in modes or ("unsure" in modes and unsure):
+        t = time.perf_counter()
+        g = grounded.ground(engine, library, q["question"], "always", sampling=sampling, grounding=grounding)
+        engine.reset()
+        text, stats = engine.answer(g.messages, sampling)
+        text = text.strip()
+        numbers, by = grounded.citations(text, q["question"], g.sources)
+        right = bool(score(text, refs)["contains"])
+        holds = [s.n for s in g.sources if score(s.hit.text, refs)["contains"]]
+        a["grounded"] = {
+            "answer": text,
+            "right": right,
+            "time_s": time.perf_counter() - t,
+            "retrieval_s": g.retrieval_s,
+            "prompt_tokens": stats.prompt_tokens,
+            "prompt_tokens_added": g.added_tokens,
+            "cited": numbers,
+            "cited_by": by,
+            "citation_right": bool(set(numbers) & set(holds)),
+            "retrieved_answer": bool(holds),  # a passage in the prompt held the answer
+            "sources": [s.as_dict() for s in g.sources],
+        }
+    return a
+
+
+def _mode_record(mode: str, a: dict, threshold: float) -> dict:
+    closed, ground = a.get("closed"), a.get("grounded")
+    looked_up = mode == "always" or (mode == "unsure" and closed["confidence"] < threshold)
+    used = ground if looked_up else closed
+    rec = {
+        "answer": used["answer"],
+        "right": used["right"],
+        "closed_right": closed["right"] if closed else None,
+        "looked_up": looked_up,
+        "confidence": closed["confidence"] if closed else None,
+        "time_s": used["time_s"] + (closed["time_s"] if mode == "unsure" and looked_up else 0.0),
+        "prompt_tokens": used["prompt_tokens"],
+    }
+    if looked_up:
+        rec |= {k: ground[k] for k in ground if k not in rec}
+    return rec
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per mode, and per mode and question set: accuracy, gained, lost, net, citations, cost."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    closed: dict[str, bool] = {}
+    for r in records:
+        groups[(r["mode"], "all")].append(r)
+        groups[(r["mode"], r.get("set", "all"))].append(r)
+        if r["mode"] == "never":
+            closed[r["id"]] = r["right"]
+    out = {}
+    for (mode, qset), recs in sorted(groups.items()):
+        for r in recs:  # closed_right is in every record when "never" or "unsure" ran
+            if r.get("closed_right") is None and r["id"] in closed:
+                r["closed_right"] = closed[r["id"]]
+        out.setdefault(mode, {})[qset] = _block(recs)
+    return out
+
+
+def _block(recs: list[dict]) -> dict:
+    n = len(recs)
+    right = sum(r["right"] for r in recs)
+    known = [r for r in recs if r.get("closed_right") is not None]
+    gained = sum(r["right"] and not r["closed_right"] for r in known)
+    lost = sum(r["closed_right"] and not r["right"] for r in known)
+    looked = [r for r in recs if r["looked_up"]]
+    right_looked = [r for r in looked if r["right"]]
+    times = [r["time_s"] for r in recs]
+    return {
+        "n": n,
+        "right": right / n if n else 0.0,
+        "right_ci": wilson(right, n),
+        "closed_right": sum(r["closed_right"] for r in known) / len(known) if known else None,
+        "gained": gained,
+        "lost": lost,
+        "net": gained - lost,
+        "lookups": len(looked) / n if n else 0.0,
+        "citation_accuracy": (
+            sum(r["citation_right"] for r in right_looked) / len(right_looked) if right_looked else None
+        ),
+        "model_cited": sum(r.get("cited_by") == "model" for r in looked) / len(looked) if looked else None,
+        "retrieved_answer": sum(r["retrieved_answer"] for r in looked) / len(looked) if looked else None,
+        "time_s": statistics.mean(times) if times else 0.0,
+        "retrieval_ms": statistics.mean(r["retrieval_s"] * 1000 for r in looked) if looked else 0.0,
+        "tokens_added": statistics.mean(r["prompt_tokens_added"] for r in looked) if looked else 0.0,
+    }
+
+
+def _pct(x) -> str:
+    return "    -" if x is None else f"{x:5.0%}"
+
+
+def format_summary(summary: dict) -> str:
+    """The gained/lost table per mode (and per question set), then the issue's targets."""
+    lines = [
+        f"{'mode':7} {'set':8} {'n':>4} {'right':>6} {'closed':>6} {'gained':>6} {'lost':>5} {'net':>5} "
+        f"{'lookup':>6} {'cite ok':>7} {'by model':>8} {'in prompt':>9} {'s/answer':>8} {'retr. ms':>8} "
+        f"{'+tokens':>7}"
+    ]
+    for mode in [m for m in MODES if m in summary]:
+        for qset, b in sorted(summary[mode].items(), key=lambda x: (x[0] != "all", x[0])):
+            lines.append(
+                f"{mode:7} {qset[:8]:8} {b['n']:4} {_pct(b['right']):>6} {_pct(b['closed_right']):>6} "
+                f"{b['gained']:6} {b['lost']:5} {b['net']:+5} {_pct(b['lookups']):>6} "
+                f"{_pct(b['citation_accuracy']):>7} {_pct(b['model_cited']):>8} "
+                f"{_pct(b['retrieved_answer']):>9} "
+                f"{b['time_s']:8.2f} {b['retrieval_ms']:8.1f} {b['tokens_added']:7.0f}"
+            )
+    lines += [
+        "right: answers containing a reference; closed: the same questions closed-book; gained/lost: right",
+        "only with / only without the mode; cite ok: right library answers whose cited passage holds the",
+        "answer (the model's own [n], else the kit's attribution); by model: library answers where the",
+        "model wrote the number itself; in prompt: a passage in the prompt held the answer.",
+    ]
+    lines += targets(summary)
+    return "\n".join(lines)
+
+
+def targets(summary: dict) -> list[str]:
+    """The issue's targets, as measured (printed, never asserted)."""
+    out = []
+    lib_set = (summary.get("always") or {}).get("library")
+    if lib_set:
+        out.append(
+            f"target: library questions right with the library {lib_set['right']:.0%} (>= 70 %), "
+            f"closed-book {_pct(lib_set['closed_right']).strip()}; right source cited for "
+            f"{_pct(lib_set['citation_accuracy']).strip()} of those right (>= 80 %)"
+        )
+    a, u = (summary.get(m, {}).get("all") for m in ("always", "unsure"))
+    if a and u:
+        out.append(
+            f"target: lost with 'unsure' {u['lost']} vs 'always' {a['lost']} (fewer), "
+            f"at {u['time_s']:.2f} vs {a['time_s']:.2f} s an answer (lower)"
+        )
+    return out

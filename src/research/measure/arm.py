@@ -1,0 +1,571 @@
+"""The page rehearsed on ARM: an arm64 Debian under qemu, the kit in it with the phone's flags.
+
+The closest thing to the phone that runs here. As root, `make arm-rehearsal`:
+
+1. mounts binfmt_misc and registers qemu-aarch64 (Debian's qemu-user-static), so arm64 programs
+   run on this x86 machine, each instruction emulated;
+2. builds an arm64 Debian userland with debootstrap from Debian's own packages (cached);
+3. builds the engine, llama-cpp-python with llama.cpp for the Galaxy S21's CPU
+   (`-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16`, no OpenMP, as in Termux), by cross-compiling
+   on this machine (aarch64-linux-gnu-gcc) into an arm64 wheel; `--emulated-build` also compiles
+   the same wheel inside the arm64 userland under qemu, to measure which way is faster;
+4. installs the kit into a venv there (its dependencies from PyPI's aarch64 wheels) and records
+   the engine as research.llamacpp.flags does;
+5. answers one question through `research chat --json`, and one through the page: `research
+   demo` under qemu, asked over HTTP (gradio_client) and in Chromium on this machine;
+6. writes what it measured to docs/results/arm_rehearsal.json and .md.
+
+What it proves: the kit's Python side (the page, gradio, the engine through ctypes, the
+self-test in a child) runs on an aarch64 Linux, and llama.cpp built with the phone's
+instruction set answers there. What it does not: Termux is Android's bionic libc, not glibc,
+with its own Python packages (PyPI's manylinux wheels do not install there); qemu's speed says
+nothing of a phone's (every instruction is translated); qemu 7.2 shows the guest this
+machine's /proc/cpuinfo; nothing of Android's process killer, memory limits or app sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from research.errors import KitError
+from research.llamacpp import flags as engine_build
+from research.page import server
+from research.paths import REPO_ROOT, cache_dir
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+#: What the userland needs beyond minbase: Python with venv and pip, certificates for PyPI; the
+#: compilers only for --emulated-build.
+PACKAGES = ["python3", "python3-venv", "python3-pip", "ca-certificates", "libstdc++6"]
+BUILD_PACKAGES = ["build-essential", "cmake", "ninja-build", "python3-dev"]
+QEMU_BINFMT = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+#: Cross-compiling llama-cpp-python for the phone's CPU: Debian's aarch64 toolchain, no OpenMP
+#: (Termux's clang has no libomp at run time, and the kit builds so there).
+CROSS_ARGS = [
+    "-DCMAKE_SYSTEM_NAME=Linux",
+    "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+    "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
+    "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
+    "-DGGML_NATIVE=OFF",
+    f"-DGGML_CPU_ARM_ARCH={engine_build.PHONE_ARCH}",
+    "-DGGML_OPENMP=OFF",
+]
+QUESTION = "What is the capital of France?"
+VENV = "/opt/research-venv"
+HOST_CA = "/etc/research-host-ca.crt"  # this machine's CA bundle, copied into the userland
+KIT = "/opt/research-kit"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _run(cmd: list[str], what: str, log: Path | None = None, env=None, timeout=None) -> float:
+    """Run `cmd` to its end (output into `log`); seconds it took; KitError naming the log if not."""
+    t = time.perf_counter()
+    out = open(log, "a") if log else subprocess.DEVNULL
+    try:
+        if log:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+        r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    finally:
+        if log:
+            out.close()
+    if r.returncode != 0:
+        raise KitError(f"{what} failed (exit {r.returncode}); see {log}")
+    return time.perf_counter() - t
+
+
+def binfmt() -> str:
+    """Mount binfmt_misc and register qemu-aarch64 with the fix-binary flag (it then runs inside
+    the chroot without a copy of qemu there); what was done."""
+    root = Path("/proc/sys/fs/binfmt_misc")
+    if not (root / "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(root)], "mounting binfmt_misc")
+    if (root / "qemu-aarch64").exists():
+        return "qemu-aarch64 was registered already"
+    if not QEMU_BINFMT.is_file():
+        raise KitError("qemu-user-static is not installed: apt-get install qemu-user-static debootstrap")
+    (root / "register").write_text(QEMU_BINFMT.read_text().strip())
+    return f"registered {QEMU_BINFMT.read_text().split(':')[-2]}"
+
+
+def rootfs(folder: Path, build_tools: bool, log: Path) -> float | None:
+    """An arm64 Debian in `folder` (debootstrap, once); seconds it took (None: it was there)."""
+    if (folder / "etc" / "debian_version").is_file() and (folder / "usr" / "bin" / "python3").exists():
+        if build_tools and not (folder / "usr" / "bin" / "cmake").exists():
+            _chroot(folder, ["apt-get", "install", "-y", "-q", *BUILD_PACKAGES], "installing compilers", log)
+        return None
+    if not shutil.which("debootstrap"):
+        raise KitError("debootstrap is not installed: apt-get install debootstrap qemu-user-static")
+    shutil.rmtree(folder, ignore_errors=True)
+    include = ",".join(PACKAGES + (BUILD_PACKAGES if build_tools else []))
+    cmd = [
+        "debootstrap",
+        "--arch=arm64",
+        "--variant=minbase",
+        f"--include={include}",
+        SUITE,
+        str(folder),
+        MIRROR,
+    ]
+    return _run(cmd, "debootstrap of an arm64 Debian", log)
+
+
+class Mounted:
+    """/proc, /sys and /dev of this machine inside the userland while it runs; resolv.conf for pip."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.done = folder, []
+
+    def __enter__(self):
+        for kind, target in (("proc", "proc"), ("sysfs", "sys"), ("bind", "dev")):
+            point = self.folder / target
+            point.mkdir(exist_ok=True)
+            if os.path.ismount(point):  # left by a run that was killed: ours to undo
+                self.done.append(point)
+                continue
+            cmd = (
+                ["mount", "--bind", f"/{target}", str(point)]
+                if kind == "bind"
+                else ["mount", "-t", kind, kind, str(point)]
+            )
+            _run(cmd, f"mounting {point}")
+            self.done.append(point)
+        shutil.copy("/etc/resolv.conf", self.folder / "etc" / "resolv.conf")
+        # pip in the userland trusts what pip here trusts (a proxy's own CA, where there is one).
+        bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+        if bundle.is_file():
+            shutil.copy(bundle, self.folder / HOST_CA.lstrip("/"))
+        return self
+
+    def __exit__(self, *exc):
+        for point in reversed(self.done):
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def _chroot_cmd(folder: Path, cmd: list[str], env: dict | None = None) -> list[str]:
+    base = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if (folder / HOST_CA.lstrip("/")).is_file():
+        base |= {"PIP_CERT": HOST_CA, "SSL_CERT_FILE": HOST_CA}
+    pairs = [f"{k}={v}" for k, v in (base | (env or {})).items()]
+    return ["chroot", str(folder), "/usr/bin/env", "-i", *pairs, *cmd]
+
+
+def _chroot(
+    folder: Path, cmd: list[str], what: str, log: Path, env: dict | None = None, timeout=None
+) -> float:
+    return _run(_chroot_cmd(folder, cmd, env), what, log, timeout=timeout)
+
+
+def retag(wheel: Path, platform_tag: str = "linux_aarch64") -> Path:
+    """A copy of a wheel with another platform tag (a cross-built wheel is named for the machine
+    that built it): the WHEEL file's Tag and its line in RECORD rewritten."""
+    old_tag = wheel.stem.split("-")[-1]
+    out = wheel.with_name(wheel.name.replace(old_tag, platform_tag))
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        names = src.namelist()
+        wheel_file = next(n for n in names if n.endswith(".dist-info/WHEEL"))
+        record_file = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        text = src.read(wheel_file).decode().replace(f"-{old_tag}", f"-{platform_tag}")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        rows = list(csv.reader(io.StringIO(src.read(record_file).decode())))
+        rows = [
+            [r[0], f"sha256={digest}", str(len(text.encode()))] if r and r[0] == wheel_file else r
+            for r in rows
+        ]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        for name in names:
+            data = (
+                text.encode()
+                if name == wheel_file
+                else buf.getvalue().encode()
+                if name == record_file
+                else src.read(name)
+            )
+            dst.writestr(src.getinfo(name), data)
+    return out
+
+
+def elf_machine(path: Path) -> int:
+    """The e_machine field of an ELF file: 183 for aarch64, 62 for x86-64."""
+    head = path.read_bytes()[:20]
+    return int.from_bytes(head[18:20], "little")
+
+
+def cross_wheel(work: Path, log: Path) -> tuple[Path, float | None]:
+    """llama-cpp-python cross-compiled for the phone's CPU into an arm64 wheel (cached); seconds."""
+    version = engine_build.engine_version()
+    key = engine_build.engine_key(version, CROSS_ARGS, "aarch64", engine_build.compiler_id() + " (cross)")
+    folder = cache_dir() / "engine-cross" / key
+    done = sorted(folder.glob("*linux_aarch64.whl"))
+    if done:
+        return done[-1], None
+    for tool in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "cmake"):
+        if not shutil.which(tool):
+            raise KitError(
+                f"{tool} is missing: apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu cmake"
+            )
+    t = time.perf_counter()
+    built = engine_build.build_wheel(sys.executable, version, CROSS_ARGS, folder)
+    seconds = time.perf_counter() - t
+    wheel = retag(built)
+    built.unlink()
+    with zipfile.ZipFile(wheel) as z:
+        lib = next(n for n in z.namelist() if n.endswith("libggml-cpu.so"))
+        (work / "libggml-cpu.so").write_bytes(z.read(lib))
+    if elf_machine(work / "libggml-cpu.so") != 183:
+        raise KitError(f"{wheel.name} does not hold arm64 code")
+    return wheel, seconds
+
+
+def emulated_build(folder: Path, log: Path) -> float:
+    """The same wheel compiled inside the arm64 userland, under qemu: the other way to build it."""
+    version = engine_build.engine_version()
+    sdist = engine_build.sdist_dir() / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.is_file():
+        raise KitError(f"{sdist} is missing: make install fetches it")
+    shutil.copy(sdist, folder / "tmp" / sdist.name)
+    args = " ".join(
+        ["-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={engine_build.PHONE_ARCH}", "-DGGML_OPENMP=OFF"]
+    )
+    cmd = [
+        f"{VENV}/bin/pip",
+        "wheel",
+        "--no-deps",
+        "--no-cache-dir",
+        "-w",
+        "/tmp/emulated",
+        f"/tmp/{sdist.name}",
+    ]
+    return _chroot(folder, cmd, "compiling the engine under qemu", log, env={"CMAKE_ARGS": args})
+
+
+def copy_kit(folder: Path) -> str:
+    """The kit as committed (`git archive HEAD`: what a fresh clone holds, not work in progress)
+    into the userland; the commit."""
+    target = folder / KIT.lstrip("/")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=9", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    git = ["git", "-C", str(REPO_ROOT), "archive", "HEAD"]
+    archive = subprocess.run(git, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return commit or "unknown"
+
+
+def chat(folder: Path, log: Path) -> dict:
+    """One greedy answer through `research chat --json` inside the userland, and its wall time."""
+    cmd = [f"{VENV}/bin/python", "-m", "research", "chat", "--prompt", QUESTION, "--json"]
+    cmd += ["--temperature", "0", "--max-tokens", "32", "--ctx", "1024"]
+    t = time.perf_counter()
+    r = subprocess.run(
+        _chroot_cmd(folder, cmd, {"RESEARCH_HOME": "/root/research-home"}),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    wall = time.perf_counter() - t
+    with open(log, "a") as f:
+        f.write(f"$ research chat (under qemu)\n{r.stdout}\n{r.stderr}\n")
+    if r.returncode != 0:
+        raise KitError(
+            f"research chat under qemu failed: {(r.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
+    out = json.loads(r.stdout)
+    keep = (
+        "answer",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_s",
+        "prompt_tps",
+        "decode_tps",
+        "total_s",
+        "peak_rss_mb",
+        "n_threads",
+    )
+    return {k: out.get(k) for k in keep} | {
+        "wall_s": round(wall, 1),
+        "engine_build": out["provenance"]["engine_build"],
+    }
+
+
+def doctor(folder: Path) -> list[str]:
+    """What `research doctor` prints inside the userland, line by line."""
+    cmd = [f"{VENV}/bin/python", "-m", "research", "doctor"]
+    env = {"RESEARCH_HOME": "/root/research-home"}
+    r = subprocess.run(_chroot_cmd(folder, cmd, env), capture_output=True, text=True, timeout=1800)
+    return [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+
+
+def page(folder: Path, log: Path, port: int) -> dict:
+    """The page served under qemu, asked over HTTP and in Chromium on this machine."""
+    from research.measure.page import QUIET_BROWSER, find_browser
+
+    page_log = folder / "tmp" / "page.log"
+    cmd = [f"{VENV}/bin/python", "-m", "research", "demo", "--port", str(port), "--ctx", "1024"]
+    env = {"RESEARCH_HOME": "/root/research-home", "GRADIO_TEMP_DIR": "/tmp/gradio"}
+    t = time.perf_counter()
+    with open(page_log, "w") as out:
+        proc = subprocess.Popen(_chroot_cmd(folder, cmd, env), stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None or time.perf_counter() - t > 1200:
+                raise KitError(f"the page under qemu did not come up: {page_log.read_text()[-400:]}")
+            url = _page_url(page_log.read_text(), base)  # printed with the page's token
+            token = parse_qs(urlsplit(url).query).get("token", [""])[0]
+            try:
+                req = urllib.request.Request(base, headers={server.TOKEN_HEADER: token})
+                urllib.request.urlopen(req, timeout=5).read()
+                break
+            except OSError:
+                time.sleep(1)
+        start_s = time.perf_counter() - t
+        t = time.perf_counter()
+        reply = server.client(url).predict(QUESTION, temperature=0, max_tokens=24, api_name="/ask")
+        http_s = time.perf_counter() - t
+        out = {"start_s": round(start_s, 1), "http_answer_s": round(http_s, 1), "http_answer": _text(reply)}
+        chromium = find_browser()
+        if chromium:
+            from playwright.sync_api import sync_playwright
+
+            from research.measure.page_speed import ask
+
+            with sync_playwright() as p:
+                b = p.chromium.launch(executable_path=chromium, args=QUIET_BROWSER, headless=True)
+                try:
+                    tab = b.new_page(viewport={"width": 390, "height": 844})
+                    tab.set_default_timeout(600_000)
+                    t = time.perf_counter()
+                    tab.goto(url, wait_until="networkidle")
+                    loaded = time.perf_counter() - t
+                    got = ask(tab, QUESTION, 24)
+                    out["browser"] = {"page_load_s": round(loaded, 1)} | {
+                        k: (round(v, 2) if isinstance(v, float) else v) for k, v in got.items()
+                    }
+                finally:
+                    b.close()
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        with open(log, "a") as f:
+            f.write(f"$ research demo (under qemu)\n{page_log.read_text()}\n")
+
+
+def _page_url(printed: str, default: str) -> str:
+    """The address the page printed at start (it may carry a per-start token), else `default`."""
+    for word in printed.split():
+        if word.startswith(default):
+            return word.rstrip(".,")
+    return default
+
+
+def _text(reply) -> str:
+    if isinstance(reply, (list, tuple)):
+        reply = reply[0] if reply else ""
+    if isinstance(reply, list):
+        reply = reply[-1] if reply else ""
+    if isinstance(reply, dict):
+        reply = reply.get("content", reply)
+    return str(reply)[:300]
+
+
+def rehearse(folder: Path, emulated: bool, port: int) -> dict:
+    if os.geteuid() != 0:
+        raise KitError("the ARM rehearsal mounts binfmt_misc and runs chroot: run it as root")
+    if platform.machine().lower() not in engine_build.X86:
+        raise KitError("the ARM rehearsal emulates arm64 on an x86 machine; on ARM, use make install")
+    work = cache_dir() / "arm-rehearsal"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "rehearsal.log"
+    log.write_text("")
+    t0 = time.perf_counter()
+    record: dict = {"host": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()}}
+    _say(f"ARM rehearsal: log in {log}")
+    record["binfmt"] = binfmt()
+    _say("arm64 Debian userland (debootstrap, a few minutes the first time) ...")
+    record["debootstrap_s"] = _round(rootfs(folder, emulated, log))
+    record["qemu"] = subprocess.run(
+        ["qemu-aarch64-static", "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
+    _say("the engine cross-compiled for the phone's CPU ...")
+    wheel, cross_s = cross_wheel(work, log)
+    crossed = work / "cross-compile.json"
+    if cross_s is not None:
+        crossed.write_text(json.dumps({"seconds": round(cross_s, 1), "date": time.strftime("%Y-%m-%d")}))
+    record["engine"] = {
+        "cross_args": CROSS_ARGS,
+        "wheel": wheel.name,
+        "cross_compile": json.loads(crossed.read_text()) if crossed.is_file() else None,
+    }
+    with Mounted(folder):
+        _say("a venv with the kit inside the userland (dependencies from PyPI's aarch64 wheels) ...")
+        record["kit_commit"] = copy_kit(folder)
+        shutil.copy(wheel, folder / "tmp" / wheel.name)
+        t = time.perf_counter()
+        if not (folder / VENV.lstrip("/") / "bin" / "python").exists():
+            _chroot(folder, ["python3", "-m", "venv", VENV], "making the venv", log)
+        _chroot(
+            folder,
+            [f"{VENV}/bin/pip", "install", "--no-deps", "--force-reinstall", f"/tmp/{wheel.name}"],
+            "installing the engine",
+            log,
+        )
+        install = [f"{VENV}/bin/pip", "install", "-e", KIT]  # editable, as Termux: data/ is read from KIT
+        _chroot(folder, install, "installing the kit under qemu", log, timeout=7200)
+        record["kit_install_s"] = round(time.perf_counter() - t, 1)
+        _chroot(
+            folder,
+            [
+                f"{VENV}/bin/python",
+                "-m",
+                "research.llamacpp.flags",
+                "install",
+                "--target",
+                "phone",
+                "--wheel",
+                f"/tmp/{wheel.name}",
+            ],
+            "recording the engine",
+            log,
+        )
+        measured = work / "emulated-compile.json"
+        if emulated:
+            _say("the same engine compiled under qemu, for the comparison (long) ...")
+            seconds = round(emulated_build(folder, log), 1)
+            measured.write_text(json.dumps({"seconds": seconds, "date": time.strftime("%Y-%m-%d")}))
+        if measured.is_file():  # measured once (--emulated-build): an hour and more of compiling
+            record["engine"]["emulated_compile"] = json.loads(measured.read_text())
+        _say("research doctor under qemu ...")
+        record["doctor"] = doctor(folder)
+        _say("one answer through research chat under qemu ...")
+        record["chat"] = chat(folder, log)
+        _say(f"one answer through the page under qemu, port {port} ...")
+        record["page"] = page(folder, log, port)
+    record["total_s"] = round(time.perf_counter() - t0, 1)
+    record["date"] = time.strftime("%Y-%m-%d")
+    return record
+
+
+def _cpu() -> str:
+    from research import device
+
+    return device.cpu_info()
+
+
+def _round(x):
+    return None if x is None else round(x, 1)
+
+
+def write(record: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    out.with_suffix(".md").write_text(markdown(record))
+
+
+def markdown(r: dict) -> str:
+    e, c, p = r["engine"], r["chat"], r["page"]
+    b = p.get("browser") or {}
+    rows = [
+        ("arm64 Debian userland (debootstrap)", _s(r.get("debootstrap_s"), "cached")),
+        ("engine cross-compiled on the host", _emulated(e.get("cross_compile"))),
+        ("engine compiled under qemu (`--emulated-build`)", _emulated(e.get("emulated_compile"))),
+        ("kit and dependencies installed under qemu", _s(r.get("kit_install_s"))),
+        ("`research chat`: wall time of one answer", _s(c["wall_s"])),
+        ("`research chat`: decode under qemu", f"{c['decode_tps']:.1f} t/s"),
+        ("`research chat`: prompt under qemu", f"{c['prompt_tps']:.1f} t/s"),
+        ("page up (`research demo` under qemu)", _s(p["start_s"])),
+        ("page: one answer over HTTP", _s(p["http_answer_s"])),
+        ("page: one answer in Chromium", _s(b.get("total_s"))),
+        ("whole rehearsal", _s(r["total_s"])),
+    ]
+    table = "\n".join(f"| {a} | {v} |" for a, v in rows)
+    return f"""# The page rehearsed on ARM (arm64 Debian under qemu)
+
+Made by `make arm-rehearsal` (`python -m research.measure.arm`) on {r["date"]}, on {r["host"]["cpu"]}
+({r["host"]["cores"]} cores), {r["qemu"]}. The engine: llama-cpp-python with llama.cpp built
+`{" ".join(a for a in e["cross_args"] if "GGML" in a)}` (the Galaxy S21 class's CPU, no OpenMP).
+
+| step | time |
+|---|---|
+{table}
+
+`research chat` answered *{c["answer"]!r}* ({c["completion_tokens"]} tokens); the page answered
+*{p["http_answer"]!r}* over HTTP{" and " + repr(b.get("answer", "")) + " in Chromium" if b else ""}.
+The engine build it recorded: {", ".join(c["engine_build"]["compiled_features"])}.
+
+`research doctor` under qemu printed:
+
+```
+{chr(10).join(r.get("doctor", []))}
+```
+
+Speeds under qemu are not a phone's: every arm64 instruction is translated on this x86 machine.
+
+What it proves: the kit's Python side (the page, gradio, the engine through ctypes, the self-test
+in a child) runs on an aarch64 Linux, and llama.cpp compiled for the phone's instruction set
+answers there, on the page and in the terminal. What it does not prove about Termux: Android's
+libc is bionic, not glibc, and Termux has its own Python packages (PyPI's manylinux wheels used
+here do not install there); nothing of Android's process killer, memory limits, app sandbox or
+Chromium on Android; qemu 7.2 shows the guest this machine's /proc/cpuinfo.
+"""
+
+
+def _emulated(m: dict | None) -> str:
+    return f"{_s(m['seconds'])} (measured {m['date']})" if m else "not measured"
+
+
+def _s(x, missing: str = "?") -> str:
+    if x is None:
+        return missing
+    return f"{x / 60:.1f} min" if x >= 120 else f"{x:.1f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m research.measure.arm", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--rootfs", type=Path, default=cache_dir() / "arm64-rootfs", help="where the arm64 userland lives"
+    )
+    p.add_argument("--emulated-build", action="store_true", help="also compile the engine under qemu (long)")
+    p.add_argument("--port", type=int, default=7871)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "arm_rehearsal")
+    args = p.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unmount on the way out
+    try:
+        record = rehearse(args.rootfs, args.emulated_build, args.port)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    write(record, args.out)
+    print(markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Measurements of the chat page itself: its process at rest, its memory, in a real browser.
+
+The page runs as `python -m research demo` in a child process on a free loopback port, with its
+own ratings file and temporary folder, so measuring never writes into the user's data. Figures
+come from /proc (Linux, Android): CPU time and voluntary context switches summed over all the
+process's threads (a voluntary switch is a thread going to sleep, so one per wake-up), and the
+resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from research.errors import KitError
+from research.page import server
+from research.units import MB
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    """One reading of a process: CPU-seconds, voluntary context switches, resident bytes."""
+
+    t: float
+    cpu_s: float
+    wakeups: int
+    rss: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcSample:
+        cpu, wakeups = 0, 0
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            for tid in tasks:
+                try:
+                    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                    cpu += int(stat[11]) + int(stat[12])  # utime, stime (clock ticks)
+                    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            wakeups += int(line.split()[1])
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # a thread that ended between listing and reading
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError as e:
+            why = f"cannot read process {pid} from /proc ({e.strerror}): needs Linux or Android"
+            raise KitError(why) from None
+        return cls(time.monotonic(), cpu / tick, wakeups, rss)
+
+
+def rest(pid: int, seconds: float) -> dict:
+    """What a process does at rest over `seconds`: % of a core, wake-ups a second, resident MB."""
+    a = ProcSample.of(pid)
+    time.sleep(seconds)
+    b = ProcSample.of(pid)
+    dt = b.t - a.t
+    return {
+        "seconds": dt,
+        "cpu_pct_of_a_core": 100 * (b.cpu_s - a.cpu_s) / dt,
+        "cpu_s_per_minute": 60 * (b.cpu_s - a.cpu_s) / dt,
+        "wakeups_per_s": (b.wakeups - a.wakeups) / dt,
+        "rss_mb": b.rss / MB,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Page:
+    """The real chat page in a child process: `with Page(model, *args) as page: page.url, page.pid`."""
+
+    def __init__(self, model: str | None = None, *args: str, n_ctx: int = 4096, timeout: float = 300):
+        self.model, self.args, self.n_ctx, self.timeout = model, args, n_ctx, timeout
+
+    def __enter__(self) -> Page:
+        self._tmp = tempfile.TemporaryDirectory(prefix="research-bench-page-")
+        tmp = Path(self._tmp.name)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = tmp / "page.log"
+        cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", str(self.n_ctx)]
+        cmd += (["--model", str(self.model)] if self.model else []) + list(self.args)
+        # Its own ratings file and temporary folder: measuring must not write into the user's.
+        env = os.environ | {"RESEARCH_RATINGS_FILE": str(tmp / "r.jsonl"), "GRADIO_TEMP_DIR": str(tmp)}
+        t = time.perf_counter()
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                last = (self.log.read_text().strip().splitlines() or ["no output"])[-1]
+                self.__exit__()
+                raise KitError(f"the chat page did not come up for measuring: {last}")
+            printed = re.search(r"Chat page: (\S+)", self.log.read_text())
+            if printed:
+                self.open_url = printed.group(1)  # the printed address, with the page's token
+                token = parse_qs(urlsplit(self.open_url).query)["token"][0]
+                try:
+                    req = urllib.request.Request(self.url, headers={server.TOKEN_HEADER: token})
+                    urllib.request.urlopen(req, timeout=2).read()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        self.start_s = time.perf_counter() - t
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._tmp.cleanup()
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text():
+                return True
+            time.sleep(0.2)
+        return False
+
+
+def page_memory(model: str | None, n_ctx: int = 4096, question: str | None = None) -> dict:
+    """Peak resident memory of the chat page's process after it answered `question`.
+
+    The page holds the same engine as `research chat` plus Gradio, its web server and the page's
+    state; its peak beside the cold start's (the engine alone, same model, context and question:
+    research.measure.chat_timing.cold_start) is what the page adds on top.
+    """
+    from research.measure.chat_timing import QUESTION
+
+    with Page(model, n_ctx=n_ctx) as page:
+        server.client(page.open_url).predict(
+            question or QUESTION, temperature=0, max_tokens=16, api_name="/ask"
+        )
+        status = Path(f"/proc/{page.pid}/status").read_text()
+        start_s = page.start_s
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return {"peak_rss_mb": peak_kb * 1024 / MB, "start_s": start_s, "n_ctx": n_ctx}
+
+
+def idle(model: str | None = None, seconds: float = 60, browser: str | None = None, progress=print) -> dict:
+    """The page at rest: with no browser, with an idle browser tab, and after unloading its model.
+
+    Returns figures per state (% of a core, wake-ups a second, resident MB) and the unloaded
+    page's memory beside a page that never loaded a model (--lazy).
+    """
+    out = {"seconds": seconds}
+    with Page(model) as page:
+        time.sleep(3)  # start-up work done (first imports, template worker, allocator)
+        progress(f"page at rest, no browser, {seconds:.0f} s ...")
+        out["no_browser"] = rest(page.pid, seconds)
+        chromium = browser or find_browser()
+        if chromium:
+            progress(f"page at rest with an idle browser tab ({chromium}), {seconds:.0f} s ...")
+            out["browser_tab"] = _with_tab(page, chromium, seconds)
+        else:
+            out["browser_tab"] = None
+            progress("no Chromium found (--browser PATH): the browser-tab figures are left out")
+    with Page(model, "--unload-after", "0.05") as page:  # 3 s
+        progress("page that unloads its model after 3 idle seconds ...")
+        if not page.wait_for_log("unloaded after", 60):
+            raise KitError("the page did not unload its model after 3 idle seconds")
+        time.sleep(2)
+        out["unloaded"] = rest(page.pid, min(seconds, 10))
+    with Page(model, "--lazy") as page:
+        time.sleep(3)
+        out["never_loaded"] = rest(page.pid, min(seconds, 10))
+    out["unloaded_over_never_loaded_mb"] = out["unloaded"]["rss_mb"] - out["never_loaded"]["rss_mb"]
+    return out
+
+
+def find_browser() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+#: Chromium's own calls home (component updates, safe browsing, ...), off: the page is on
+#: loopback and must be measured alone. The kit's browser tests launch it with these too.
+QUIET_BROWSER = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
+
+
+def _with_tab(page: Page, chromium: str, seconds: float) -> dict:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise KitError("measuring with a browser needs playwright: pip install playwright") from None
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=QUIET_BROWSER, headless=True)
+        try:
+            tab = b.new_page(viewport={"width": 390, "height": 844})
+            tab.goto(page.open_url, wait_until="networkidle")
+            time.sleep(3)
+            return rest(page.pid, seconds)
+        finally:
+            b.close()
+
+
+def format_idle(r: dict) -> str:
+    lines = [f"{'the page at rest':34} {'% of a core':>11} {'CPU s/min':>9} {'wake-ups/s':>10} {'RSS MB':>7}"]
+    names = {
+        "no_browser": "model loaded, no browser",
+        "browser_tab": "model loaded, idle browser tab",
+        "unloaded": "model unloaded (idle)",
+        "never_loaded": "model never loaded (--lazy)",
+    }
+    for key, name in names.items():
+        x = r.get(key)
+        if x is None:
+            lines.append(f"{name:34} {'(no browser found)':>11}")
+            continue
+        lines.append(
+            f"{name:34} {x['cpu_pct_of_a_core']:11.2f} {x['cpu_s_per_minute']:9.2f} "
+            f"{x['wakeups_per_s']:10.1f} {x['rss_mb']:7.0f}"
+        )
+    lines.append(
+        f"unloaded page against one that never loaded a model: {r['unloaded_over_never_loaded_mb']:+.0f} MB"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,588 @@
+"""The chat logic behind the page: one shared model, per-session stop, history, ratings, export.
+
+The page (demo/app.py) only lays out components and wires them to these functions, so the
+same logic is tested without a browser.
+
+Every answer is known by an id from the moment it is generated, and the kit keeps what produced
+it (model, file hash, prompt format, system prompt, sampling: research.engine.provenance) under that
+id, so a rating or an export names the model that gave the answer even after another session
+loaded another model or a slider moved. Text shown on the page is hostile content (a question, a
+model's answer, a file name): research.page.text shows it as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from research.confidence import methods as confidence
+from research.engine import provenance
+from research.engine.engine import Engine, EngineConfig, Sampling, Stats
+from research.errors import KitError
+from research.models.catalog import catalog, models_dir, resolve
+from research.page import text as page_text
+from research.ratings import store as ratings
+
+DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
+#: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
+#: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
+#: 2 cores, with every llama.cpp call on one thread (ModelHost), the page painted 74 % of the
+#: engine alone's speed at 20 updates a second and 102 % at 4, a minute apart
+#: (`python -m research bench --page --threads 2 --reps 7`, with this set to 0.05 and to 0.25).
+STREAM_INTERVAL_S = 0.25
+#: ... and less often as the answer grows, since each update costs the browser a render of the
+#: whole answer: one more interval per STREAM_CHARS characters, so the browser's work a second
+#: stays about what a short answer costs it, up to one update a second (answers past 8,000
+#: characters: 2,000 tokens and more).
+STREAM_CHARS, STREAM_MAX_INTERVAL_S = 2000, 1.0
+#: The page's sampling controls, in the order the page lays them out: Sampling's own fields.
+KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
+#: Answers whose provenance the page remembers (a few hundred bytes each), oldest forgotten first.
+REMEMBERED_ANSWERS = 10_000
+
+
+def stream_interval(chars: int) -> float:
+    """Seconds from one page update of an answer `chars` long to the next (see STREAM_CHARS)."""
+    return min(STREAM_MAX_INTERVAL_S, STREAM_INTERVAL_S * max(1.0, chars / STREAM_CHARS))
+
+
+def text_of(content) -> str:
+    """Message content as plain text: Gradio 6 sends a list of parts, older code a string."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return ""
+
+
+def with_figures(answer: str, stats: Stats, conf: confidence.Confidence | None = None) -> str:
+    """An answer as the page shows it: its text shown as text, then its line of figures, which
+    starts with how likely the answer is to be right ("likely right, 82 % · 9 prompt tokens …")."""
+    line = stats.line() if conf is None else f"{conf.words} · {stats.line()}"
+    return page_text.shown(answer) + page_text.figures(line)
+
+
+#: What "answer only when sure" shows in place of an answer below its threshold.
+NOT_SURE = "I'm not sure."
+#: What "answer only when sure" shows while the answer is written and before its confidence is known.
+CHECKING = "_Answering: shown when it is known to be sure enough…_"
+
+
+def history_messages(history: list[dict]) -> list[dict]:
+    """Chatbot value -> plain {"role", "content"} messages: the text as typed or generated."""
+    out = []
+    for m in history or []:
+        role = m.get("role") if isinstance(m, dict) else None
+        if role in ("user", "assistant"):
+            out.append({"role": role, "content": answer_text(m.get("content"))})
+    return out
+
+
+#: The page's choice of no library, and the lookup modes as it names them.
+NO_LIBRARY = "(none: the model alone)"
+LOOKUP = {
+    "always": "every question",
+    "unsure": "only when the model's own answer is unsure",
+    "never": "never (the model alone, for comparison)",
+}
+#: Where the sources start under an answer: the kit's own HTML, which shown() makes impossible in
+#: an answer's text (its `<` becomes `&lt;`), so an answer cannot end itself early.
+SOURCES_HEAD = "\n\n<sub>📚 Sources</sub>"
+
+
+def strip_sources(text: str) -> str:
+    """An answer without the sources the page listed under it."""
+    return text.split(SOURCES_HEAD, 1)[0]
+
+
+def answer_text(content) -> str:
+    """A message as its author wrote it: without the sources and the figures the page added under
+    it, its text shown as text turned back into plain text."""
+    return page_text.plain(page_text.strip_figures(strip_sources(text_of(content))))
+
+
+def answer_id_of(message: dict) -> str | None:
+    meta = message.get("metadata") if isinstance(message, dict) else None
+    return str(meta["id"]) if isinstance(meta, dict) and meta.get("id") else None
+
+
+def sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed) -> Sampling:
+    """Sampling from the page's controls (KNOBS); a seed of -1 or empty means random.
+
+    Values come from sliders or from anyone calling the page's API: Sampling checks their ranges.
+    """
+    try:
+        seed = None if seed in (None, "", -1) else int(seed)
+        return Sampling(
+            float(temperature),
+            int(top_k),
+            float(top_p),
+            float(min_p),
+            float(repeat_penalty),
+            int(max_tokens),
+            seed,
+        )
+    except (TypeError, ValueError) as e:
+        raise KitError(f"a sampling setting is not a number: {e}") from None
+
+
+class ModelHost:
+    """The one model the page serves; loading another replaces it for every session.
+
+    `folders`: where the page's loader may open model files, besides the catalog and the
+    downloads folder (the folders named when starting the page, and the start model's own).
+
+    Every call into llama.cpp (load, answer, close) runs on the host's one llama.cpp thread.
+    llama.cpp's CPU threads are an OpenMP team belonging to the thread that calls it, and while
+    two calling threads are alive libgomp counts more threads than cores and stops spinning at
+    its barriers: the bundled model on 2 threads decoded at 48-62 t/s from a second Python
+    thread against 86-87 from the first (and 82-92 from one thread alone). Gradio runs each answer
+    on whichever worker thread is free, so the page fell to that speed a few answers in.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        config: EngineConfig = EngineConfig(),
+        folders: Sequence = (),
+        unload_after_s: float | None = None,
+    ):
+        self.config = config
+        self.name = model
+        self.folders = [Path(f).expanduser().resolve() for f in folders]
+        self.engine: Engine | None = None
+        # Give the model's memory back after this many idle seconds (None: keep it loaded).
+        self.unload_after_s = unload_after_s
+        self.unloaded = False  # the model was unloaded for being idle; the next question reloads it
+        self._active = 0  # answers in progress
+        self._timer: threading.Timer | None = None
+        self._load_lock = threading.Lock()
+        self._cancel: dict[str, threading.Event] = {}
+        self._answers: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self._answers_lock = threading.Lock()
+        # "Answer only when sure", per page session: the threshold below which an answer is
+        # withheld (confidence.SURE), absent when the session has not turned it on.
+        self._sure: dict[str, float] = {}
+        self._libraries: dict[str, tuple[str, str]] = {}  # session -> (library, lookup mode)
+        self._llama_ident: int | None = None
+        self._llama = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="llama.cpp", initializer=self._is_llama_thread
+        )
+
+    def _is_llama_thread(self) -> None:
+        self._llama_ident = threading.get_ident()
+
+    def on_llama(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the host's llama.cpp thread (see the class doc), its result here."""
+        if threading.get_ident() == self._llama_ident:
+            return fn(*args, **kwargs)
+        return self._llama.submit(fn, *args, **kwargs).result()
+
+    def stream(self, engine: Engine, messages, sampling: Sampling, cancel: threading.Event) -> Iterator:
+        """engine.stream on the llama.cpp thread, its pieces handed over as they come: decoding
+        goes on while the page sends what it has. Closing this early stops the answer."""
+        pieces: queue.SimpleQueue = queue.SimpleQueue()
+        done = object()
+
+        def produce():
+            try:
+                for item in engine.stream(messages, sampling, cancel):
+                    pieces.put(item)
+            except BaseException as e:  # handed over and raised on the page's side
+                pieces.put(_Failed(e))
+            finally:
+                pieces.put(done)
+
+        future = self._llama.submit(produce)
+        finished = False
+        try:
+            while (item := pieces.get()) is not done:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                cancel.set()  # nobody reads the rest: stop decoding it
+            future.result()
+
+    def get(self) -> Engine:
+        with self._load_lock:
+            if self.engine is None:
+                self.engine = self.on_llama(Engine.load, self.name, self.config)
+                self.unloaded = False
+            return self.engine
+
+    def idle_soon(self) -> None:
+        """(Re)start the idle clock: with unload_after_s set, the model goes after that long.
+
+        A timer thread that sleeps until then, not a poll: at rest nothing wakes up.
+        """
+        if self.unload_after_s is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(self.unload_after_s, self.unload_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def unload_if_idle(self) -> bool:
+        """Close the model if no answer is running; True when it was unloaded."""
+        with self._load_lock:
+            if self.engine is None or self._active:
+                return False
+            engine, self.engine, self.unloaded = self.engine, None, True
+        self.on_llama(engine.close)
+        give_back_memory()
+        minutes = (self.unload_after_s or 0) / 60
+        print(
+            f"model {engine.model_id} unloaded after {minutes:g} min idle; the next question reloads it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+
+    def allowed_folders(self) -> list[Path]:
+        return [models_dir().resolve(), *self.folders]
+
+    def check_allowed(self, name: str) -> None:
+        """KitError unless `name` is a catalog id or a file inside an allowed folder.
+
+        The page's loader is reachable by anyone who can open the page; it must not become a way
+        to make the kit open, and describe, any file of the device.
+        """
+        if name in catalog():
+            return
+        path = Path(name).expanduser()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            real = path
+        if not any(real.is_relative_to(folder) for folder in self.allowed_folders()):
+            folders = ", ".join(str(f) for f in self.allowed_folders())
+            raise KitError(
+                f"the page opens model files only from {folders}; put the file there, or start the page "
+                "with --models-dir FOLDER"
+            )
+
+    def switch(self, name: str) -> Engine:
+        """Load another model (catalog id or path); the old one stays if the new one fails."""
+        name = (name or "").strip()
+        if not name:
+            raise KitError("choose a model from the list or type a path to a .gguf file")
+        self.check_allowed(name)
+        with self._load_lock:
+            new = self.on_llama(Engine.load, name, self.config)
+            old, self.engine, self.name = self.engine, new, name
+        if old is not None:
+            self.on_llama(old.close)
+        return new
+
+    def cancel(self, session: str) -> None:
+        event = self._cancel.get(session)
+        if event is not None:
+            event.set()
+
+    def _remember(self, answer_id: str, record: dict) -> None:
+        with self._answers_lock:
+            self._answers[answer_id] = record
+            while len(self._answers) > REMEMBERED_ANSWERS:
+                self._answers.popitem(last=False)
+
+    def answer_record(self, message: dict) -> dict:
+        """What produced an answer on the page: its provenance, question and text.
+
+        KitError when the page does not know the answer (it was edited, or given before the page
+        restarted), so a rating is never attributed to a model that did not give the answer.
+        """
+        answer_id = answer_id_of(message)
+        with self._answers_lock:
+            record = self._answers.get(answer_id) if answer_id else None
+        text = answer_text(message.get("content"))
+        if record is None:
+            raise KitError(
+                "the page does not know which model gave this answer (it was given before the page "
+                "restarted, or edited); ask again to rate it"
+            )
+        if record.get("withheld") and text.strip() == NOT_SURE:
+            raise KitError("this answer was withheld (answer only when sure): show it to rate it")
+        if record["answer"].strip() != text.strip():
+            raise KitError(
+                "this answer was edited after the model gave it; ask again to rate the model's own"
+            )
+        return record
+
+    def respond(
+        self, history: list[dict], system: str, sampling: Sampling, session: str = ""
+    ) -> Iterator[list[dict]]:
+        """Answer the last user message of `history`; yields the growing chatbot value.
+
+        The answer message carries its id in its metadata from the first piece on, and what
+        produced it is fixed before the first token (this engine, this system prompt, these
+        settings), whatever happens on the page meanwhile.
+        """
+        messages = history_messages(history)
+        if not messages or messages[-1]["role"] != "user":
+            raise KitError("empty question: type a question first")
+        system = (system or "").strip()
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        with self._load_lock:
+            self._active += 1
+        try:
+            if session in self._libraries:
+                yield from self._respond_library(history, messages, system, sampling, session)
+                return
+            yield from self._respond(history, messages, system, sampling, session)
+        finally:
+            with self._load_lock:
+                self._active -= 1
+            self.idle_soon()
+
+    def _respond(self, history, messages, system, sampling, session) -> Iterator[list[dict]]:
+        start = time.perf_counter()
+        reload = self.engine is None
+        engine = self.get()
+        load_s = time.perf_counter() - start if reload else 0.0
+        answer_id = uuid.uuid4().hex
+        question = messages[-1]["content"]
+        event = self._cancel[session] = threading.Event()
+        meta = {"id": answer_id}
+        shown = list(history) + [{"role": "assistant", "content": "", "metadata": meta}]
+        answer, last = "", 0.0
+        try:
+            for item in self.stream(engine, messages, sampling, event):
+                if isinstance(item, Stats):
+                    item.load_s = load_s
+                    # Read while the engine is still this answer's: its format is the one the
+                    # prompt was rendered in (a template past a bound switches it to a fallback).
+                    prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
+                    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                    conf = confidence.of_stats(item, engine.sha256)
+                    withheld = conf.abstains(self._sure.get(session))
+                    full = with_figures(answer, item, conf)
+                    self._remember(
+                        answer_id,
+                        {"question": question, "answer": answer, "provenance": prov, "time": when}
+                        | {"stats": item.as_dict(), "confidence": conf.as_dict(), "shown": full}
+                        | {"withheld": withheld},
+                    )
+                    content = with_figures(NOT_SURE, item, conf) if withheld else full
+                    shown[-1] = {"role": "assistant", "content": content, "metadata": meta}
+                    yield shown
+                    continue
+                answer += item
+                now = time.monotonic()
+                if session in self._sure:  # no answer is shown before it is known to be sure enough
+                    if not last:
+                        last = now
+                        shown[-1] = {"role": "assistant", "content": CHECKING, "metadata": meta}
+                        yield shown
+                    continue
+                if now - last >= stream_interval(len(answer)):  # the first piece goes out at once
+                    last = now
+                    shown[-1] = {"role": "assistant", "content": page_text.shown(answer), "metadata": meta}
+                    yield shown
+        finally:
+            if self._cancel.get(session) is event:
+                del self._cancel[session]
+
+    def answer_only_when_sure(self, session: str, on: bool) -> None:
+        """Turn "answer only when sure" on or off for one page session."""
+        if on:
+            self._sure[session] = confidence.SURE
+        else:
+            self._sure.pop(session, None)
+
+    def show_anyway(self, history: list[dict], index: int | None = None) -> list[dict]:
+        """The conversation with the withheld answer at `index` (default: the last answer) shown
+        as the model gave it, with its figures; KitError when that answer was not withheld."""
+        history = list(history or [])
+        message = _assistant_message(history, index)
+        answer_id = answer_id_of(message)
+        with self._answers_lock:
+            record = self._answers.get(answer_id) if answer_id else None
+        said = answer_text(message.get("content")).strip()
+        if record is None or not record.get("withheld") or said != NOT_SURE:
+            raise KitError("the last answer was not withheld: there is nothing more to show")
+        i = index if index is not None else history.index(message)
+        history[i] = {"role": "assistant", "content": record["shown"], "metadata": message.get("metadata")}
+        return history
+
+    # ---- answers from the user's library (research.library.grounded) ----
+
+    def use_library(self, session: str, name: str | None, mode: str = "always") -> str:
+        """Answer this session's questions from library `name` (None or "": from the model alone)."""
+        from research.library import grounded
+        from research.library import store as library
+
+        if not name or name == NO_LIBRARY:
+            self._libraries.pop(session, None)
+            return "Answers come from the model alone."
+        if mode not in grounded.MODES:
+            raise KitError(f"unknown lookup mode {mode!r}; choose from: {', '.join(grounded.MODES)}")
+        summary = library.open_library(name).summary()
+        self._libraries[session] = (name, mode)
+        return f"Answers look up {page_text.literal(name)} ({summary['passages']} passages) · {LOOKUP[mode]}"
+
+    def _respond_library(self, history, messages, system, sampling, session) -> Iterator[list[dict]]:
+        """The answer grounded in the session's library, its sources listed under it (each a link
+        to the page's /passage route) with what the library cost; hostile text stays text."""
+        from research.library import grounded
+
+        name, mode = self._libraries[session]
+        engine = self.get()
+        question = messages[-1]["content"]
+        earlier = [m for m in messages[:-1] if m["role"] != "system"]
+        # on this session's thread: the search (a ZIM's worker, its budget) never holds the model's
+        g = grounded.ground(
+            engine,
+            name,
+            question,
+            mode,
+            system=system or None,
+            history=earlier,
+            sampling=sampling,
+            run=self.on_llama,
+        )
+
+        def block(answer: str) -> str:
+            numbers, by = grounded.citations(answer, question, g.sources)
+            head = f"{SOURCES_HEAD} · {page_text.shown(g.figures())}"
+            listed = grounded.sources_markdown(name, g.sources, numbers) if g.sources else ""
+            return f"{head}\n\n{listed.removeprefix('**Sources**').strip()}" if listed else head
+
+        if g.closed_answer is not None and not g.looked_up:  # "unsure", and sure: the answer stands
+            answer_id, stats = uuid.uuid4().hex, g.closed_stats
+            prov = provenance.of(engine, system, sampling) | {"answer_id": answer_id}
+            when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            record = {"question": question, "answer": g.closed_answer, "provenance": prov, "time": when}
+            self._remember(answer_id, record | {"stats": stats.as_dict(), "library": g.as_dict()})
+            content = with_figures(g.closed_answer, stats) + block(g.closed_answer)
+            yield list(history) + [{"role": "assistant", "content": content, "metadata": {"id": answer_id}}]
+            return
+        for shown in self._respond(history, g.messages, system, sampling, session):
+            last = shown[-1]
+            answer = answer_text(last["content"])
+            shown[-1] = last | {"content": last["content"] + block(answer)}
+            with self._answers_lock:
+                record = self._answers.get(last["metadata"]["id"])
+            if record is not None:
+                record["library"] = g.as_dict()
+            yield shown
+
+    def rate(self, history: list[dict], index: int | None = None, path=None, **rating) -> Path:
+        """Append a rating of the answer at `index` (default: the last one) to the ratings file.
+
+        The rating names what produced that answer (its provenance), not what is loaded now.
+        """
+        message = _assistant_message(history, index)
+        record = self.answer_record(message)
+        rec = ratings.make_record(record["question"], record["answer"], record["provenance"], **rating)
+        signals = record.get("stats", {}).get("signals")
+        if signals:  # kept with the rating, so ratings recalibrate without recomputing them
+            rec["confidence_signals"] = signals
+        if record.get("library"):  # the library, its version and the passages the answer came with
+            rec["library"] = record["library"]
+        return ratings.append(rec, path)
+
+    def export(self, history: list[dict], system: str, folder: str | Path) -> tuple[Path, Path]:
+        """Write the conversation as Markdown and JSON into `folder`; returns both paths.
+
+        Each answer carries what produced it, when the page knows it (answers of another model
+        in the same conversation are named as such).
+        """
+        msgs = history_messages(history)
+        if not msgs:
+            raise KitError("nothing to export yet: the conversation is empty")
+        known = []
+        for m, raw in zip(
+            msgs, [m for m in history or [] if m.get("role") in ("user", "assistant")], strict=True
+        ):
+            prov = None
+            if m["role"] == "assistant":
+                try:
+                    prov = self.answer_record(raw)["provenance"]
+                except KitError:
+                    prov = None
+            known.append(prov)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        models = sorted({p["model"] for p in known if p})
+        md = [f"# Conversation with {', '.join(models) or 'a model'}", "", f"*{stamp}*", ""]
+        if system.strip():
+            md += ["**System:** " + system.strip(), ""]
+        for m, prov in zip(msgs, known, strict=True):
+            who = "You" if m["role"] == "user" else f"Model ({prov['model']})" if prov else "Model (unknown)"
+            md += [f"**{who}:** {m['content']}", ""]
+        md_path = folder / f"conversation-{stamp}.md"
+        md_path.write_text("\n".join(md), encoding="utf-8")
+        json_path = folder / f"conversation-{stamp}.json"
+        messages = [m | ({"provenance": p} if p else {}) for m, p in zip(msgs, known, strict=True)]
+        doc = {"time": stamp, "system": system, "messages": messages}
+        json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+        return md_path, json_path
+
+
+@dataclasses.dataclass
+class _Failed:
+    """An exception raised on the llama.cpp thread, to raise again on the page's side."""
+
+    error: BaseException
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system: collect cycles, stop idle template workers and the ZIM
+    search worker, and ask glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
+    import ctypes
+    import gc
+
+    from research.engine import templates as template_worker
+    from research.library import zim as library_zim
+
+    gc.collect()
+    template_worker.stop_idle()
+    library_zim.SEARCHER.close()  # the ZIM search worker and its cache; the next search starts another
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS)
+        pass
+
+
+def _assistant_message(history: list[dict], index: int | None) -> dict:
+    """The answer message at `index` of the chatbot value (default: the last answer)."""
+    history = list(history or [])
+    if index is None:
+        index = max((i for i, m in enumerate(history) if m.get("role") == "assistant"), default=-1)
+    if not 0 <= index < len(history) or history[index].get("role") != "assistant":
+        raise KitError("nothing to rate: ask a question and wait for its answer first")
+    return history[index]
+
+
+def present_models() -> list[str]:
+    """Catalog ids whose files are on this device (the page's model picker)."""
+    return [e.id for e in catalog().values() if e.local_path() is not None]
+
+
+def settings_dict(sampling: Sampling) -> dict:
+    return dataclasses.asdict(sampling)
+
+
+def model_label(name: str | None) -> str:
+    try:
+        return resolve(name).id
+    except KitError:
+        return str(name)

@@ -1,0 +1,131 @@
+"""Text on the page is shown as text: questions, answers, file names and model metadata are hostile.
+
+The page renders Markdown, and Gradio's Markdown renderer passes HTML through (after a sanitizer
+that keeps `<img>`): a question, a model's answer or a pasted document holding `<img src=...>` or
+`![](http://...)` would make the browser fetch another host, carrying the conversation off the
+device. The Content-Security-Policy (research.page.server) stops fetches to other hosts; this module
+makes sure the text is not HTML in the first place, whatever the renderer's parser makes of it.
+
+The rule that keeps it safe does not depend on agreeing with that parser: in the Markdown
+shown(), no `<` and no `![` written by anyone but the kit is left as it was.
+
+- Outside code, `&` and `<` become entities and `![` becomes `&#33;[` (an image becomes a link,
+  followed only when clicked); backslashes and backticks are escaped too (`\\\\`, `` \\` ``), so
+  no code span or fence can open in the renderer where the kit saw none.
+- Code blocks (fenced or indented) are found by a CommonMark parser (markdown-it-py), never by
+  patterns of our own: the kit's own detection differed from the renderer's (a backslash before a
+  backtick, a paragraph broken by a `#`, `-`, `>` or `<div>` line inside a code span, a fence
+  whose info string holds a backtick), and each difference was an `<img>` in Chromium. Each block
+  becomes the kit's own `<pre><code>` element holding its source lines, fences included, with
+  `&`, `<`, `>` and `!` as entities: shown exactly in the renderer, and still inert if a renderer
+  ever read it as Markdown.
+- Inline code stays text with its backticks shown; LaTeX is off on the page (demo/app.py).
+
+Where the renderer and CommonMark disagree, the worst that happens is an escape shown literally.
+`plain()` undoes exactly what `shown()` did, so what the page sends back is the text as typed.
+
+`shown("<img src=x> & ![a](b)")` -> `"&lt;img src=x> &amp; &#33;[a](b)"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
+#: The kit's own code element: what shown() writes around a code block, and plain() reads back.
+PRE, END = "<pre><code>", "</code></pre>"
+#: Outside code: (text, as shown), one character (or `![`) at a time, undone in reverse.
+_TEXT = {"\\": "\\\\", "`": "\\`", "&": "&amp;", "<": "&lt;"}
+_TEXT_IN = re.compile(r"!\[|[\\`&<]")
+_TEXT_OUT = re.compile(r"\\\\|\\`|&amp;|&lt;|&#33;\[")
+_UNTEXT = {v: k for k, v in _TEXT.items()} | {"&#33;[": "!["}
+#: Inside the kit's code element.
+_CODE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "!": "&#33;"}
+_CODE_OUT = re.compile(r"&amp;|&lt;|&gt;|&#33;")
+_UNCODE = {v: k for k, v in _CODE.items()}
+_BLOCK = re.compile(re.escape(PRE) + r"(.*?)" + re.escape(END) + r"(\n?)", re.S)
+
+
+@functools.cache
+def _parser():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark")
+
+
+def code_blocks(text: str) -> list[tuple[int, int]]:
+    """The code blocks of Markdown text as CommonMark sees them: [start, end) ranges of its lines
+    (split at "\\n" only; a lone carriage return is not a line break here, as in _lines).
+
+    `code_blocks("a\\n```\\nx\\n```\\nb")` -> [(1, 4)].
+    """
+    tokens = _parser().parse(text.replace("\r", "\x00"))  # markdown-it would break lines at "\r"
+    return [tuple(t.map) for t in tokens if t.type in ("fence", "code_block") and t.map]
+
+
+def _lines(text: str) -> list[str]:
+    """`_lines("a\\nb\\r\\n")` -> ["a\\n", "b\\r\\n"]: each line with its "\\n"."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+
+
+def _text(piece: str) -> str:
+    return _TEXT_IN.sub(lambda m: "&#33;[" if m.group() == "![" else _TEXT[m.group()], piece)
+
+
+def _code(piece: str) -> str:
+    return "".join(_CODE.get(c, c) for c in piece)
+
+
+def shown(text: str) -> str:
+    """Text as the page shows it: never HTML, never an image fetched from anywhere."""
+    lines = _lines(text)
+    out, pos = [], 0
+    for start, end in code_blocks(text):
+        if start < pos:  # nested inside a block already taken
+            continue
+        out.append(_text("".join(lines[pos:start])))
+        block = "".join(lines[start:end])
+        newline = "\n" if block.endswith("\n") else ""
+        out.append(f"{PRE}{_code(block[: len(block) - len(newline)])}{END}{newline}")
+        pos = end
+    out.append(_text("".join(lines[pos:])))
+    return "".join(out)
+
+
+def plain(text: str) -> str:
+    """Undo shown(): `plain(shown(t)) == t` for every text t."""
+    out, pos = [], 0
+    for m in _BLOCK.finditer(text):
+        out.append(_TEXT_OUT.sub(lambda x: _UNTEXT[x.group()], text[pos : m.start()]))
+        out.append(_CODE_OUT.sub(lambda x: _UNCODE[x.group()], m.group(1)) + m.group(2))
+        pos = m.end()
+    out.append(_TEXT_OUT.sub(lambda x: _UNTEXT[x.group()], text[pos:]))
+    return "".join(out)
+
+
+def figures(line: str) -> str:
+    """The line of figures under an answer (the kit's own text, small)."""
+    return f"\n\n<sub>◷ {shown(line)}</sub>"
+
+
+def strip_figures(text: str) -> str:
+    """`"Paris.\\n\\n<sub>◷ 3 prompt tokens …</sub>"` -> `"Paris."`."""
+    return FIGURES.sub("", text)
+
+
+#: What literal() writes as entities: every character that can open HTML, an entity, an escape,
+#: emphasis, code, a link or image, a table cell, a heading or math in a line of Markdown.
+_MARKUP = frozenset("&<>\\`*_[]!~|#$^{}")
+
+
+def literal(value) -> str:
+    """A value from a file or a user (a file name, a model's metadata) for one line of Markdown:
+    the kit's own `<code>` element with every character that could be markup as an entity, which
+    a Markdown renderer passes through and a browser shows exactly (no HTML, no links, no escapes,
+    whatever the renderer parses around it).
+
+    `literal("a<b>-c")` -> "<code>a&#60;b&#62;-c</code>".
+    """
+    text = " ".join(str(value).split())
+    return "<code>" + "".join(f"&#{ord(c)};" if c in _MARKUP else c for c in text) + "</code>"

@@ -1,0 +1,68 @@
+"""Two runs on the same questions, compared: can anyone tell them apart?
+
+Before asking people to judge two files blind, the records already say how often the two
+answers are the very same text (no one can tell those apart) and where one contains a
+reference and the other does not. After, the people's choices (research.ratings.rater.tally) give a
+preference share with its 95 % Wilson interval: an interval that holds 50 % means the people
+could not tell which file is better.
+"""
+
+from __future__ import annotations
+
+from research.qa.evaluate import wilson
+
+
+def compare(run_a: list[dict], run_b: list[dict]) -> dict:
+    """Paired outcomes of two runs (research.qa.evaluate.run records) on their common questions:
+    {"n", "identical", "both_right", "only_a", "only_b", "both_wrong"} by the `contains` score.
+
+    `compare([{"id": 1, "answer": "Paris", "scores": {"contains": True}}],
+    [{"id": 1, "answer": "Paris.", "scores": {"contains": True}}])` -> n 1, both_right 1.
+    """
+    b_by_id = {r["id"]: r for r in run_b if r.get("scores")}
+    out = dict.fromkeys(("n", "identical", "both_right", "only_a", "only_b", "both_wrong"), 0)
+    for a in run_a:
+        b = b_by_id.get(a["id"])
+        if not a.get("scores") or b is None:
+            continue
+        out["n"] += 1
+        out["identical"] += a["answer"].strip() == b["answer"].strip()
+        ra, rb = bool(a["scores"]["contains"]), bool(b["scores"]["contains"])
+        key = "both_right" if ra and rb else "only_a" if ra else "only_b" if rb else "both_wrong"
+        out[key] += 1
+    return out
+
+
+def preference(tally_row: dict | None, name: str) -> dict:
+    """How often people preferred `name` among the decided choices of one pair of a
+    research.ratings.rater.tally() result, with its 95 % Wilson interval; ties and "both wrong" apart.
+
+    `preference({"wins": {"a": 6, "b": 4}, "tie": 1, "both wrong": 2, "n": 13}, "a")` -> share 0.6.
+    """
+    if not tally_row:
+        return {"n": 0, "decided": 0, "share": None, "ci": (0.0, 1.0), "tie": 0, "both wrong": 0}
+    wins = tally_row["wins"]
+    decided = sum(wins.values())
+    k = wins.get(name, 0)
+    return {
+        "n": tally_row["n"],
+        "decided": decided,
+        "share": k / decided if decided else None,
+        "ci": wilson(k, decided) if decided else (0.0, 1.0),
+        "tie": tally_row["tie"],
+        "both wrong": tally_row["both wrong"],
+    }
+
+
+def verdict(pref: dict, name: str, other: str) -> str:
+    """One sentence on a preference(): told apart, or not (the interval holds 50 %)."""
+    if not pref["decided"]:
+        return f"no decided blind choices between {name} and {other} yet: nothing to tell"
+    lo, hi = pref["ci"]
+    share = f"{name} preferred in {pref['share']:.0%} of {pref['decided']} decided choices"
+    share += f" (95 % {lo:.0%}-{hi:.0%})"
+    if lo > 0.5:
+        return share + f": people can tell, and prefer {name}"
+    if hi < 0.5:
+        return share + f": people can tell, and prefer {other}"
+    return share + ": the interval holds 50 %, so these choices cannot tell the two files apart"
