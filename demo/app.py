@@ -22,7 +22,7 @@ _IMPORTS = time.perf_counter()
 import gradio as gr  # noqa: E402
 
 from research import device  # noqa: E402
-from research.engine.engine import EngineConfig, Sampling  # noqa: E402
+from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models.catalog import resolve  # noqa: E402
 from research.page import host as chat  # noqa: E402

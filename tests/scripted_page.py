@@ -24,7 +24,7 @@ def main() -> None:
     script = json.loads(Path(sys.argv[1]).read_text())
     port = int(sys.argv[2])
     page = runpy.run_path(str(ROOT / "demo" / "app.py"), run_name="scripted_page")
-    from research.engine.engine import Engine
+    from research.engine import Engine
     from research.engine.prompts import STOPS, ChatFormat
 
     info = SimpleNamespace(file_type_name=script.get("file_type_name", "Q4_0"), file_size=2**20)

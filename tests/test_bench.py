@@ -9,7 +9,7 @@ from fakes import FakeBackend
 from test_cli import run
 
 from research import device
-from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+from research.engine import Engine, EngineConfig, Sampling, conversation
 from research.engine.prompts import STOPS, ChatFormat
 from research.measure import bench, chat_timing
 from research.measure import compare as bench_compare

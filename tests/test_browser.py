@@ -64,7 +64,7 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
     "Show the answer anyway" is pressed (which questions are doubtful is read, not assumed)."""
     from test_page_confidence import DOUBTFUL, SHOWN, SURE
 
-    from research.confidence import methods as confidence
+    from research import confidence
     from research.measure import page_speed
     from research.page import host as chat
 

@@ -7,7 +7,7 @@ from fakes import FakeBackend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from research.engine.engine import Engine, Sampling
+from research.engine import Engine, Sampling
 from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
 from research.page import host as chat
@@ -195,7 +195,7 @@ def test_the_page_calls_llama_cpp_from_one_thread_whichever_thread_asks(monkeypa
     run on the host's one llama.cpp thread; its errors still reach the asker."""
     import threading
 
-    from research.engine.engine import Engine
+    from research.engine import Engine
 
     seen = []
     real_stream = Engine.stream

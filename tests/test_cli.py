@@ -380,7 +380,7 @@ def test_wrong_paths_and_sizes_are_one_line_before_loading(args, pattern, paths,
 
 def test_an_os_error_that_escapes_is_one_line(tmp_path, monkeypatch, capsys):
     """main()'s last line of defence: an OSError no check foresaw; programming errors still raise."""
-    from research.cli import main as cli
+    from research.cli import commands as cli
 
     monkeypatch.setattr(cli, "cmd_models", lambda args: open(tmp_path, "w"))  # a real EISDIR
     monkeypatch.delenv("RESEARCH_TRACEBACK", raising=False)
@@ -426,7 +426,7 @@ def test_an_os_error_that_escapes_is_one_line(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_sampling_refuses_values_out_of_range(field, value):
-    from research.engine.engine import Sampling
+    from research.engine import Sampling
     from research.errors import KitError
 
     with pytest.raises(KitError) as e:
@@ -437,7 +437,7 @@ def test_sampling_refuses_values_out_of_range(field, value):
 def test_sampling_keeps_its_bounds_and_none_meanings():
     import numpy as np
 
-    from research.engine.engine import Sampling
+    from research.engine import Sampling
 
     Sampling()
     Sampling(temperature=0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, max_tokens=1, seed=0)
@@ -470,7 +470,7 @@ def test_sampling_keeps_its_bounds_and_none_meanings():
     ],
 )
 def test_engine_config_refuses_values_out_of_range(field, value):
-    from research.engine.engine import EngineConfig
+    from research.engine import EngineConfig
     from research.errors import KitError
 
     with pytest.raises(KitError) as e:
@@ -479,8 +479,7 @@ def test_engine_config_refuses_values_out_of_range(field, value):
 
 
 def test_engine_config_keeps_none_meanings_and_shares_the_cli_ranges():
-    from research.engine import options
-    from research.engine.engine import EngineConfig
+    from research.engine import EngineConfig, options
     from research.errors import KitError
 
     EngineConfig(n_threads=None, n_ubatch=None, use_mmap=None, chat_format=None)  # auto, decided later

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from fakes import FakeBackend
 
-from research import jsonl
+from research import confidence, jsonl
 from research.confidence import calibration, selective
-from research.confidence import methods as confidence
-from research.engine.engine import Engine, Sampling, Stats, conversation
+from research.engine import Engine, Sampling, Stats, conversation
 from research.engine.prompts import STOPS, ChatFormat
+from research.engine.signals import token_signals
 from research.errors import KitError
-from research.qa import evaluate
+from research.evaluation import run as evaluate
 from research.ratings import store as ratings
 
 CHATML = ChatFormat("chatml", stops=STOPS["chatml"])
@@ -50,12 +50,12 @@ def test_answer_signals_skip_the_words_that_restate_the_question():
     # "The capital of Australia is" is near-certain restatement; "Canberra" carries the doubt
     texts = ["The", " capital", " of", " Australia", " is", " Can", "berra", "."]
     trace = [(-0.01, 0.1)] * 5 + [(-2.0, 3.0), (-0.5, 1.0), (-0.1, 0.2)]
-    s = confidence.token_signals(trace, texts, "What is the capital of Australia?")
+    s = token_signals(trace, texts, "What is the capital of Australia?")
     assert s["answer_first_logprob"] == -2.0  # " Can", the first word not in the question
     assert s["answer_mean_logprob"] == pytest.approx(-1.25)  # "Canberra" only: its two tokens
     assert s["mean_logprob"] == pytest.approx(sum(t[0] for t in trace) / 8)
     assert s["first_logprob"] == -0.01
-    assert confidence.token_signals([], [], "q") is None
+    assert token_signals([], [], "q") is None
 
 
 def test_agreement_and_semantic_entropy_after_normalization():

@@ -138,7 +138,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def _prepared(**config):
-    from research.engine.engine import EngineConfig, prepare
+    from research.engine import EngineConfig, prepare
 
     return prepare(None, EngineConfig(n_ctx=512, n_threads=2, **config))
 
@@ -168,7 +168,7 @@ def test_the_self_test_runs_the_model_in_a_child_once_per_engine_and_cpu(fresh_c
 
 @pytest.mark.model
 def test_a_file_the_kit_cannot_vouch_for_is_tried_at_every_load(fresh_cache, tmp_path):
-    from research.engine.engine import EngineConfig, prepare
+    from research.engine import EngineConfig, prepare
 
     copy = tmp_path / "copy.gguf"
     ref, info, config = _prepared()
@@ -206,7 +206,7 @@ def test_a_crash_on_a_cpu_with_amx_names_amx(fresh_cache, monkeypatch):
 def test_an_engine_whose_extra_layouts_crash_answers_without_them(fresh_cache):
     """The fallback: the test again with llama.cpp's extra buffer types off; if that works, the
     model loads so (and says why), and the verdict is remembered."""
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, Sampling, conversation
 
     ref, info, config = _prepared()
     verdict = selftest.ensure(ref.path, info, config, trusted=True, command=crashing(when_extra=True))
@@ -235,7 +235,7 @@ def test_chat_crashing_on_its_engine_prints_one_line_not_a_core_dump(tmp_path):
         import sys
         from research.engine import selftest
         selftest.child_command = lambda p, c, e: [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"]
-        from research.cli.main import main
+        from research.cli.commands import main
         sys.exit(main(["chat", "--prompt", "Hi", "--json", "--ctx", "512"]))
         """
     )

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackend
 
-from research.engine.engine import Engine
+from research.engine import Engine
 from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
-from research.qa import evaluate
+from research.evaluation import run as evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -272,7 +272,7 @@ def test_a_greedy_answer_is_the_same_asked_first_or_after_another(tmp_path):
     # takes other attention kernels than for the few rows a cached prefix leaves, and without a
     # reset before each question spo-001 came out "won by the United States" after cul-001 and
     # "won by Australia" on its own.
-    from research.engine.engine import EngineConfig
+    from research.engine import EngineConfig
 
     system = evaluate.SYSTEM + " " + "Be accurate and brief, and give the answer in plain words. " * 5
     by_id = {q["id"]: q for q in evaluate.load_questions()}

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackend
 
-from research.engine import prompts
-from research.engine.engine import Engine
+from research.engine import Engine, prompts
 from research.errors import KitError
-from research.qa import evaluate
+from research.evaluation import run as evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

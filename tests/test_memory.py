@@ -156,7 +156,7 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(tmp_path):
 def test_the_engine_reads_in_files_whose_weights_are_repacked(tmp_path):
     """Mapped, llama.cpp keeps the file's pages of repacked weights beside their copy (llama.cpp
     issue 16761); the engine reads such files in and holds each weight once."""
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, Sampling, conversation
 
     if device.cpu_kind() == "other":
         pytest.skip("llama.cpp repacks nothing on this CPU")

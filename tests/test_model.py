@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from research.engine.engine import Engine, EngineConfig, Sampling, Stats, conversation
+from research.engine import Engine, EngineConfig, Sampling, Stats, conversation
 from research.errors import KitError
 
 pytestmark = pytest.mark.model
@@ -132,7 +132,7 @@ def test_two_concurrent_requests_both_complete(engine):
 TOO_BIG = """
 import resource, sys, psutil
 import llama_cpp  # imported first: the limit is for the model, not for Python's imports
-from research.engine.engine import Engine
+from research.engine import Engine
 from research.errors import KitError
 from research.models.catalog import resolve
 vms = psutil.Process().memory_info().vms

@@ -8,7 +8,7 @@ import re
 import pytest
 from test_page import answer_text, ask_args, text
 
-from research.confidence import methods as confidence
+from research import confidence
 from research.page import host as chat
 
 pytestmark = [pytest.mark.page, pytest.mark.model]

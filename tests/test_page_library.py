@@ -17,6 +17,8 @@ import pytest
 from chromium import off_device, watched_tab
 from page_server import PageServer
 
+from research.page import sources as page_sources
+
 pytestmark = [pytest.mark.browser, pytest.mark.page]
 
 EVIL = "evil.example"
@@ -110,14 +112,13 @@ def test_sources_under_the_answer_open_the_passage_and_nothing_leaves(browser, p
 
 
 def test_the_passage_route_serves_text_to_this_device_only(page):
-    from research.library import grounded
 
     status, headers, body = get(page.url + "passage/harbour/1-0", headers=page.headers)
     assert status == 200, body
     assert headers["content-type"].startswith("text/plain")
     assert headers["x-content-type-options"] == "nosniff"
     assert "default-src 'self'" in headers["content-security-policy"]
-    assert grounded.passage_url("harbour", "1-0") == "/passage/harbour/1-0"
+    assert page_sources.passage_url("harbour", "1-0") == "/passage/harbour/1-0"
     for bad in ["passage/harbour/1-99999", "passage/harbour/..%2F..%2Fetc%2Fpasswd", "passage/nope/1-0"]:
         status, _, body = get(page.url + bad, headers=page.headers)
         assert status == 404 and body.count("\n") <= 1 and "root:" not in body, (bad, body)

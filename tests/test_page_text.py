@@ -96,9 +96,12 @@ def test_fixed_outputs():
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
-    assert page_text.literal("other-model.Q4_0 (1).gguf") == "<code>other-model.Q4_0 (1).gguf</code>".replace(
-        "_", "&#95;"
+    assert (
+        page_text.literal("other-model.Q4_0 (1).gguf") == "<code>other-model&#46;Q4&#95;0 (1)&#46;gguf</code>"
     )
+    assert page_text.literal("see http://e.x/a or www.e.x") == (
+        "<code>see http&#58;&#47;&#47;e&#46;x&#47;a or www&#46;e&#46;x</code>"
+    )  # no autolink: a bare address stays text
 
 
 def test_code_blocks_are_what_commonmark_says():

@@ -1,6 +1,6 @@
-"""Two runs compared answer by answer, and people's blind choices tallied (research.qa.pairs)."""
+"""Two runs compared answer by answer, and people's blind choices tallied (research.evaluation.pairs)."""
 
-from research.qa import pairs
+from research.evaluation import pairs
 
 
 def _rec(i, answer, right):

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from research import device
+from research.engine import fit_history
 from research.engine import templates as template_worker
-from research.engine.engine import fit_history
 from research.engine.prompts import (
     FORMATS,
     ORCA_SYSTEM,

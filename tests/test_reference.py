@@ -38,7 +38,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+from research.engine import Engine, EngineConfig, Sampling, conversation
 
 pytestmark = pytest.mark.model
 

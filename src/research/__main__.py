@@ -1,5 +1,5 @@
 import sys
 
-from research.cli.main import main
+from research.cli.commands import main
 
 sys.exit(main())

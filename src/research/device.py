@@ -12,6 +12,8 @@ import platform
 import re
 import resource
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -197,3 +199,18 @@ def peak_rss_mb() -> float:
 def rss_mb() -> float:
     """Current resident memory of this process in MB."""
     return psutil.Process(os.getpid()).memory_info().rss / MB
+
+
+def read_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
+    """Memory read bandwidth in GB/s: `threads` threads summing a 512 MiB array, best of `reps`."""
+    import numpy as np
+
+    a = np.ones(mib * MB // 8)
+    chunks = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(pool.map(np.sum, chunks))
+            best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9

@@ -5,6 +5,6 @@ measure (quantize, quality, memory, bench, eval), doctor (the machine's checks).
 May import: everything.
 """
 
-from research.cli.main import main
+from research.cli.commands import main
 
 __all__ = ["main"]

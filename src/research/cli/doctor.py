@@ -85,8 +85,7 @@ def _engine() -> tuple[Check, dict | None]:
 
 
 def _selftest(run: bool) -> Check:
-    from research.engine import selftest
-    from research.engine.engine import EngineConfig, prepare
+    from research.engine import EngineConfig, prepare, selftest
     from research.models import vouched as trust
 
     if not run:

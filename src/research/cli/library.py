@@ -8,7 +8,7 @@
     library eval NAME [--questions F]...  gained and lost answers per lookup mode (library_eval)
     library bench [--passages 100000]     retrieval time, index size and memory on a synthetic library
 
-research.cli.main registers `add_library` and hands `chat --library` to `chat()` here.
+research.cli.commands registers `add_library` and hands `chat --library` to `chat()` here.
 """
 
 from __future__ import annotations
@@ -119,13 +119,13 @@ def cmd_search(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from research.library.grounded import passage_text
+    from research.page.sources import passage_text
 
     print(passage_text(args.name, args.passage), end="")  # cleaned of control characters (Library)
 
 
 def cmd_eval(args) -> None:
-    from research.cli.main import engine_from
+    from research.cli.common import engine_from
     from research.library import evaluate as library_eval
     from research.library.grounded import Grounding
 
@@ -168,7 +168,7 @@ def eval_options(s) -> None:
 def eval_library(args) -> None:
     """`eval --library NAME [--compare-closed-book]`: the library's evaluation (library_eval) with
     `eval`'s own options; the default questions are the library's set and the kit's general one."""
-    from research.cli.main import engine_from
+    from research.cli.common import engine_from
     from research.library import evaluate as library_eval
     from research.library.grounded import MODES
 
@@ -196,9 +196,9 @@ def cmd_bench(args) -> None:
 
 def chat(engine, args, sampling) -> None:
     """`chat --library NAME [--lookup MODE]`: one grounded answer (--prompt) or a conversation."""
-    from research.engine.engine import Stats
+    from research.engine import Stats
+    from research.files import clean  # a passage's escape sequences, repeated, reach no terminal
     from research.library import grounded
-    from research.library.files import clean  # a passage's escape sequences, repeated, reach no terminal
 
     mode = args.lookup or "always"
     history: list[dict] = []
@@ -248,7 +248,7 @@ def chat(engine, args, sampling) -> None:
 
 
 def add_library(sub) -> None:
-    from research.cli.main import model_options
+    from research.cli.common import model_options
 
     p = sub.add_parser("library", help="your offline library: add documents and ZIM files, search, evaluate")
     lsub = p.add_subparsers(dest="library_command", metavar="ACTION", required=True)

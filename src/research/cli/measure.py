@@ -1,6 +1,6 @@
 """The measuring and evaluating commands: quantize, quality, memory, bench and eval.
 
-Each subcommand's options are defined beside the function that runs it (research.cli.main assembles
+Each subcommand's options are defined beside the function that runs it (research.cli.commands assembles
 the command line); every number is checked against research.engine.options before any model loads.
 """
 
@@ -10,11 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+from research import confidence
 from research.cli import library as cli_library
-from research.cli.main import THREADS_HELP, engine_from, model_options, models_option
-from research.confidence import methods as confidence
+from research.cli.common import THREADS_HELP, engine_from, model_options, models_option
 from research.engine import options
 from research.errors import KitError
+from research.measure.signals import signal_cost
 from research.units import MB
 
 
@@ -190,7 +191,7 @@ EVAL_CTX = 1024
 
 def cmd_eval(args) -> None:
     from research.confidence.methods import METHODS
-    from research.qa import evaluate
+    from research.evaluation import run as evaluate
 
     if args.ctx is None:  # passages need room: the same context as `library eval`
         args.ctx = cli_library.LIBRARY_CTX if args.library else EVAL_CTX
@@ -257,8 +258,8 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
     """Fit and save a calibration of every method the records carry signals for, on all of them."""
     import hashlib
 
+    from research import confidence
     from research.confidence import calibration, selective
-    from research.confidence import methods as confidence
 
     saved = []
     for name, method in confidence.METHODS.items():
@@ -286,10 +287,10 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
 def _signal_cost(args, questions: list[dict]) -> None:
     """Decode the first --limit questions (default 10) with the free signals on and off, side by side."""
     asked = [q["question"] for q in questions[: args.limit or 10]]
-    from research.engine.engine import EngineConfig
+    from research.engine import EngineConfig
 
     config = EngineConfig(n_ctx=args.ctx, n_threads=args.threads, chat_format=args.format)
-    got = confidence.signal_cost(args.model, config, asked)
+    got = signal_cost(args.model, config, asked)
     on, off = got["on"], got["off"]
     print(
         f"free signals: decode {on['tokens'] / on['decode_s']:.1f} t/s with them, "
@@ -472,7 +473,7 @@ def _signal_kinds(text: str) -> list[str]:
     """An argparse type: "samples,p_true" -> ["samples", "p_true"], each a kind evaluate knows."""
     import argparse
 
-    from research.qa.evaluate import EXTRA
+    from research.evaluation.run import EXTRA
 
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in EXTRA for n in names):

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from research import paths
+from research import files, paths
+from research.confidence import methods
 from research.errors import KitError
 
 #: Folds of the cross-validation: 5 keeps 80 % of a 310-question set for each fit.
@@ -300,7 +301,6 @@ def validate(d, model_sha256: str, method: str) -> Calibration:
     """A calibration read from a file, checked before any answer uses it: a JSON object of this
     model file and method, its signal names known, its weights finite and of one shape.
     ValueError saying what is wrong otherwise."""
-    from research.confidence import methods as confidence
 
     if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
         raise ValueError("not a calibration (no model object)")
@@ -310,7 +310,7 @@ def validate(d, model_sha256: str, method: str) -> Calibration:
         raise ValueError("it is for another model file (its model_sha256 differs)")
     m = d["model"]
     names = m.get("names")
-    known = {s for meth in confidence.METHODS.values() for s in meth.signals}
+    known = {s for meth in methods.METHODS.values() for s in meth.signals}
     if (
         not isinstance(names, list)
         or not 0 < len(names) <= MAX_FEATURES
@@ -345,21 +345,20 @@ def load(model_sha256: str, method: str) -> Calibration | None:
     large, not a regular file) costs the calibrated figure only, never the answer: it is named
     once in a warning on stderr and None is returned, as for a model without one.
     """
-    from research.library import files as library_files
 
     for root in (paths.user_data_dir() / "calibrations", shipped_dir()):
         path = folder(model_sha256, root) / f"{method}.json"
         if not path.exists() and not path.is_symlink():
             continue
         try:
-            data = library_files.read_file(path, MAX_FILE_MB, what_kind="a calibration")
+            data = files.read_file(path, MAX_FILE_MB, what_kind="a calibration")
             cal = validate(json.loads(data), model_sha256, method)
         except (KitError, ValueError, RecursionError, MemoryError) as e:
             if _DAMAGED.get((model_sha256, method)) != path:
                 _DAMAGED[(model_sha256, method)] = path
                 why = " ".join(str(e).split())[:160]
                 print(
-                    f"warning: {library_files.shown(path)} is damaged ({why}); answers show no calibrated "
+                    f"warning: {files.shown(path)} is damaged ({why}); answers show no calibrated "
                     "confidence until it is deleted (python -m research eval --calibrate makes a new one)",
                     file=sys.stderr,
                 )
@@ -367,3 +366,20 @@ def load(model_sha256: str, method: str) -> Calibration | None:
         _DAMAGED.pop((model_sha256, method), None)
         return cal
     return None
+
+
+# The confidence shown with an answer.
+def of_signals(signals: dict | None, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
+    """The calibrated confidence of an answer with these signals, from the saved calibration of
+    this model file and method (load); uncalibrated when there is none."""
+    cal = load(model_sha256, method) if model_sha256 else None
+    p = cal.probability(signals) if cal is not None and signals else None
+    bad = cal is None and model_sha256 and damaged(model_sha256, method)
+    words = methods.DAMAGED if bad else methods.label(p)
+    return methods.Confidence(p, method, cal.id if cal is not None and p is not None else None, words)
+
+
+def of_stats(stats, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
+    """The calibrated confidence of an answer just streamed, from its Stats (the page calls this
+    with `engine.sha256`); free methods only, as only those are in the Stats."""
+    return of_signals(getattr(stats, "signals", None), model_sha256, method)

@@ -28,7 +28,7 @@ from research.engine.memory import KV_TYPES
 from research.errors import KitError
 
 if TYPE_CHECKING:
-    from research.engine.engine import EngineConfig, Sampling
+    from research.engine.types import EngineConfig, Sampling
 
 
 class _NoTemplates:
@@ -166,7 +166,7 @@ class LlamaBackend:
 
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         """Tokens of `text`; `special`: control-token texts become control tokens (only for the
-        chat format's own markers: research.engine.engine.prompt_tokens); `bos`: a BOS in front, as the
+        chat format's own markers: research.engine.prompt.prompt_tokens); `bos`: a BOS in front, as the
         model wants, unless the text starts with it."""
         add_bos = bos and self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
         return self.llm.tokenize(text.encode(), add_bos=add_bos, special=special)

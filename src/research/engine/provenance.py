@@ -62,7 +62,7 @@ def of(engine, system: str | None, sampling) -> dict:
     """The provenance of an answer `engine` gives with this system prompt and sampling, with its
     run key ("run").
 
-    `sampling` is a research.engine.engine.Sampling (or a dict of its fields).
+    `sampling` is a research.engine.types.Sampling (or a dict of its fields).
     """
     fmt, backend = engine.format, engine.backend
     sampling = dataclasses.asdict(sampling) if dataclasses.is_dataclass(sampling) else dict(sampling)

@@ -265,8 +265,8 @@ def _child(argv: list[str]) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):
         pass
-    from research.engine.engine import EngineConfig, Sampling
     from research.engine.llama import LlamaBackend
+    from research.engine.types import EngineConfig, Sampling
 
     path, raw = argv
     settings = json.loads(raw)

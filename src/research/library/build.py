@@ -1,6 +1,6 @@
 """Building a library: scan folders and files, read what changed, write a new version atomically.
 
-Only regular files under the chosen folders are read (research.library.files: links leading
+Only regular files under the chosen folders are read (research.files: links leading
 out, pipes, devices and sockets are refused). A file is known by its path; it is read again only
 when its size or modification time changed (or the kit's chunking did: research.library.store.FORMAT,
 MAX_PASSAGE_CHARS). The passages of the others are copied from the previous version. A broken or
@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research import paths
+from research import files, paths
 from research.errors import KitError
-from research.library import files, zim
 from research.library import sources as src
-from research.library.store import FORMAT, Library, _locked, _title, check_name, libraries_dir, tokenize
+from research.library import zim
+from research.library.ranking import title_of, tokenize
+from research.library.store import FORMAT, Library, _locked, check_name, libraries_dir
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Report:
 
 def scan(roots: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The files under `roots` the library reads (in folder order, hidden ones passed over), and
-    the files and roots it refuses, with why (research.library.files.scan)."""
+    the files and roots it refuses, with why (research.files.scan)."""
     return files.scan(roots, src.kind_of)
 
 
@@ -136,7 +137,7 @@ def _build(
                 _, info = prev
                 for n in range(info["first"], info["first"] + info["count"]):
                     rec = old.stored(n)
-                    put({**rec, "f": fno}, _title(rec.get("d") or info.get("title", ""), rec.get("s", "")))
+                    put({**rec, "f": fno}, title_of(rec.get("d") or info.get("title", ""), rec.get("s", "")))
                 entry |= {k: info[k] for k in info if k not in entry and k not in ("first", "count")}
                 report.kept += 1
             else:
@@ -209,7 +210,7 @@ def _read_into(path: Path, roots: list[Path], fno: int, put, max_chars: int, pro
     if src.kind_of(path) != "zim":
         doc = src.read(path, roots)
         for pos, (sec, text) in enumerate(src.passages(doc, max_chars), 1):
-            put({"f": fno, "p": pos, "s": sec, "x": text}, _title(doc.title, sec))
+            put({"f": fno, "p": pos, "s": sec, "x": text}, title_of(doc.title, sec))
         return {"title": doc.title}
     probed = zim.probe(path, roots)
     info = {
@@ -235,7 +236,7 @@ def _read_into(path: Path, roots: list[Path], fno: int, put, max_chars: int, pro
                     sec, text = src.cap_title(str(sec)), str(text)[:max_chars]
                     put(
                         {"f": fno, "p": pos, "d": title, "s": sec, "e": entry_path, "x": text},
-                        _title(title, sec),
+                        title_of(title, sec),
                     )
                 bar.update(int(msg["i"]) + 1 - bar.n)
     if unreadable:

@@ -8,7 +8,7 @@ is the closed-book answer, "always" the grounded one, and "unsure" is the ground
 when the closed-book answer's confidence is below the threshold (its time counts both answers
 then). Citation accuracy: of the right answers given with the library, the share whose cited
 passage (the model's own [n], else the kit's attribution) holds a reference answer, scored as
-research.qa.evaluate scores answers ("contains").
+research.evaluation.run scores answers ("contains").
 
 Records (one per question and mode) go to the user's data folder through research.jsonl, each
 saying what produced it: research.engine.provenance of the closed-book setting, the grounded prompt,
@@ -26,14 +26,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from research import jsonl, paths
-from research.engine import provenance
-from research.engine.engine import Engine, Sampling, conversation
+from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
+from research.evaluation import run as evaluate
+from research.evaluation.run import score, wilson
 from research.library import grounded
 from research.library import store as lib
 from research.library.grounded import MODES, Grounding
-from research.qa import evaluate
-from research.qa.evaluate import score, wilson
 
 
 def default_questions() -> list[str]:

@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from research.engine.engine import Engine, Sampling, Stats, conversation
+from research.engine import Engine, Sampling, Stats, conversation
 from research.errors import KitError
+from research.library import ranking
 from research.library import store as lib
-from research.page import text as page_text
 from research.qa import scoring
 
 MODES = ("never", "always", "unsure")
@@ -84,7 +84,7 @@ UNKNOWN = re.compile(r"\b(unknown|not known|no record)\b", re.I)
 
 
 def _content(text: str) -> list[str]:
-    return lib.query_terms(text)
+    return ranking.query_terms(text)
 
 
 @register_confidence("heuristic")
@@ -132,7 +132,7 @@ def closed_book_confidence(engine: Engine, grounding: Grounding, question: str, 
     probability for "calibrated" when this model has a calibration, else CONFIDENCE's function."""
     name = grounding.confidence
     if name == "calibrated":
-        from research.confidence import methods as confidence
+        from research import confidence
 
         p = confidence.of_stats(stats, engine.sha256).p
         if p is not None:
@@ -254,7 +254,7 @@ def _words(text: str) -> set[str]:
     """Content words, as the answer scoring sees them: `_words("The 3 eggs.")` -> {"3", "eggs"}."""
     from bm25s.stopwords import STOPWORDS_EN
 
-    from research.qa.evaluate import normalize
+    from research.evaluation.run import normalize
 
     return set(normalize(text).split()) - set(STOPWORDS_EN)
 
@@ -404,49 +404,3 @@ def answer(engine: Engine, library: str, question: str, mode: str = "always", **
         "total_s": time.perf_counter() - t,
         "grounded": g,
     }
-
-
-# ---- for the page ----
-
-
-def passage_url(library: str, pid: str) -> str:
-    """The page's local route for a passage: `/passage/kit/3-17` (both parts checked, URL-safe)."""
-    lib.check_name(library)
-    if not lib.PASSAGE_ID.match(pid):
-        raise KitError(f"{pid!r} is not a passage id")
-    return f"/passage/{library}/{pid}"
-
-
-def sources_markdown(
-    library: str, sources: Sequence[Source | dict], cited_numbers: Sequence[int] = ()
-) -> str:
-    """The sources under an answer, as Markdown that can hold no HTML, image or outside link.
-
-    Titles, file names and snippets are code spans (page_text.literal); each source links to
-    the kit's own route /passage/<library>/<id>, which serves the passage as text.
-    """
-    if not sources:
-        return ""
-    lines = ["**Sources**", ""]
-    for s in sources:
-        d = s.as_dict() if isinstance(s, Source) else s
-        h = s.hit if isinstance(s, Source) else None
-        mark = " ✓ cited" if d["n"] in cited_numbers else ""
-        name = d["source"].rsplit("/", 1)[-1]
-        snippet = (h.text if h else d.get("text", ""))[:160]
-        lines.append(
-            f"{d['n']}. [{page_text.literal(d['title'])}]({passage_url(library, d['id'])}) · "
-            f"{page_text.literal(name)} · passage {int(d['position'])} · score {float(d['score']):.2f}{mark}"
-        )
-        if snippet:
-            lines.append(f"   {page_text.literal(snippet + ('…' if len(snippet) == 160 else ''))}")
-    return "\n".join(lines)
-
-
-def passage_text(library: str, pid: str) -> str:
-    """A passage as plain text for the page's /passage route: a header line, then the passage.
-
-    KitError (one line) for a library or id that does not exist, or a library updated since.
-    """
-    hit = lib.open_library(library).passage(pid)
-    return f"{hit.title}\n{hit.source} · passage {hit.position}\n\n{hit.text}\n"

@@ -2,7 +2,7 @@
 
 Every document is hostile content (a journalist's leaked files, a web page saved years ago): it is
 read as text and only as text, and in time linear in its size. A file is opened only when it is
-a regular file under the library's folders and read by at most a size cap (research.library.files).
+a regular file under the library's folders and read by at most a size cap (research.files).
 HTML is reduced to its words by a tokenizer of this module (scripts, styles and tags dropped,
 never kept as HTML); Python's html.parser is not used, since it is quadratic on some input
 (CVE-2025-6069). Markdown loses its images, links and raw tags, line by line, through string
@@ -33,10 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research import child
+from research import child, files
 from research.errors import KitError
-from research.library import files
-from research.library.files import clean
+from research.files import clean
 from research.units import MB
 
 #: Characters of a passage at most. GPT4All's LocalDocs cuts 512-character snippets and puts

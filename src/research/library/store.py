@@ -16,7 +16,7 @@ rank, since BM25 scores of different indexes do not compare. A search takes at m
 SEARCH_BUDGET_S: a ZIM that would take longer is left out of that question's answer, in one line.
 
 What a search returns is shown to people (terminal, page, records): its titles, names and texts
-are cleaned of control characters (research.library.files.clean), and a document is named by
+are cleaned of control characters (research.files.clean), and a document is named by
 its path from the folder the user chose, never by the folders above it.
 """
 
@@ -36,8 +36,9 @@ from pathlib import Path
 
 from research import paths
 from research.errors import KitError
+from research.files import clean, shown
 from research.library import zim
-from research.library.files import clean, shown
+from research.library.ranking import query_terms, title_of
 
 #: The index layout and chunking; a library of another format is read again from its files.
 #: 2: paths from the chosen folders, the title once per file, short sections sharing passages.
@@ -90,35 +91,6 @@ class Hit:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def tokenize(texts: list[str], progress: bool = False):
-    """bm25s's tokens (lower case, English stop words dropped) as ids and a vocabulary."""
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords="en", show_progress=progress)
-
-
-def query_terms(query: str) -> list[str]:
-    """`query_terms("What is the capital of Zorbia?")` -> ["capital", "zorbia"]."""
-    import bm25s
-
-    return bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
-
-
-def bm25_rank(texts: list[str], query: str, k: int) -> list[tuple[int, float]]:
-    """(index, score) of the best `k` of a few `texts` for `query`, by BM25 (scores above 0)."""
-    import bm25s
-
-    if not texts:
-        return []
-    retriever = bm25s.BM25()
-    retriever.index(tokenize(texts), show_progress=False)
-    terms = [t for t in query_terms(query) if t in retriever.vocab_dict]
-    if not terms:
-        return []
-    docs, scores = retriever.retrieve([terms], k=min(k, len(texts)), show_progress=False, n_threads=0)
-    return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
 
 def current_version(root: Path, name: str) -> str:
@@ -196,7 +168,7 @@ class Library:
         f = self.files[rec["f"]]
         name = self.file_name(f)
         source = f"{name}:{rec['e']}" if "e" in rec else name
-        title = rec["t"] if "t" in rec else _title(rec.get("d") or f.get("title", ""), rec.get("s", ""))
+        title = rec["t"] if "t" in rec else title_of(rec.get("d") or f.get("title", ""), rec.get("s", ""))
         return Hit(pid, round(score, 4), shown(title), shown(source), rec["p"], clean(rec["x"]), f["kind"])
 
     def _search_stored(self, query: str, k: int) -> list[Hit]:
@@ -323,11 +295,6 @@ class Library:
             "updated": m["updated"],
             "roots": m["roots"],
         }
-
-
-def _title(doc_title: str, section: str) -> str:
-    """`_title("Report", "Costs")` -> "Report › Costs"; the section alone is not repeated."""
-    return f"{doc_title} › {section}" if section and section != doc_title else doc_title
 
 
 _OPEN: dict[str, Library] = {}

@@ -6,7 +6,7 @@ time `probe()` opens the file in a child, reads its metadata, searches its full-
 and reads a sample of entries from the whole archive (PROBE_SAMPLE, not only its first); a ZIM
 without its own index then has every article read by `articles()` in a child that writes one
 line per article, under a memory bound and a deadline between articles. Nothing of a ZIM is read
-in the kit's own process. Each child is handed the file already open (research.library.files:
+in the kit's own process. Each child is handed the file already open (research.files:
 a regular file under the library's folders) and reads it as /dev/fd/N.
 
 A ZIM with its own full-text index (Kiwix's Wikipedia files have one) is searched at question
@@ -31,9 +31,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from research import child
+from research import child, files
 from research.errors import KitError
-from research.library import files
+from research.library import ranking
 from research.library import sources as src
 from research.units import MB
 
@@ -204,8 +204,6 @@ def _serve() -> None:
     """The question-time worker: one JSON request a line on stdin, one JSON reply a line."""
     import resource
 
-    from research.library import store as library
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the kit's answer, not the worker
     src.limit_child(None, ZIM_MEMORY_MB, "RLIMIT_DATA")
     archives: dict[str, object] = {}
@@ -247,8 +245,8 @@ def _serve() -> None:
             if article is not None:
                 entry_path, title, passages = article
                 for pos, (sec, text) in enumerate(passages, 1):
-                    candidates.append((index, entry_path, pos, library._title(title, sec), text))
-        ranked = library.bm25_rank([f"{c[3]}\n{c[4]}" for c in candidates], req["query"], req["k"])
+                    candidates.append((index, entry_path, pos, ranking.title_of(title, sec), text))
+        ranked = ranking.bm25_rank([f"{c[3]}\n{c[4]}" for c in candidates], req["query"], req["k"])
         hits = [[*candidates[i], score] for i, score in ranked]
         return {"hits": hits, "reduced": cache.reduced - before}
 
@@ -258,7 +256,7 @@ def _serve() -> None:
         if article is None:
             raise KitError(f"entry {req['entry']} is no text article")
         entry_path, title, found = article
-        return {"path": entry_path, "passages": [[library._title(title, s), t] for s, t in found]}
+        return {"path": entry_path, "passages": [[ranking.title_of(title, s), t] for s, t in found]}
 
     _say({"ready": os.getpid()})
     for line in sys.stdin:

@@ -13,7 +13,7 @@ import statistics
 import time
 
 from research import child, device, energy
-from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+from research.engine import Engine, EngineConfig, Sampling, conversation
 from research.errors import KitError
 from research.llamacpp import build
 from research.llamacpp.bench import row

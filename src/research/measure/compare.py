@@ -14,15 +14,13 @@ import statistics
 import sys
 
 from research import device
-from research.engine import memory
-from research.engine.engine import Engine, EngineConfig
+from research.engine import Engine, EngineConfig, memory
 from research.errors import KitError
 from research.llamacpp import bench as llama_bench
 from research.llamacpp.bench import row
 from research.measure import page as page_bench
 from research.measure.chat_timing import check_pp, cold_start, kit_once, model_fields, ttft_parts
 from research.models.catalog import resolve
-from research.selection import projection
 from research.units import MB
 
 
@@ -89,7 +87,7 @@ def compare(
     b = engine.backend
     estimate = memory.estimate(engine.info, b.n_ctx, b.kv_type, n_ubatch=b.n_ubatch, mapped=b.mapped)
     engine_peak = device.peak_rss_mb()
-    bandwidth = projection.read_bandwidth(threads)
+    bandwidth = device.read_bandwidth(threads)
     # Each step reads every weight once (an untied token_embd only a row) and the KV cache up to
     # its position: depth + tg/2 on average.
     read = memory.estimate(engine.info, b.n_ctx, b.kv_type, mapped=True).weights

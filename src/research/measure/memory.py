@@ -18,7 +18,7 @@ from research.units import MB
 def _measure_here(argv: list[str]) -> None:
     """The child: load, answer a full prompt batch plus 32 tokens, print the peaks as JSON."""
     from research import device
-    from research.engine.engine import Engine, EngineConfig, Sampling, conversation
+    from research.engine import Engine, EngineConfig, Sampling, conversation
 
     path, n_ctx, kv_type = argv[0], int(argv[1]), argv[2]
     before = device.rss_mb()

@@ -18,7 +18,7 @@ import statistics
 import time
 
 from research import device
-from research.engine.engine import Sampling
+from research.engine import Sampling
 from research.errors import KitError
 from research.measure.page import QUIET_BROWSER, Page, find_browser
 
@@ -115,7 +115,7 @@ def ask(tab, question: str, max_tokens: int, new_conversation: bool = True) -> d
 
 def engine_alone(model, threads: int, question: str, max_tokens: int) -> dict:
     """The same greedy answer from the engine in this process: no page, no browser."""
-    from research.engine.engine import Engine, EngineConfig, conversation
+    from research.engine import Engine, EngineConfig, conversation
     from research.page.host import DEFAULT_SYSTEM
 
     engine = Engine.load(model, EngineConfig(n_ctx=4096, n_threads=threads))

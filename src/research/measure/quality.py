@@ -89,7 +89,7 @@ class _Scorer:
     """One model loaded for chunked scoring: log-probs of the second half of each chunk."""
 
     def __init__(self, model, n_ctx: int, threads: int | None):
-        from research.engine.engine import Engine, EngineConfig
+        from research.engine import Engine, EngineConfig
 
         self.ref = resolve(model)
         self.engine = Engine.load(self.ref, EngineConfig(n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads))

@@ -25,11 +25,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from research.confidence import methods as confidence
-from research.engine import provenance
-from research.engine.engine import Engine, EngineConfig, Sampling, Stats
+from research import confidence
+from research.engine import Engine, EngineConfig, Sampling, Stats, provenance
 from research.errors import KitError
 from research.models.catalog import catalog, models_dir, resolve
+from research.page import sources as page_sources
 from research.page import text as page_text
 from research.ratings import store as ratings
 
@@ -461,7 +461,7 @@ class ModelHost:
         def block(answer: str) -> str:
             numbers, by = grounded.citations(answer, question, g.sources)
             head = f"{SOURCES_HEAD} · {page_text.shown(g.figures())}"
-            listed = grounded.sources_markdown(name, g.sources, numbers) if g.sources else ""
+            listed = page_sources.sources_markdown(name, g.sources, numbers) if g.sources else ""
             return f"{head}\n\n{listed.removeprefix('**Sources**').strip()}" if listed else head
 
         if g.closed_answer is not None and not g.looked_up:  # "unsure", and sure: the answer stands

@@ -44,6 +44,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from research.errors import KitError
+from research.page import sources as page_sources
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -525,10 +526,8 @@ def passage(library: str, pid: str):
     """
     from fastapi.responses import PlainTextResponse
 
-    from research.library import grounded
-
     try:
-        text = grounded.passage_text(library, pid)
+        text = page_sources.passage_text(library, pid)
     except KitError as e:
         return PlainTextResponse(f"{e}\n", status_code=404)
     return PlainTextResponse(text, headers={"content-disposition": "inline"})

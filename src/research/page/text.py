@@ -115,8 +115,9 @@ def strip_figures(text: str) -> str:
 
 
 #: What literal() writes as entities: every character that can open HTML, an entity, an escape,
-#: emphasis, code, a link or image, a table cell, a heading or math in a line of Markdown.
-_MARKUP = frozenset("&<>\\`*_[]!~|#$^{}")
+#: emphasis, code, a link or image, a table cell, a heading or math in a line of Markdown, and those
+#: that make a bare address a link (GFM's autolinks: "http:", "www.", "a@b").
+_MARKUP = frozenset("&<>\\`*_[]!~|#$^{}:/@.")
 
 
 def literal(value) -> str:

@@ -191,7 +191,7 @@ def speed_finding(
 
 
 def answers_findings(summary: dict, papers_model: bool, model: str, where: str) -> list[Finding]:
-    """Accurate answers and hallucinations on the paper's three topics (a research.qa.evaluate
+    """Accurate answers and hallucinations on the paper's three topics (a research.evaluation.run
     summary of those questions). Testable only on the paper's model: other models' figures are
     shown, with the verdict "not testable here". On Orca-Mini the rules are: "accurate" when the
     95 % interval of answers containing a reference lies above 50 %; "sometimes hallucinates" when

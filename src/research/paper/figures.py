@@ -347,7 +347,7 @@ def orca_speed(
 
 def topic_intervals(summaries: dict[str, dict], key: str = "contains") -> Figure:
     """Per-topic share of answers (`key`) with 95 % Wilson intervals, one colour per run label:
-    {label: research.qa.evaluate.summarize() result}."""
+    {label: research.evaluation.run.summarize() result}."""
     fig = Figure(figsize=(7, 3.8))
     ax = fig.subplots()
     topics = sorted({t for s in summaries.values() for t in s["per_topic"]})
@@ -370,7 +370,7 @@ def topic_intervals(summaries: dict[str, dict], key: str = "contains") -> Figure
 
 
 def ab_outcomes(stats: dict, names: tuple[str, str]) -> Figure:
-    """Two runs on the same questions (research.qa.pairs.compare): identical answers, and where
+    """Two runs on the same questions (research.evaluation.pairs.compare): identical answers, and where
     one is right and the other not."""
     fig = Figure(figsize=(6, 3))
     ax = fig.subplots()

@@ -189,7 +189,7 @@ def hedged(answer: str) -> bool:
     return bool(HEDGE.search(answer))
 
 
-# The kit's own scores (research.qa.evaluate's records since the first version).
+# The kit's own scores (research.evaluation.run's records since the first version).
 REFUSAL = re.compile(
     r"\b(i (do not|don't|dont) know|i'?m not sure|i am not sure|i cannot (answer|say)|i can'?t (answer|say)|"
     r"no information|not able to answer|unable to answer|i have no (idea|knowledge))\b",

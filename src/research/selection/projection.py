@@ -11,8 +11,6 @@ projection's error honestly.
 from __future__ import annotations
 
 import statistics
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -221,18 +219,3 @@ def format_check(rows: list[dict]) -> str:
     mae = statistics.median(abs(r["error"]) for r in rows)
     lines.append(f"median absolute error of the leave-one-out projection: {mae:.0%} over {len(rows)} figures")
     return "\n".join(lines)
-
-
-def read_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
-    """Memory read bandwidth in GB/s: `threads` threads summing a 512 MiB array, best of `reps`."""
-    import numpy as np
-
-    a = np.ones(mib * MB // 8)
-    chunks = np.array_split(a, threads)
-    best = float("inf")
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in range(reps):
-            t = time.perf_counter()
-            list(pool.map(np.sum, chunks))
-            best = min(best, time.perf_counter() - t)
-    return a.nbytes / best / 1e9

@@ -184,7 +184,7 @@ def next_token_logprobs(model, text: str, n_tokens: int = 64, threads: int | Non
     02 compares by hand before research.measure.quality computes KL divergence over every position."""
     import numpy as np
 
-    from research.engine.engine import Engine, EngineConfig
+    from research.engine import Engine, EngineConfig
     from research.measure.quality import log_softmax
 
     engine = Engine.load(model, EngineConfig(n_ctx=512, n_threads=threads, token_signals=False))

@@ -15,6 +15,7 @@ import sys
 import threading
 
 from research.cli import library as cli_library
+from research.cli.common import engine_from, model_options
 from research.engine import options
 from research.errors import KitError
 from research.llamacpp.build import DEFAULT_TARGETS, KINDS
@@ -66,16 +67,8 @@ def cmd_build(args) -> None:
     print(json.dumps(record, indent=2))
 
 
-def engine_from(args):
-    from research.engine.engine import Engine, EngineConfig
-
-    return Engine.load(
-        args.model, EngineConfig(n_ctx=args.ctx, n_threads=args.threads, chat_format=args.format)
-    )
-
-
 def _sampling(args):
-    from research.engine.engine import Sampling
+    from research.engine import Sampling
 
     return Sampling(
         args.temperature, args.top_k, args.top_p, args.min_p, args.repeat_penalty, args.max_tokens, args.seed
@@ -83,8 +76,7 @@ def _sampling(args):
 
 
 def cmd_chat(args) -> None:
-    from research.engine import provenance
-    from research.engine.engine import Stats, conversation
+    from research.engine import Stats, conversation, provenance
 
     if args.lookup and not args.library:
         raise KitError("--lookup chooses when to consult a library: name one with --library NAME")
@@ -132,13 +124,13 @@ NOT_SURE = "I'm not sure."
 
 
 def _confidence(engine, stats):
-    from research.confidence import methods as confidence
+    from research import confidence
 
     return confidence.of_stats(stats, engine.sha256)
 
 
 def _confidence_line(conf) -> str:
-    from research.confidence import methods as confidence
+    from research import confidence
 
     if conf.p is None and conf.words == confidence.DAMAGED:
         return f"confidence: {conf.words}"
@@ -152,7 +144,7 @@ def _withheld(conf, below: float) -> str:
 
 
 def _interactive(engine, sampling, system, abstain_below=None) -> None:
-    from research.engine.engine import Stats, conversation
+    from research.engine import Stats, conversation
 
     print(
         f"Chatting with {engine.model_id}. Empty line or Ctrl-D ends; "
@@ -210,32 +202,6 @@ def run_demo(rest: list[str]) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0
     return 0
-
-
-THREADS_HELP = f"CPU threads, 1 to {options.THREADS_MAX} (default: physical cores)"
-
-
-def models_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "models", nargs="*", metavar="MODEL", help="catalog ids or paths (default: the bundled model)"
-    )
-
-
-def model_options(p: argparse.ArgumentParser, ctx: int | None = 4096, ctx_said: str = "%(default)s") -> None:
-    """--model, --ctx (default `ctx`, told in --help as `ctx_said`), --threads and --format."""
-    p.add_argument("--model", "-m", help="catalog id or path to a .gguf file (default: the bundled SmolLM2)")
-    p.add_argument(
-        "--ctx",
-        type=options.CTX.arg,
-        default=ctx,
-        help=f"context size in tokens, {options.CTX.lo} or more (default {ctx_said})",
-    )
-    p.add_argument("--threads", type=options.THREADS.arg, help=THREADS_HELP)
-    p.add_argument(
-        "--format",
-        help="chat format: chatml, orca-mini, llama3, phi3, gemma, or template "
-        "(default: the file's own template)",
-    )
 
 
 def add_models(sub) -> None:

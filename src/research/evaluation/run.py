@@ -19,11 +19,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from research import jsonl, paths
-from research.confidence import methods as confidence
+from research import confidence, jsonl, paths
 from research.confidence import selective
-from research.engine import provenance
-from research.engine.engine import Engine, Sampling, conversation
+from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
 from research.qa.questions import Columns, default_questions, interleave, load_questions  # noqa: F401
 from research.qa.scoring import REFUSAL, normalize, score  # noqa: F401  (the kit's scores, imported from here before)
@@ -382,7 +380,7 @@ def trust(
 
 
 def format_runs(runs: list[dict], current: str | None = None) -> str:
-    """One line per run of a records file (research.qa.evaluate.summarize_file)."""
+    """One line per run of a records file (research.evaluation.run.summarize_file)."""
     lines = []
     for r in runs:
         s, mark = r["summary"], " (this run)" if r["run"] == current else ""

@@ -9,11 +9,11 @@ could not tell which file is better.
 
 from __future__ import annotations
 
-from research.qa.evaluate import wilson
+from research.evaluation.run import wilson
 
 
 def compare(run_a: list[dict], run_b: list[dict]) -> dict:
-    """Paired outcomes of two runs (research.qa.evaluate.run records) on their common questions:
+    """Paired outcomes of two runs (research.evaluation.run.run records) on their common questions:
     {"n", "identical", "both_right", "only_a", "only_b", "both_wrong"} by the `contains` score.
 
     `compare([{"id": 1, "answer": "Paris", "scores": {"contains": True}}],
