@@ -30,6 +30,12 @@ class FakeBackend:
         self.trace: list[tuple[float, float]] = []
         self.signal_s = 0.0
         self.n_ctx, self.n_threads, self.delay = n_ctx, 1, delay
+        # The rest of research.engine.types.Backend, as a small CPU build of llama.cpp would say it.
+        self.n_batch = self.n_ubatch = 512
+        self.kv_type, self.flash_attn, self.extra_bufts, self.mapped = "f16", True, True, True
+        self.add_bos, self.bos_text, self.eos_text = False, "", ""
+        self.control_texts: frozenset[str] = frozenset()
+        self.prompt_eval_s = self.first_sample_s = 0.0
         self.prompts: list[str] = []
         self.calls = 0
         self.resets = 0  # reset() calls: evaluation forgets the cache before each question

@@ -181,7 +181,7 @@ def test_eval_records_carry_signals_and_the_summary_reports_methods_held_out(tmp
     assert rec["costs"]["samples_s"] > 0 and rec["settings"]["samples"]["k"] == 2
     assert len(rec["samples"]) == 2 and all(isinstance(t, str) for t in rec["samples"])
     assert {"sample_consistency", "eigv"} <= set(rec["signals"])
-    trust = evaluate.trust(records, engine.sha256, abstain_below=0.5)
+    trust = evaluate.confidence_report(records, engine.sha256, abstain_below=0.5)
     rep = trust["confidence"]
     assert {"mean_logprob", "free", "agreement", "combined"} <= set(rep) and "p_true" not in rep
     assert rep["mean_logprob"]["auroc"] == 1.0 and rep["mean_logprob"]["how"] == "5-fold cross-validation"
@@ -305,12 +305,12 @@ def test_the_targets_judge_the_chosen_method_where_nothing_about_the_answers_cho
     fresh = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
 
     def targets(records):
-        text = evaluate.format_summary(evaluate.summarize(records) | evaluate.trust(records, engine.sha256))
+        text = evaluate.format_summary(evaluate.summarize(records) | evaluate.confidence_report(records, engine.sha256))
         return next(line for line in text.splitlines() if line.startswith("targets:"))
 
     assert f"({confidence.CHOSEN}, chosen beforehand;" in targets(fresh)
     assert (
-        evaluate.trust(fresh, engine.sha256, abstain_below=0.5)["abstention"]["method"] == confidence.CHOSEN
+        evaluate.confidence_report(fresh, engine.sha256, abstain_below=0.5)["abstention"]["method"] == confidence.CHOSEN
     )
     # on the answers it was fitted on, the targets fall back to a choice made on them
     assert "chosen beforehand" not in targets(fit_on)
@@ -328,7 +328,7 @@ def test_the_summary_says_when_a_calibration_runs_high_on_other_questions(tmp_pa
         for i in range(40)
     ]
     hard = evaluate.run(engine, lyon, tmp_path / "b.jsonl", progress=False)
-    text = evaluate.format_summary(evaluate.summarize(hard) | evaluate.trust(hard, engine.sha256))
+    text = evaluate.format_summary(evaluate.summarize(hard) | evaluate.confidence_report(hard, engine.sha256))
     line = next(x for x in text.splitlines() if x.startswith("calibration in the large, free"))
     assert "20.0% right" in line and "run high on these questions" in line and "eval --calibrate" in line, (
         line
@@ -336,7 +336,7 @@ def test_the_summary_says_when_a_calibration_runs_high_on_other_questions(tmp_pa
     # on questions like those it was fitted on, it only reports
     like = [dict(q, id=f"p{i}") for i, q in enumerate(questions(40))]
     same = evaluate.run(engine, like, tmp_path / "c.jsonl", progress=False)
-    text = evaluate.format_summary(evaluate.summarize(same) | evaluate.trust(same, engine.sha256))
+    text = evaluate.format_summary(evaluate.summarize(same) | evaluate.confidence_report(same, engine.sha256))
     assert "calibration in the large, free" in text and "run high" not in text
 
 

@@ -109,21 +109,21 @@ def the_app():
 
 def test_every_route_the_app_serves_is_classified(the_app):
     """The inventory is read from the app itself (Gradio's routes included): a route a Gradio
-    upgrade adds fails here until someone says in server.ROUTES whether the page may serve it."""
-    from research.page import server
+    upgrade adds fails here until someone says in guard.ROUTES whether the page may serve it."""
+    from research.page import guard
 
-    served = set(server.app_routes(the_app))
-    unclassified = sorted(served - set(server.ROUTES))
-    assert unclassified == [], f"classify these routes in research.page.server.ROUTES: {unclassified}"
-    stale = sorted(set(server.ROUTES) - served)
+    served = set(guard.app_routes(the_app))
+    unclassified = sorted(served - set(guard.ROUTES))
+    assert unclassified == [], f"classify these routes in research.page.guard.ROUTES: {unclassified}"
+    stale = sorted(set(guard.ROUTES) - served)
     assert stale == [], f"ROUTES lists routes the app no longer serves: {stale}"
     assert len(served) > 80  # Gradio's own, read through its mount and its included API router
-    verdicts = {v for v, _ in server.ROUTES.values()}
+    verdicts = {v for v, _ in guard.ROUTES.values()}
     assert verdicts == {"allowed", "guarded", "refused"}
 
 
 def test_route_matching_refuses_what_no_route_names():
-    from research.page.server import route_of
+    from research.page.guard import route_of
 
     assert route_of("GET", "/gradio_api/file=/tmp/x") == ("GET", "/gradio_api/file={path_or_url:path}")
     assert route_of("GET", "/gradio_api/proxy=http://a/b") == ("GET", "/gradio_api/proxy={url_path:path}")
@@ -196,7 +196,7 @@ def test_the_file_route_never_fetches_a_url(page, spelling):
 
 
 def test_the_file_route_serves_only_the_pages_private_folder(tmp_path):
-    from research.page.server import file_allowed
+    from research.page.guard import file_allowed
 
     private = tmp_path / "private"
     private.mkdir()
@@ -272,7 +272,7 @@ def test_a_request_body_is_capped(page):
     """Refused on its announced length, before any of it is read."""
     import http.client
 
-    from research.page.server import MAX_BODY_BYTES, TOKEN_HEADER
+    from research.page.guard import MAX_BODY_BYTES, TOKEN_HEADER
 
     conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=10)
     conn.putrequest("POST", "/gradio_api/queue/join")
@@ -358,7 +358,7 @@ def test_listening_anywhere_answers_only_to_this_device_and_its_token(tmp_path):
     refused; the device's own address works with the token only; the passages too."""
     from page_server import PageServer
 
-    from research.page.server import local_addresses
+    from research.page.guard import local_addresses
 
     lan = sorted(a for a in local_addresses() if ":" not in a and not a.startswith("127."))
     server = PageServer(tmp_path, "--host", "0.0.0.0", "--listen-anywhere")

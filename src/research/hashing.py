@@ -112,3 +112,9 @@ def _store(key: str, entry: dict) -> None:
         pass
     finally:  # after a write that failed or was interrupted (Ctrl-C); a no-op after the rename
         Path(tmp).unlink(missing_ok=True)
+
+
+def short_key(value, length: int = 16) -> str:
+    """A short hex SHA-256 of `value` as JSON with sorted keys (anything else as its str): equal
+    values, equal keys. `short_key({"b": 1, "a": 2}, 8)` == `short_key({"a": 2, "b": 1}, 8)`."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]

@@ -99,3 +99,18 @@ def read(path: str | os.PathLike) -> tuple[list[dict], int]:
             else:
                 bad += 1
     return records, bad
+
+
+def done(path: str | os.PathLike, key_field: str, keys, usable=None) -> dict[tuple[str, str], dict]:
+    """What a resumed run skips: the records in `path` of these runs (their `key_field` in `keys`),
+    the latest per (key, question id); with `usable`, only records it accepts (an error is asked
+    again). Both evaluation runs resume through this: research.evaluation.run and
+    research.library.evaluate.
+
+    `done("r.jsonl", "run", {"3f2a"})` -> {("3f2a", "q1"): {...}, ...}.
+    """
+    keys, found = set(keys), {}
+    for r in read(path)[0]:
+        if r.get(key_field) in keys:
+            found[(r[key_field], r.get("id"))] = r  # later lines win
+    return {k: r for k, r in found.items() if usable is None or usable(r)}

@@ -21,6 +21,9 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The folder that holds the `research` package: the working folder of the kit's child processes,
+#: so that `python -m research...` imports this kit and not a same-named file where the user is.
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 
 def _env_path(name: str) -> Path | None:

@@ -1,6 +1,7 @@
-"""`python -m research`: the command line. main (the parser and the chat, models, inspect,
-download, build, demo and doctor commands), library (the `library` command, chat --library),
-measure (quantize, quality, memory, bench, eval), doctor (the machine's checks).
+"""`python -m research`: the command line. commands (the parser and the chat, models, inspect,
+download, build, demo and doctor commands), common (the options they share), library (the `library`
+command, chat --library), measure (quantize, quality, memory, bench), eval, and doctor (the
+machine's checks).
 
 May import: everything.
 """

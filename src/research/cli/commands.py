@@ -14,6 +14,7 @@ import runpy
 import sys
 import threading
 
+from research.cli import eval as cli_eval
 from research.cli import library as cli_library
 from research.cli.common import engine_from, model_options
 from research.engine import options
@@ -333,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
     for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo, add_doctor):
         add(sub)
     cli_library.add_library(sub)
-    for add in cli_measure.COMMANDS:
+    for add in (*cli_measure.COMMANDS, cli_eval.add_eval):
         add(sub)
     return p
 

@@ -7,7 +7,7 @@ probability, fitted and saved per model file) and selective (sorting and abstent
 held-out answers). The names below are the public ones; the free signals themselves are read while
 decoding (research.engine.signals).
 
-May import: the base modules, research.qa, models, engine and ratings.
+May import: the base modules, research.qa, models, llamacpp, engine and ratings.
 """
 
 from research.confidence.calibration import of_signals, of_stats

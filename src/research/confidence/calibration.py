@@ -25,6 +25,7 @@ import numpy as np
 from research import files, paths
 from research.confidence import methods
 from research.errors import KitError
+from research.hashing import short_key
 
 #: Folds of the cross-validation: 5 keeps 80 % of a 310-question set for each fit.
 FOLDS = 5
@@ -222,9 +223,8 @@ class Calibration:
     @property
     def id(self) -> str:
         """`"free@b179c952:3f2a9c0d"`: method, model file and a hash of the fit."""
-        import hashlib
 
-        digest = hashlib.sha256(json.dumps(asdict(self.model), sort_keys=True).encode()).hexdigest()[:8]
+        digest = short_key(asdict(self.model), 8)
         return f"{self.method}@{self.model_sha256[:8]}:{digest}"
 
     def probability(self, signals: dict) -> float | None:

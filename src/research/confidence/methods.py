@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from research.registry import Registry
+
 #: The free signals, in the order of a calibration's features.
 FREE = (
     "mean_logprob",
@@ -44,13 +46,12 @@ class Method:
     help: str
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("confidence method")
 
 
 def register_method(name: str, signals: Sequence[str], cost: str, help: str) -> Method:
-    """Register a confidence method (as prompts.register_format registers chat formats)."""
-    METHODS[name] = Method(name, tuple(signals), cost, help)
-    return METHODS[name]
+    """Register a confidence method (research.registry, as the chat formats are)."""
+    return METHODS.register(name)(Method(name, tuple(signals), cost, help))
 
 
 register_method("mean_logprob", ["mean_logprob"], "free", "mean log-probability of the answer's tokens")

@@ -180,20 +180,20 @@ class Engine:
                 yield tail if started else tail.lstrip()
         stats.ttft_s = t_first - t0
         stats.format_s, stats.tokenize_s = timed.format_s, timed.tokenize_s
-        stats.prompt_eval_s = getattr(b, "prompt_eval_s", 0.0)
-        stats.first_sample_s = getattr(b, "first_sample_s", 0.0)
+        stats.prompt_eval_s = b.prompt_eval_s
+        stats.first_sample_s = b.first_sample_s
         stats.total_s = time.perf_counter() - t0
         stats.prompt_tps = stats.prompt_eval_tokens / stats.ttft_s if stats.ttft_s > 0 else 0.0
         decode_s = t_last - t_first
         stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
         stats.peak_rss_mb = device.peak_rss_mb()
-        trace = getattr(b, "trace", None)
+        trace = b.trace
         if trace:
             # The token that completed a stop string is not part of the answer shown.
             n = len(pieces) - (1 if scanner.stopped and len(pieces) > 1 else 0)
             texts = [p.decode("utf-8", "replace") for p in pieces[:n]]
             stats.signals = signals.token_signals(trace[:n], texts, str(messages[-1]["content"]))
-            stats.signal_s = getattr(b, "signal_s", 0.0)
+            stats.signal_s = b.signal_s
         cost.stop()
         stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats

@@ -157,6 +157,7 @@ class LlamaBackend:
         #: computing them (signal_s), so their cost can be set against decode time.
         self.trace: list[tuple[float, float]] = []
         self.signal_s = 0.0
+        self.prompt_eval_s = self.first_sample_s = 0.0  # the last generate()'s, set by it
         self.add_bos = self.llm._model.add_bos_token()
         self.bos_text = self._special_text(self.llm.token_bos())
         self.eos_text = self._special_text(self.llm.token_eos())

@@ -90,7 +90,7 @@ def _joined(template: list[str], used: list[int], contents: list[str]) -> str:
 
 def _defanged(fmt, messages: Sequence[Message], backend) -> str:
     """The prompt with every control-token text in the messages broken by a word joiner."""
-    texts = sorted(getattr(backend, "control_texts", ()), key=len, reverse=True)
+    texts = sorted(backend.control_texts, key=len, reverse=True)
     if not texts:
         return fmt.render(messages)
     pattern = re.compile("|".join(re.escape(t) for t in texts))
@@ -152,7 +152,7 @@ class _Timed:
 
     @property
     def control_texts(self):
-        return getattr(self.backend, "control_texts", ())
+        return self.backend.control_texts
 
     def prompt(self, messages) -> list[int]:
         return prompt_tokens(self, messages, self)

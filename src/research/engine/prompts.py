@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from research.engine import templates as template_worker
 from research.engine.templates import WALL_S, TemplateLimitError
 from research.errors import KitError
+from research.registry import Registry
 
 #: Template renders less than this many seconds apart count as one burst (one question's
 #: renders in fit_history come milliseconds apart), sharing one WALL_S budget.
@@ -30,7 +31,7 @@ BURST_GAP_S = 1.0
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 #: Named formats: name -> function(messages) -> prompt ending where the assistant speaks.
-FORMATS: dict[str, Callable[[Sequence[Message]], str]] = {}
+FORMATS: Registry[Callable[[Sequence[Message]], str]] = Registry("chat format")
 #: Strings that end an answer in each named format, besides the model's end-of-generation token.
 STOPS: dict[str, tuple[str, ...]] = {}
 
@@ -42,9 +43,8 @@ def register_format(name: str, stops: tuple[str, ...] = ()):
     """Register a named chat format (llama-cpp-python's register_chat_format, kept small)."""
 
     def wrap(fn):
-        FORMATS[name] = fn
         STOPS[name] = stops
-        return fn
+        return FORMATS.register(name)(fn)
 
     return wrap
 

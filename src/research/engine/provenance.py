@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 from importlib.metadata import PackageNotFoundError, version
+
+from research.hashing import short_key
 
 #: The fields of a provenance that decide what a model answers; the run key hashes exactly these.
 #: Thread counts and timings are recorded too, but they do not make another run.
@@ -75,8 +76,8 @@ def of(engine, system: str | None, sampling) -> dict:
         "system": system or "",
         "sampling": sampling,
         "n_ctx": backend.n_ctx,
-        "kv_type": getattr(backend, "kv_type", None),
-        "flash_attn": getattr(backend, "flash_attn", None),
+        "kv_type": backend.kv_type,
+        "flash_attn": backend.flash_attn,
         "n_threads": backend.n_threads,
         "llama_cpp": llama_cpp_commit(),
         "llama_cpp_python": package_version("llama-cpp-python"),
@@ -104,7 +105,7 @@ def run_key(provenance: dict) -> str:
     `run_key(p)` -> "3f2a9c0d1e4b5a6f" (16 hex digits of a SHA-256 over the KEYED fields).
     """
     keyed = {k: provenance.get(k) for k in KEYED}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return short_key(keyed)
 
 
 def describe(provenance: dict) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from research import child, device
 from research.errors import KitError
+from research.hashing import short_key
 from research.llamacpp import flags as engine_build
 from research.paths import cache_dir
 
@@ -111,7 +111,7 @@ def test_key(info, config) -> str:
         "kv_type": config.kv_type,
         "mapped": config.use_mmap is not False,
     }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+    return short_key(what, 20)
 
 
 def cache_file() -> Path:

@@ -120,7 +120,7 @@ class Stats:
     # Set when the model's chat template went past a bound on this question and the format
     # switched to its fallback (research.engine.prompts): the answer came in that format.
     warning: str | None = None
-    # The free confidence signals of the answer (research.confidence.methods.token_signals: a dozen
+    # The free confidence signals of the answer (research.engine.signals.token_signals: a dozen
     # numbers, never whole distributions), None when the backend gives none; and the seconds
     # spent reading them while decoding, to set against decode time.
     signals: dict | None = None

@@ -28,7 +28,7 @@ from research.qa.scoring import REFUSAL, normalize, score  # noqa: F401  (the ki
 
 SYSTEM = "Answer the question with a few words only: a name, a place, a number or a date. No explanation."
 SETTINGS = Sampling(temperature=0, max_tokens=48, seed=0, repeat_penalty=1.0)
-#: The answers sampled for the agreement signals (research.confidence.methods.sampled_signals): the
+#: The answers sampled for the agreement signals (research.confidence.sampled.sampled_signals): the
 #: page's sampling, without its repeat penalty, and long enough for the first sentence (the
 #: bundled model names a reference within 24 tokens in 129 of its 136 right answers).
 SAMPLES_SETTINGS = Sampling(
@@ -93,11 +93,11 @@ def run(
             f"unknown confidence signals {', '.join(sorted(unknown))}; choose from {', '.join(EXTRA)}"
         )
     out = _out_file(out)
-    done, _bad = jsonl.read(out)
     meta = provenance.of(engine, system, sampling)
     key = meta["run"]
     needs = [k for e in extra for k in EXTRA[e]]
-    answered = {r["id"]: r for r in records_by_run(done).get(key, []) if r.get("error") is None}
+    resumed = jsonl.done(out, "run", {key}, usable=lambda r: r.get("error") is None)
+    answered = {qid: r for (_, qid), r in resumed.items()}
     mine = {
         i: r
         for i, r in answered.items()
@@ -118,62 +118,7 @@ def run(
         initial=len(asked) - len(todo),
         total=len(asked),
     ):
-        record = {
-            "id": q["id"],
-            "question": q["question"],
-            "references": q["references"],
-            "topic": q["topic"],
-            "difficulty": q.get("difficulty"),
-            **meta,
-        }
-        t = time.perf_counter()
-        try:
-            messages = conversation(q["question"], system)
-            before = answered.get(q["id"])
-            earlier = None
-            if before is not None and "confidence" in before:  # answered: only the signals asked for now
-                text, signals, costs = (
-                    before["answer"],
-                    before["confidence"]["signals"],
-                    before["confidence"]["costs"],
-                )
-                timings = before["timings"]
-                earlier = before["confidence"]
-            else:
-                # What the previous question left in the KV cache changes which llama.cpp kernels
-                # evaluate this prompt, and so its greedy answer: forget it, so that a record is
-                # reproducible from its question alone.
-                engine.reset()
-                text, stats = engine.answer(messages, sampling)
-                text, signals = text.strip(), stats.signals or {}
-                costs = {
-                    "signal_s": stats.signal_s,
-                    "decode_s": stats.total_s - stats.ttft_s,
-                    "answer_s": stats.total_s,
-                }
-                timings = {
-                    "ttft_s": stats.ttft_s,
-                    "decode_tps": stats.decode_tps,
-                    "completion_tokens": stats.completion_tokens,
-                    "stop_reason": stats.stop_reason,
-                    "total_s": stats.total_s,
-                }
-            record |= {
-                "answer": text,
-                "scores": score(text, q["references"], q["question"]),
-                "confidence": _confidence(
-                    engine, messages, text, signals, costs, extra, samples, method, earlier
-                ),
-                "error": None,
-                "timings": timings,
-            }
-        except KitError as e:  # a question longer than the context, say: recorded, not fatal
-            record |= {
-                "answer": None,
-                "scores": None,
-                "error": str(e),
-                "timings": {"total_s": time.perf_counter() - t},
-            }
+        record = _answered(engine, q, meta, answered.get(q["id"]), system, sampling, extra, samples, method)
         now = provenance.of(engine, system, sampling)
         if now["run"] != key:  # the template went past a bound: answered in a fallback format
             record |= now
@@ -182,6 +127,67 @@ def run(
         jsonl.append(record, out)
         mine[q["id"]] = record
     return [mine[q["id"]] for q in asked if q["id"] in mine]
+
+
+def _answered(engine, q: dict, meta: dict, before, system, sampling, extra, samples, method) -> dict:
+    """One question's record: answered now, or the earlier answer with only the signals asked for
+    now added (`before`); an error a user can cause (a question longer than the context) recorded."""
+    record = {
+        "id": q["id"],
+        "question": q["question"],
+        "references": q["references"],
+        "topic": q["topic"],
+        "difficulty": q.get("difficulty"),
+        **meta,
+    }
+    t = time.perf_counter()
+    try:
+        messages = conversation(q["question"], system)
+        earlier = None
+        if before is not None and "confidence" in before:  # answered: only the signals asked for now
+            text, signals, costs = (
+                before["answer"],
+                before["confidence"]["signals"],
+                before["confidence"]["costs"],
+            )
+            timings = before["timings"]
+            earlier = before["confidence"]
+        else:
+            # What the previous question left in the KV cache changes which llama.cpp kernels
+            # evaluate this prompt, and so its greedy answer: forget it, so that a record is
+            # reproducible from its question alone.
+            engine.reset()
+            text, stats = engine.answer(messages, sampling)
+            text, signals = text.strip(), stats.signals or {}
+            costs = {
+                "signal_s": stats.signal_s,
+                "decode_s": stats.total_s - stats.ttft_s,
+                "answer_s": stats.total_s,
+            }
+            timings = {
+                "ttft_s": stats.ttft_s,
+                "decode_tps": stats.decode_tps,
+                "completion_tokens": stats.completion_tokens,
+                "stop_reason": stats.stop_reason,
+                "total_s": stats.total_s,
+            }
+        record |= {
+            "answer": text,
+            "scores": score(text, q["references"], q["question"]),
+            "confidence": _confidence(
+                engine, messages, text, signals, costs, extra, samples, method, earlier
+            ),
+            "error": None,
+            "timings": timings,
+        }
+    except KitError as e:  # a question longer than the context, say: recorded, not fatal
+        record |= {
+            "answer": None,
+            "scores": None,
+            "error": str(e),
+            "timings": {"total_s": time.perf_counter() - t},
+        }
+    return record
 
 
 def _confidence(
@@ -358,7 +364,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def trust(
+def confidence_report(
     records: list[dict], model_sha256: str | None, abstain_below: float | None = None, method: str = ""
 ) -> dict:
     """The confidence part of a run's summary: each method on held-out answers

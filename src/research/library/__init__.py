@@ -1,6 +1,7 @@
-"""The offline library: files under the chosen folders (files), documents reduced to passages
-(sources, zim), the index and its search (store, build), passages in the prompt with citations
-(grounded), gained and lost answers (evaluate) and retrieval at scale (bench).
+"""The offline library: documents as passages (document), files reduced to them (sources: text
+and PDF; markup: Markdown and HTML; zim: Kiwix ZIM), BM25 and passage titles (ranking), the index
+and its search (store, build), passages in the prompt with citations (grounded), gained and lost
+answers (evaluate) and retrieval at scale (bench).
 
-May import: everything below it: the base modules, models, engine, ratings, confidence, qa.
+May import: everything below it, up to research.evaluation.
 """

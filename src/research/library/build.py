@@ -90,8 +90,6 @@ def _say(text: str, progress: bool) -> None:
 def _build(
     name: str, root: Path, roots: list[Path], old: Library | None, progress: bool, max_chars: int
 ) -> Report:
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     found, problems = scan(roots)
     roots = [r for r in roots if r.exists()]
@@ -106,6 +104,44 @@ def _build(
     tmp = root / f"v{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     paths.private_dir(tmp)
+    entries, texts, offsets = _passages(name, found, roots, tmp, before, old, report, max_chars, progress)
+    tokens = tokenize(texts, progress) if texts else None
+    if tokens is not None and not tokens.vocab:  # one-letter words and signs only: nothing to search
+        texts, offsets = [], [0]
+        (tmp / "passages.jsonl").write_bytes(b"")
+        for e in entries:
+            e["first"] = e["count"] = 0
+    if not texts and not any(e.get("fulltext") for e in entries):
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = "; ".join(f"{files.shown(p)}: {w}" for p, w in report.skipped[:3])
+        why = why or ("its files hold no word to search for" if entries else "no document of a kind it reads")
+        raise KitError(
+            f"library {name!r} would hold no text to search ({why}); "
+            + ("the library is unchanged" if old else "nothing was made")
+        )
+    if texts:
+        import bm25s
+        import numpy as np
+
+        retriever = bm25s.BM25()
+        retriever.index(tokens, show_progress=progress)
+        retriever.save(tmp / "bm25", show_progress=False)
+        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    final = _commit(name, root, tmp, version, old, roots, max_chars, texts, entries)
+    report.files = sum(1 for e in entries if not e.get("error"))
+    report.passages = len(texts)
+    report.seconds = time.perf_counter() - t0
+    report.index_mb = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
+    return report
+
+
+def _passages(
+    name, found, roots, tmp: Path, before: dict, old, report: Report, max_chars: int, progress: bool
+):
+    """Every file's passages into tmp/passages.jsonl: kept from the old version when the file has
+    not changed (size and time), read again otherwise; (manifest entries, searched texts, offsets)."""
+    from tqdm import tqdm
+
     entries, texts, offsets = [], [], [0]
     with open(tmp / "passages.jsonl", "wb") as store:
 
@@ -154,28 +190,12 @@ def _build(
                 report.skipped.append((str(path), entry["error"]))
                 _say(f"skipped {path}: {entry['error']}", progress)
             entries.append(entry | {"first": first, "count": len(offsets) - 1 - first})
-    tokens = tokenize(texts, progress) if texts else None
-    if tokens is not None and not tokens.vocab:  # one-letter words and signs only: nothing to search
-        texts, offsets = [], [0]
-        (tmp / "passages.jsonl").write_bytes(b"")
-        for e in entries:
-            e["first"] = e["count"] = 0
-    if not texts and not any(e.get("fulltext") for e in entries):
-        shutil.rmtree(tmp, ignore_errors=True)
-        why = "; ".join(f"{files.shown(p)}: {w}" for p, w in report.skipped[:3])
-        why = why or ("its files hold no word to search for" if entries else "no document of a kind it reads")
-        raise KitError(
-            f"library {name!r} would hold no text to search ({why}); "
-            + ("the library is unchanged" if old else "nothing was made")
-        )
-    if texts:
-        import bm25s
-        import numpy as np
+    return entries, texts, offsets
 
-        retriever = bm25s.BM25()
-        retriever.index(tokens, show_progress=progress)
-        retriever.save(tmp / "bm25", show_progress=False)
-        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+
+def _commit(name, root: Path, tmp: Path, version: int, old, roots, max_chars: int, texts, entries) -> Path:
+    """The manifest written, the folder made private, and the new version switched in with one
+    rename; the older versions removed. Returns the new version's folder."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest = {
         "format": FORMAT,
@@ -198,11 +218,7 @@ def _build(
     for stale in root.glob("v*"):
         if stale != final:
             shutil.rmtree(stale, ignore_errors=True)
-    report.files = sum(1 for e in entries if not e.get("error"))
-    report.passages = len(texts)
-    report.seconds = time.perf_counter() - t0
-    report.index_mb = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
-    return report
+    return final
 
 
 def _read_into(path: Path, roots: list[Path], fno: int, put, max_chars: int, progress: bool) -> dict:

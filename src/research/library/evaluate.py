@@ -18,8 +18,6 @@ the same setting skips what is done.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -30,6 +28,7 @@ from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
 from research.evaluation import run as evaluate
 from research.evaluation.run import score, wilson
+from research.hashing import short_key
 from research.library import grounded
 from research.library import store as lib
 from research.library.grounded import MODES, Grounding
@@ -61,8 +60,7 @@ def library_key(library: lib.Library) -> str:
     """What the library holds: its files (path, size, time) and how they were cut, hashed."""
     m = library.manifest
     files = [(f["path"], f["size"], f["mtime_ns"], f.get("error") is None) for f in m["files"]]
-    blob = json.dumps([m["format"], m["max_chars"], files], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return short_key([m["format"], m["max_chars"], files])
 
 
 def default_out(engine: Engine, library: str) -> Path:
@@ -108,10 +106,7 @@ def run(
         "threshold": grounding.threshold,
     }
     keys = {m: _key(meta["run"], setting, m) for m in modes}
-    done: dict[tuple[str, str], dict] = {}
-    for r in jsonl.read(out)[0]:
-        if r.get("key") in keys.values():
-            done[(r["key"], r["id"])] = r
+    done = jsonl.done(out, "key", keys.values())
     records = []
     for q in tqdm(questions, desc=f"{library}: {engine.model_id}", unit="q", disable=not progress):
         if all((keys[m], q["id"]) in done for m in modes):
@@ -138,7 +133,7 @@ def run(
 
 def _key(run_key: str, setting: dict, mode: str) -> str:
     keyed = {k: v for k, v in setting.items() if k != "library_version"} | {"run": run_key, "mode": mode}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+    return short_key(keyed)
 
 
 def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 
 from research.engine import Engine, Sampling, Stats, conversation
 from research.errors import KitError
-from research.library import ranking
 from research.library import store as lib
 from research.qa import scoring
+from research.qa.words import terms
+from research.registry import Registry
 
 MODES = ("never", "always", "unsure")
 
@@ -65,26 +66,16 @@ class Grounding:
 
 # ---- confidence of a closed-book answer ----
 
-Confidence = Callable[[str, str, "Stats | None"], float]
-CONFIDENCE: dict[str, Confidence] = {}
-
-
-def register_confidence(name: str):
-    """Register a confidence function f(question, answer, stats) -> 0..1 under `name`."""
-
-    def wrap(fn: Confidence) -> Confidence:
-        CONFIDENCE[name] = fn
-        return fn
-
-    return wrap
+#: A score of a closed-book answer, f(question, answer, stats) -> 0..1: how sure the model was,
+#: which decides whether "look it up when unsure" looks it up. Not research.confidence's
+#: calibrated Confidence: a score the lookup thresholds.
+LookupScore = Callable[[str, str, "Stats | None"], float]
+CONFIDENCE: Registry[LookupScore] = Registry("lookup score")
+register_confidence = CONFIDENCE.register
 
 
 #: Besides doubt (research.qa.scoring.hedged), an answer that says the fact is not known or recorded.
 UNKNOWN = re.compile(r"\b(unknown|not known|no record)\b", re.I)
-
-
-def _content(text: str) -> list[str]:
-    return ranking.query_terms(text)
 
 
 @register_confidence("heuristic")
@@ -101,10 +92,10 @@ def heuristic(question: str, answer: str, stats: Stats | None = None) -> float:
         c -= 0.4
     if stats is not None and stats.stop_reason == "length":
         c -= 0.3
-    words = _content(answer)
+    words = terms(answer)
     if len(answer.split()) > 12:
         c -= 0.2
-    asked = set(_content(question))
+    asked = set(terms(question))
     if words and sum(w not in asked for w in words) / len(words) < 0.5:
         c -= 0.4  # mostly the question's own words: restating, not answering
     return round(max(0.0, c), 3)
@@ -250,13 +241,8 @@ def cited(answer: str, n_sources: int) -> list[int]:
     return out
 
 
-def _words(text: str) -> set[str]:
-    """Content words, as the answer scoring sees them: `_words("The 3 eggs.")` -> {"3", "eggs"}."""
-    from bm25s.stopwords import STOPWORDS_EN
-
-    from research.evaluation.run import normalize
-
-    return set(normalize(text).split()) - set(STOPWORDS_EN)
+def _terms(text: str) -> set[str]:
+    return set(terms(text))
 
 
 def attribute(answer: str, question: str, sources: Sequence[Source]) -> list[int]:
@@ -266,10 +252,10 @@ def attribute(answer: str, question: str, sources: Sequence[Source]) -> list[int
     With passages [1] "The bakery opens at 7" and [2] "The mayor is Clara Voss":
     `attribute("Clara Voss", "Who is the mayor?", sources)` -> [2].
     """
-    own = _words(answer) - _words(question)
+    own = _terms(answer) - _terms(question)
     best, best_n = 0, None
     for s in sources:
-        k = len(own & _words(f"{s.hit.title} {s.hit.text}"))
+        k = len(own & _terms(f"{s.hit.title} {s.hit.text}"))
         if k > best:
             best, best_n = k, s.n
     return [best_n] if best_n else []

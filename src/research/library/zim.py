@@ -35,6 +35,7 @@ from research import child, files
 from research.errors import KitError
 from research.library import ranking
 from research.library import sources as src
+from research.paths import PACKAGE_PARENT
 from research.units import MB
 
 #: Bytes of a ZIM article read at most (Wikipedia's longest articles are ~1 MB of HTML).
@@ -72,7 +73,7 @@ START_S = 30
 WORKER_CPU_S = 60
 CRASH_HINT = ": the file is damaged or hostile"
 
-_SRC = Path(__file__).resolve().parents[1]  # the folder holding `research`: the children's cwd
+_SRC = PACKAGE_PARENT  # the folder holding `research`: the child's working folder
 
 
 # ---- in the child ----

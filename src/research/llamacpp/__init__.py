@@ -2,7 +2,7 @@
 (flags), llama.cpp's own tools built from the same source (build), what each flag does (notes), and
 llama-bench driven and read (bench).
 
-May import: the base modules (errors, paths, child, device, units) and research.models. Nothing here
-imports a third-party package at import time: `python -m research.llamacpp.flags install` runs
-before the kit's dependencies are installed.
+May import: the base modules (errors, paths, child, device, units) and research.models. flags
+imports nothing outside the standard library and this package's __init__ imports nothing:
+`python -m research.llamacpp.flags install` runs before the kit's dependencies are installed.
 """

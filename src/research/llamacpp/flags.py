@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from research.errors import KitError
+from research.hashing import short_key
 from research.paths import REPO_ROOT, cache_dir
 
 ENGINE = "llama-cpp-python"
@@ -180,7 +181,7 @@ def compiler_id() -> str:
 def engine_key(version: str, args: list[str], machine: str, compiler: str) -> str:
     """A short key of what decides the engine's binary: equal keys, interchangeable wheels."""
     what = {"version": version, "cmake_args": args, "machine": machine, "compiler": compiler}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    return short_key(what, 12)
 
 
 def engine_root() -> Path:

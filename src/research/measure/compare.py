@@ -60,20 +60,7 @@ def compare(
         f"Comparing on {ref.path.name}, {threads} threads, pp{pp}/tg{tg}, {reps} repetitions, "
         f"interleaved; the chat path's answers start at depth {depth}"
     )
-    lb, kit = {"pp": [], "tg": [], "tg_depth": []}, {"pp": [], "tg": []}
-    for rep in range(reps):
-        # Alternate which side goes first (ABBA): a machine that speeds up or slows down over the
-        # seconds of a pair then favours each side equally often instead of always the same one.
-        one = kit_once(engine, pp, tg, rep) if rep % 2 else None
-        for k, v in llama_bench.once(exe, ref.path, threads, pp, tg, depth).items():
-            lb[k].append(v)
-        one = one or kit_once(engine, pp, tg, rep)
-        kit["pp"].append(one["pp"])
-        kit["tg"].append(one["tg"])
-        progress(
-            f"  rep {rep + 1}/{reps}: llama-bench pp {lb['pp'][-1]:.1f} tg {lb['tg'][-1]:.1f} "
-            f"tg@d{depth} {lb['tg_depth'][-1]:.1f} · kit pp {kit['pp'][-1]:.1f} tg {kit['tg'][-1]:.1f} t/s"
-        )
+    lb, kit, one = _interleaved(engine, exe, ref, threads, pp, tg, depth, reps, progress)
     fields = model_fields(engine)
     rows = [
         row("llama-bench", f"pp{pp}", ref.path, threads, pp, 0, lb["pp"], commit),
@@ -84,39 +71,20 @@ def compare(
         row("kit", f"tg{tg}@d{depth}", ref.path, threads, 0, tg, kit["tg"], commit, depth) | fields,
     ]
     parts = ttft_parts(engine)
-    b = engine.backend
-    estimate = memory.estimate(engine.info, b.n_ctx, b.kv_type, n_ubatch=b.n_ubatch, mapped=b.mapped)
-    engine_peak = device.peak_rss_mb()
-    bandwidth = device.read_bandwidth(threads)
-    # Each step reads every weight once (an untied token_embd only a row) and the KV cache up to
-    # its position: depth + tg/2 on average.
-    read = memory.estimate(engine.info, b.n_ctx, b.kv_type, mapped=True).weights
-    bytes_per_token = read + estimate.kv_cache * (depth + tg / 2) / b.n_ctx
-    roofline = bandwidth * 1e9 / bytes_per_token
+    engine_peak = device.peak_rss_mb()  # before the bandwidth's 512 MiB array
+    estimate, bandwidth, bytes_per_token, roofline = _roofline(engine, threads, depth, tg)
     engine.close()
     cold = cold_start(model)
     progress("Measuring the chat page's process (Gradio and its server around the same engine) ...")
     page = page_bench.page_memory(model)
     mean = statistics.fmean
-    pairs = lambda a, b: [x / y for x, y in zip(a, b, strict=True)]  # noqa: E731
     return {
         "model": ref.id,
         "model_filename": str(ref.path),
         "n_threads": threads,
         "llama_cpp_commit": commit,
         "tg_depth": depth,
-        # Median of the ratios of back-to-back pairs: the machine's speed drifts from minute to
-        # minute, and a pair measured seconds apart shares the drift.
-        "ratio_tg": paired_ratio(kit["tg"], lb["tg_depth"]),
-        "ratio_tg_depth0": paired_ratio(kit["tg"], lb["tg"]),
-        "ratio_pp": paired_ratio(kit["pp"], lb["pp"]),
-        # The spread of the paired ratios: on a shared 2-core machine a single pair can be off by
-        # 10 %, so a ratio is only as good as the range its pairs fall in.
-        "ratio_tg_pairs": pairs(kit["tg"], lb["tg_depth"]),
-        "ratio_tg_depth0_pairs": pairs(kit["tg"], lb["tg"]),
-        "ratio_pp_pairs": pairs(kit["pp"], lb["pp"]),
-        "ratio_tg_of_means": mean(kit["tg"]) / mean(lb["tg_depth"]),
-        "ratio_pp_of_means": mean(kit["pp"]) / mean(lb["pp"]),
+        **_ratios(kit, lb),
         "rows": rows,
         "roofline": {
             "read_bandwidth_gbs": bandwidth,
@@ -137,6 +105,62 @@ def compare(
         "page": page | {"adds_mb": page["peak_rss_mb"] - cold["peak_rss_mb"]},
         "machine": {"cpu_count": os.cpu_count(), "cpu_features": device.cpu_features()},
     }
+
+
+def _ratios(kit: dict, lb: dict) -> dict:
+    """The chat path against llama-bench: paired ratios, their spread, ratios of means."""
+    mean = statistics.fmean
+
+    def pairs(a, b):
+        return [x / y for x, y in zip(a, b, strict=True)]
+
+    return {
+        # Median of the ratios of back-to-back pairs: the machine's speed drifts from minute to
+        # minute, and a pair measured seconds apart shares the drift.
+        "ratio_tg": paired_ratio(kit["tg"], lb["tg_depth"]),
+        "ratio_tg_depth0": paired_ratio(kit["tg"], lb["tg"]),
+        "ratio_pp": paired_ratio(kit["pp"], lb["pp"]),
+        # The spread of the paired ratios: on a shared 2-core machine a single pair can be off by
+        # 10 %, so a ratio is only as good as the range its pairs fall in.
+        "ratio_tg_pairs": pairs(kit["tg"], lb["tg_depth"]),
+        "ratio_tg_depth0_pairs": pairs(kit["tg"], lb["tg"]),
+        "ratio_pp_pairs": pairs(kit["pp"], lb["pp"]),
+        "ratio_tg_of_means": mean(kit["tg"]) / mean(lb["tg_depth"]),
+        "ratio_pp_of_means": mean(kit["pp"]) / mean(lb["pp"]),
+    }
+
+
+def _interleaved(engine, exe, ref, threads: int, pp: int, tg: int, depth: int, reps: int, progress):
+    """llama-bench and the kit's chat path, `reps` times each, interleaved: (llama-bench's figures,
+    the kit's, the kit's last run)."""
+    lb, kit = {"pp": [], "tg": [], "tg_depth": []}, {"pp": [], "tg": []}
+    for rep in range(reps):
+        # Alternate which side goes first (ABBA): a machine that speeds up or slows down over the
+        # seconds of a pair then favours each side equally often instead of always the same one.
+        one = kit_once(engine, pp, tg, rep) if rep % 2 else None
+        for k, v in llama_bench.once(exe, ref.path, threads, pp, tg, depth).items():
+            lb[k].append(v)
+        one = one or kit_once(engine, pp, tg, rep)
+        kit["pp"].append(one["pp"])
+        kit["tg"].append(one["tg"])
+        progress(
+            f"  rep {rep + 1}/{reps}: llama-bench pp {lb['pp'][-1]:.1f} tg {lb['tg'][-1]:.1f} "
+            f"tg@d{depth} {lb['tg_depth'][-1]:.1f} · kit pp {kit['pp'][-1]:.1f} tg {kit['tg'][-1]:.1f} t/s"
+        )
+    return lb, kit, one
+
+
+def _roofline(engine, threads: int, depth: int, tg: int):
+    """(memory estimate, read bandwidth GB/s, bytes read per decoded token, roofline t/s)."""
+    b = engine.backend
+    estimate = memory.estimate(engine.info, b.n_ctx, b.kv_type, n_ubatch=b.n_ubatch, mapped=b.mapped)
+    bandwidth = device.read_bandwidth(threads)
+    # Each step reads every weight once (an untied token_embd only a row) and the KV cache up to
+    # its position: depth + tg/2 on average.
+    read = memory.estimate(engine.info, b.n_ctx, b.kv_type, mapped=True).weights
+    bytes_per_token = read + estimate.kv_cache * (depth + tg / 2) / b.n_ctx
+    roofline = bandwidth * 1e9 / bytes_per_token
+    return estimate, bandwidth, bytes_per_token, roofline
 
 
 def format_compare(r: dict) -> str:

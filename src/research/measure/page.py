@@ -10,19 +10,13 @@ resident memory.
 from __future__ import annotations
 
 import os
-import re
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from research.errors import KitError
-from research.page import server
+from research.page import launch
 from research.units import MB
 
 
@@ -72,67 +66,33 @@ def rest(pid: int, seconds: float) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Page:
     """The real chat page in a child process: `with Page(model, *args) as page: page.url, page.pid`."""
 
     def __init__(self, model: str | None = None, *args: str, n_ctx: int = 4096, timeout: float = 300):
         self.model, self.args, self.n_ctx, self.timeout = model, args, n_ctx, timeout
 
-    def __enter__(self) -> Page:
+    def __enter__(self) -> launch.RunningPage:
         self._tmp = tempfile.TemporaryDirectory(prefix="research-bench-page-")
         tmp = Path(self._tmp.name)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = tmp / "page.log"
-        cmd = [sys.executable, "-m", "research", "demo", "--port", str(self.port), "--ctx", str(self.n_ctx)]
-        cmd += (["--model", str(self.model)] if self.model else []) + list(self.args)
+        args = ["--ctx", str(self.n_ctx), *(["--model", str(self.model)] if self.model else []), *self.args]
         # Its own ratings file and temporary folder: measuring must not write into the user's.
-        env = os.environ | {"RESEARCH_RATINGS_FILE": str(tmp / "r.jsonl"), "GRADIO_TEMP_DIR": str(tmp)}
-        t = time.perf_counter()
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + self.timeout
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                last = (self.log.read_text().strip().splitlines() or ["no output"])[-1]
-                self.__exit__()
-                raise KitError(f"the chat page did not come up for measuring: {last}")
-            printed = re.search(r"Chat page: (\S+)", self.log.read_text())
-            if printed:
-                self.open_url = printed.group(1)  # the printed address, with the page's token
-                token = parse_qs(urlsplit(self.open_url).query)["token"][0]
-                try:
-                    req = urllib.request.Request(self.url, headers={server.TOKEN_HEADER: token})
-                    urllib.request.urlopen(req, timeout=2).read()
-                    break
-                except OSError:
-                    pass
-            time.sleep(0.2)
-        self.start_s = time.perf_counter() - t
-        return self
+        page = launch.RunningPage(
+            launch.demo_command(launch.free_port(), *args),
+            tmp / "page.log",
+            launch.private_env(tmp),
+            timeout=self.timeout,
+        )
+        try:
+            self._page = page.start()
+        except KitError as e:
+            self._tmp.cleanup()
+            raise KitError(f"{e} (measuring)") from None
+        return self._page
 
     def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self._page.stop()
         self._tmp.cleanup()
-
-    def wait_for_log(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log.read_text():
-                return True
-            time.sleep(0.2)
-        return False
 
 
 def page_memory(model: str | None, n_ctx: int = 4096, question: str | None = None) -> dict:
@@ -145,9 +105,7 @@ def page_memory(model: str | None, n_ctx: int = 4096, question: str | None = Non
     from research.measure.chat_timing import QUESTION
 
     with Page(model, n_ctx=n_ctx) as page:
-        server.client(page.open_url).predict(
-            question or QUESTION, temperature=0, max_tokens=16, api_name="/ask"
-        )
+        page.client().predict(question or QUESTION, temperature=0, max_tokens=16, api_name="/ask")
         status = Path(f"/proc/{page.pid}/status").read_text()
         start_s = page.start_s
     peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))

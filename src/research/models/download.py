@@ -322,70 +322,83 @@ def _fetch(
         raise _network_error(url, exc, part, timeout) from None
 
     with resp:
-        # Checked before anything is written, so a refused response leaves no bytes behind.
-        if resp.headers.get_content_type() == "text/html":
-            raise KitError(
-                f"{url} returned an HTML page, not the model file (an error or login page); "
-                "check the repository id and file name"
-            )
-        if resp.status == 206:
-            content_range = resp.headers.get("Content-Range", "")
-            match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", content_range)
-            if not match or int(match.group(1)) != have:
-                raise _reject(
-                    part,
-                    f"the server resumed {dest.name} at the wrong place "
-                    f"({content_range!r}); run the same command again to start over",
-                )
-            total = int(match.group(2)) if match.group(2) != "*" else None
-        elif resp.status == 200:  # no range support: start over from zero
-            length = resp.headers.get("Content-Length", "")
-            have, total, hasher = 0, (int(length) if length.isdigit() else None), hashlib.sha256()
-        else:
-            raise KitError(f"download of {url} got unexpected HTTP {resp.status}; try again later")
-        if size is not None and total is not None and total != size:
+        have, total, hasher = _judged(resp, url, dest, part, have, size, hasher)
+        _append(resp, url, dest, part, have, total, hasher, progress, timeout, chunk_size)
+    return total, hasher
+
+
+def _judged(resp, url: str, dest: Path, part: Path, have: int, size: int | None, hasher):
+    """The response judged before anything is written, so a refused one leaves no bytes behind:
+    (bytes kept of the part, the file's full size, the hasher), both reset when the server sent the
+    whole file again."""
+    if resp.headers.get_content_type() == "text/html":
+        raise KitError(
+            f"{url} returned an HTML page, not the model file (an error or login page); "
+            "check the repository id and file name"
+        )
+    if resp.status == 206:
+        content_range = resp.headers.get("Content-Range", "")
+        match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", content_range)
+        if not match or int(match.group(1)) != have:
             raise _reject(
                 part,
-                f"size check failed for {dest.name}: expected {size} bytes, the server has {total}",
+                f"the server resumed {dest.name} at the wrong place "
+                f"({content_range!r}); run the same command again to start over",
             )
+        total = int(match.group(2)) if match.group(2) != "*" else None
+    elif resp.status == 200:  # no range support: start over from zero
+        length = resp.headers.get("Content-Length", "")
+        have, total, hasher = 0, (int(length) if length.isdigit() else None), hashlib.sha256()
+    else:
+        raise KitError(f"download of {url} got unexpected HTTP {resp.status}; try again later")
+    if size is not None and total is not None and total != size:
+        raise _reject(
+            part,
+            f"size check failed for {dest.name}: expected {size} bytes, the server has {total}",
+        )
 
-        expected = size if size is not None else total
-        free = shutil.disk_usage(part.parent).free
-        if expected is not None and expected - have > free:
-            needed = expected - have
-            raise KitError(
-                f"not enough disk space for {dest.name}: need {_mb(needed)}, "
-                f"{_mb(free)} free in {part.parent}; free some space and run the command again"
-            )
+    expected = size if size is not None else total
+    free = shutil.disk_usage(part.parent).free
+    if expected is not None and expected - have > free:
+        needed = expected - have
+        raise KitError(
+            f"not enough disk space for {dest.name}: need {_mb(needed)}, "
+            f"{_mb(free)} free in {part.parent}; free some space and run the command again"
+        )
+    return have, total, hasher
 
-        try:
-            chunk = resp.read(chunk_size)
-            if dest.suffix.lower() == ".gguf" and have < 4:
-                start = (part.read_bytes()[:have] if have else b"") + chunk[:16]
-                if not start.startswith(b"GGUF"):
-                    raise KitError(
-                        f"{url} did not return a GGUF file (it starts with {start!r}); "
-                        "check the repository id and file name"
-                    )
-            bar = tqdm(
-                total=total,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-                file=sys.stderr,
-            )
-            with open(part, "ab" if have else "wb") as f, bar:
-                while chunk:
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    bar.update(len(chunk))
-                    chunk = resp.read(chunk_size)
-        except (http.client.HTTPException, OSError) as exc:
-            if getattr(exc, "errno", None) == errno.ENOSPC:
-                msg = f"the disk filled up while writing {part.name}; free some space and {RESUME}"
-                raise KitError(msg) from None
-            raise _network_error(url, exc, part, timeout) from None
-    return total, hasher
+
+def _append(
+    resp, url, dest: Path, part: Path, have: int, total, hasher, progress, timeout, chunk_size
+) -> None:
+    """The response's bytes appended to the part (a new part when `have` is 0), hashed as they come."""
+    try:
+        chunk = resp.read(chunk_size)
+        if dest.suffix.lower() == ".gguf" and have < 4:
+            start = (part.read_bytes()[:have] if have else b"") + chunk[:16]
+            if not start.startswith(b"GGUF"):
+                raise KitError(
+                    f"{url} did not return a GGUF file (it starts with {start!r}); "
+                    "check the repository id and file name"
+                )
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=dest.name,
+            disable=not progress,
+            file=sys.stderr,
+        )
+        with open(part, "ab" if have else "wb") as f, bar:
+            while chunk:
+                f.write(chunk)
+                hasher.update(chunk)
+                bar.update(len(chunk))
+                chunk = resp.read(chunk_size)
+    except (http.client.HTTPException, OSError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            msg = f"the disk filled up while writing {part.name}; free some space and {RESUME}"
+            raise KitError(msg) from None
+        raise _network_error(url, exc, part, timeout) from None

@@ -301,39 +301,7 @@ def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
     tensors = []
     names: set[str] = set()
     for i in range(n_tensors):
-        name = r.text(f"name of tensor {i}")
-        label = f"tensor {_show(name)}"
-        if name in names:
-            r.fail(f"duplicate tensor name {_show(name)}; {_REFETCH}")
-        names.add(name)
-        r.hold(320)  # the TensorInfo, its shape and its place in the lists
-        n_dims = r.read(_U32, f"dimension count of {label}")
-        if n_dims > MAX_DIMS:
-            r.fail(f"{label} has {n_dims} dimensions (most is {MAX_DIMS}); {_REFETCH}")
-        r.need(8 * n_dims, f"shape of {label}")
-        shape = struct.unpack_from(f"<{n_dims}Q", buf, r.pos)
-        r.pos += 8 * n_dims
-        code = r.read(_U32, f"type of {label}")
-        offset = r.read(_U64, f"offset of {label}")
-        if any(d == 0 or d >= 1 << 63 for d in shape):
-            r.fail(f"{label} has a zero or negative dimension {shape}; {_REFETCH}")
-        n_elements = 1
-        for d in shape:
-            n_elements *= d
-        if n_elements >= 1 << 63:
-            r.fail(f"{label} has {n_elements} elements, more than 64 bits can count; {_REFETCH}")
-        try:
-            qtype = gguf.GGMLQuantizationType(code)
-            block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-        except (ValueError, KeyError):
-            r.fail(f"{label} has unknown type {code}; {_REFETCH} (or upgrade the gguf package)")
-        row = shape[0] if shape else 1
-        if row % block:
-            r.fail(f"{label} has rows of {row}, not whole {qtype.name} blocks of {block}; {_REFETCH}")
-        if offset % alignment:
-            r.fail(f"{label} starts at offset {offset}, not a multiple of {alignment}; {_REFETCH}")
-        n_bytes = n_elements // block * block_bytes
-        tensors.append(TensorInfo(name, shape, qtype.name, code, offset, n_elements, n_bytes))
+        tensors.append(_tensor(r, buf, i, names, alignment))
     data_offset = -(-r.pos // alignment) * alignment
 
     end = 0
@@ -347,6 +315,43 @@ def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFInfo:
                 f"has {size} bytes; the download is incomplete, fetch it again"
             )
     return GGUFInfo(path, size, version, alignment, data_offset, metadata, tuple(tensors))
+
+
+def _tensor(r, buf, i: int, names: set[str], alignment: int) -> TensorInfo:
+    """Tensor `i`'s entry, every field checked against the file (`names`: those seen so far)."""
+    name = r.text(f"name of tensor {i}")
+    label = f"tensor {_show(name)}"
+    if name in names:
+        r.fail(f"duplicate tensor name {_show(name)}; {_REFETCH}")
+    names.add(name)
+    r.hold(320)  # the TensorInfo, its shape and its place in the lists
+    n_dims = r.read(_U32, f"dimension count of {label}")
+    if n_dims > MAX_DIMS:
+        r.fail(f"{label} has {n_dims} dimensions (most is {MAX_DIMS}); {_REFETCH}")
+    r.need(8 * n_dims, f"shape of {label}")
+    shape = struct.unpack_from(f"<{n_dims}Q", buf, r.pos)
+    r.pos += 8 * n_dims
+    code = r.read(_U32, f"type of {label}")
+    offset = r.read(_U64, f"offset of {label}")
+    if any(d == 0 or d >= 1 << 63 for d in shape):
+        r.fail(f"{label} has a zero or negative dimension {shape}; {_REFETCH}")
+    n_elements = 1
+    for d in shape:
+        n_elements *= d
+    if n_elements >= 1 << 63:
+        r.fail(f"{label} has {n_elements} elements, more than 64 bits can count; {_REFETCH}")
+    try:
+        qtype = gguf.GGMLQuantizationType(code)
+        block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    except (ValueError, KeyError):
+        r.fail(f"{label} has unknown type {code}; {_REFETCH} (or upgrade the gguf package)")
+    row = shape[0] if shape else 1
+    if row % block:
+        r.fail(f"{label} has rows of {row}, not whole {qtype.name} blocks of {block}; {_REFETCH}")
+    if offset % alignment:
+        r.fail(f"{label} starts at offset {offset}, not a multiple of {alignment}; {_REFETCH}")
+    n_bytes = n_elements // block * block_bytes
+    return TensorInfo(name, shape, qtype.name, code, offset, n_elements, n_bytes)
 
 
 _EXTRA_KEYS = (

@@ -16,7 +16,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
-import json
 import queue
 import sys
 import threading
@@ -28,114 +27,35 @@ from pathlib import Path
 from research import confidence
 from research.engine import Engine, EngineConfig, Sampling, Stats, provenance
 from research.errors import KitError
-from research.models.catalog import catalog, models_dir, resolve
+from research.models.catalog import catalog, models_dir
+from research.page import export, idle
 from research.page import sources as page_sources
 from research.page import text as page_text
+from research.page.messages import (  # noqa: F401 (the page reads them here too)
+    CHECKING,
+    DEFAULT_SYSTEM,
+    KNOBS,
+    LOOKUP,
+    NO_LIBRARY,
+    NOT_SURE,
+    REMEMBERED_ANSWERS,
+    SOURCES_HEAD,
+    STREAM_CHARS,
+    STREAM_INTERVAL_S,
+    _assistant_message,
+    answer_id_of,
+    answer_text,
+    history_messages,
+    model_label,
+    present_models,
+    sampling_from,
+    settings_dict,
+    stream_interval,
+    strip_sources,
+    text_of,
+    with_figures,
+)
 from research.ratings import store as ratings
-
-DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
-#: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
-#: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
-#: 2 cores, with every llama.cpp call on one thread (ModelHost), the page painted 74 % of the
-#: engine alone's speed at 20 updates a second and 102 % at 4, a minute apart
-#: (`python -m research bench --page --threads 2 --reps 7`, with this set to 0.05 and to 0.25).
-STREAM_INTERVAL_S = 0.25
-#: ... and less often as the answer grows, since each update costs the browser a render of the
-#: whole answer: one more interval per STREAM_CHARS characters, so the browser's work a second
-#: stays about what a short answer costs it, up to one update a second (answers past 8,000
-#: characters: 2,000 tokens and more).
-STREAM_CHARS, STREAM_MAX_INTERVAL_S = 2000, 1.0
-#: The page's sampling controls, in the order the page lays them out: Sampling's own fields.
-KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
-#: Answers whose provenance the page remembers (a few hundred bytes each), oldest forgotten first.
-REMEMBERED_ANSWERS = 10_000
-
-
-def stream_interval(chars: int) -> float:
-    """Seconds from one page update of an answer `chars` long to the next (see STREAM_CHARS)."""
-    return min(STREAM_MAX_INTERVAL_S, STREAM_INTERVAL_S * max(1.0, chars / STREAM_CHARS))
-
-
-def text_of(content) -> str:
-    """Message content as plain text: Gradio 6 sends a list of parts, older code a string."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if isinstance(content, dict):
-        return content.get("text", "")
-    return ""
-
-
-def with_figures(answer: str, stats: Stats, conf: confidence.Confidence | None = None) -> str:
-    """An answer as the page shows it: its text shown as text, then its line of figures, which
-    starts with how likely the answer is to be right ("likely right, 82 % · 9 prompt tokens …")."""
-    line = stats.line() if conf is None else f"{conf.words} · {stats.line()}"
-    return page_text.shown(answer) + page_text.figures(line)
-
-
-#: What "answer only when sure" shows in place of an answer below its threshold.
-NOT_SURE = "I'm not sure."
-#: What "answer only when sure" shows while the answer is written and before its confidence is known.
-CHECKING = "_Answering: shown when it is known to be sure enough…_"
-
-
-def history_messages(history: list[dict]) -> list[dict]:
-    """Chatbot value -> plain {"role", "content"} messages: the text as typed or generated."""
-    out = []
-    for m in history or []:
-        role = m.get("role") if isinstance(m, dict) else None
-        if role in ("user", "assistant"):
-            out.append({"role": role, "content": answer_text(m.get("content"))})
-    return out
-
-
-#: The page's choice of no library, and the lookup modes as it names them.
-NO_LIBRARY = "(none: the model alone)"
-LOOKUP = {
-    "always": "every question",
-    "unsure": "only when the model's own answer is unsure",
-    "never": "never (the model alone, for comparison)",
-}
-#: Where the sources start under an answer: the kit's own HTML, which shown() makes impossible in
-#: an answer's text (its `<` becomes `&lt;`), so an answer cannot end itself early.
-SOURCES_HEAD = "\n\n<sub>📚 Sources</sub>"
-
-
-def strip_sources(text: str) -> str:
-    """An answer without the sources the page listed under it."""
-    return text.split(SOURCES_HEAD, 1)[0]
-
-
-def answer_text(content) -> str:
-    """A message as its author wrote it: without the sources and the figures the page added under
-    it, its text shown as text turned back into plain text."""
-    return page_text.plain(page_text.strip_figures(strip_sources(text_of(content))))
-
-
-def answer_id_of(message: dict) -> str | None:
-    meta = message.get("metadata") if isinstance(message, dict) else None
-    return str(meta["id"]) if isinstance(meta, dict) and meta.get("id") else None
-
-
-def sampling_from(temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed) -> Sampling:
-    """Sampling from the page's controls (KNOBS); a seed of -1 or empty means random.
-
-    Values come from sliders or from anyone calling the page's API: Sampling checks their ranges.
-    """
-    try:
-        seed = None if seed in (None, "", -1) else int(seed)
-        return Sampling(
-            float(temperature),
-            int(top_k),
-            float(top_p),
-            float(min_p),
-            float(repeat_penalty),
-            int(max_tokens),
-            seed,
-        )
-    except (TypeError, ValueError) as e:
-        raise KitError(f"a sampling setting is not a number: {e}") from None
 
 
 class ModelHost:
@@ -245,7 +165,7 @@ class ModelHost:
                 return False
             engine, self.engine, self.unloaded = self.engine, None, True
         self.on_llama(engine.close)
-        give_back_memory()
+        idle.give_back_memory()
         minutes = (self.unload_after_s or 0) / 60
         print(
             f"model {engine.model_id} unloaded after {minutes:g} min idle; the next question reloads it",
@@ -499,42 +419,8 @@ class ModelHost:
         return ratings.append(rec, path)
 
     def export(self, history: list[dict], system: str, folder: str | Path) -> tuple[Path, Path]:
-        """Write the conversation as Markdown and JSON into `folder`; returns both paths.
-
-        Each answer carries what produced it, when the page knows it (answers of another model
-        in the same conversation are named as such).
-        """
-        msgs = history_messages(history)
-        if not msgs:
-            raise KitError("nothing to export yet: the conversation is empty")
-        known = []
-        for m, raw in zip(
-            msgs, [m for m in history or [] if m.get("role") in ("user", "assistant")], strict=True
-        ):
-            prov = None
-            if m["role"] == "assistant":
-                try:
-                    prov = self.answer_record(raw)["provenance"]
-                except KitError:
-                    prov = None
-            known.append(prov)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        models = sorted({p["model"] for p in known if p})
-        md = [f"# Conversation with {', '.join(models) or 'a model'}", "", f"*{stamp}*", ""]
-        if system.strip():
-            md += ["**System:** " + system.strip(), ""]
-        for m, prov in zip(msgs, known, strict=True):
-            who = "You" if m["role"] == "user" else f"Model ({prov['model']})" if prov else "Model (unknown)"
-            md += [f"**{who}:** {m['content']}", ""]
-        md_path = folder / f"conversation-{stamp}.md"
-        md_path.write_text("\n".join(md), encoding="utf-8")
-        json_path = folder / f"conversation-{stamp}.json"
-        messages = [m | ({"provenance": p} if p else {}) for m, p in zip(msgs, known, strict=True)]
-        doc = {"time": stamp, "system": system, "messages": messages}
-        json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
-        return md_path, json_path
+        """Write the conversation as Markdown and JSON into `folder` (research.page.export)."""
+        return export.conversation(history, system, folder, self.answer_record)
 
 
 @dataclasses.dataclass
@@ -542,47 +428,3 @@ class _Failed:
     """An exception raised on the llama.cpp thread, to raise again on the page's side."""
 
     error: BaseException
-
-
-def give_back_memory() -> None:
-    """Return freed memory to the system: collect cycles, stop idle template workers and the ZIM
-    search worker, and ask glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
-    import ctypes
-    import gc
-
-    from research.engine import templates as template_worker
-    from research.library import zim as library_zim
-
-    gc.collect()
-    template_worker.stop_idle()
-    library_zim.SEARCHER.close()  # the ZIM search worker and its cache; the next search starts another
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS)
-        pass
-
-
-def _assistant_message(history: list[dict], index: int | None) -> dict:
-    """The answer message at `index` of the chatbot value (default: the last answer)."""
-    history = list(history or [])
-    if index is None:
-        index = max((i for i, m in enumerate(history) if m.get("role") == "assistant"), default=-1)
-    if not 0 <= index < len(history) or history[index].get("role") != "assistant":
-        raise KitError("nothing to rate: ask a question and wait for its answer first")
-    return history[index]
-
-
-def present_models() -> list[str]:
-    """Catalog ids whose files are on this device (the page's model picker)."""
-    return [e.id for e in catalog().values() if e.local_path() is not None]
-
-
-def settings_dict(sampling: Sampling) -> dict:
-    return dataclasses.asdict(sampling)
-
-
-def model_label(name: str | None) -> str:
-    try:
-        return resolve(name).id
-    except KitError:
-        return str(name)

@@ -173,3 +173,21 @@ def on_android() -> bool:
 
 #: The page's default idle time before it unloads the model: on Android 10 minutes, elsewhere never.
 ANDROID_UNLOAD_AFTER_MIN = 10.0
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system: collect cycles, stop idle template workers and the ZIM
+    search worker, and ask glibc to release its free heap (it keeps freed memory for reuse otherwise)."""
+    import ctypes
+    import gc
+
+    from research.engine import templates as template_worker
+    from research.library import zim as library_zim
+
+    gc.collect()
+    template_worker.stop_idle()
+    library_zim.SEARCHER.close()  # the ZIM search worker and its cache; the next search starts another
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS)
+        pass

@@ -24,6 +24,7 @@ from research.measure import bench
 from research.measure import memory as memory_measure
 from research.models import quantize
 from research.models.gguf import read_gguf
+from research.paths import REPO_ROOT
 from research.units import MB
 
 #: OpenLLaMA-3B's shape (openlm-research/open_llama_3b config.json), which Orca-Mini-3B keeps:
@@ -32,7 +33,7 @@ ORCA_MINI_3B = dict(n_layer=26, n_embd=3200, n_ff=8640, n_head=32, n_head_kv=32,
 #: The paper's type (Q5_0, about 5.6 bits/weight) between the smallest and the largest legacy type.
 TYPES = ("Q4_0", "Q5_0", "Q8_0")
 #: Where the recorded figures of the last full run are kept (committed with the rendered results).
-RECORDED = Path(__file__).resolve().parents[2] / "docs" / "results" / "orca_mini_3b_shaped.json"
+RECORDED = REPO_ROOT / "docs" / "results" / "orca_mini_3b_shaped.json"
 #: The name notebook 02 saves its measurement under, in its output folder.
 RUN_FILE = "orca_mini_3b_shaped.json"
 

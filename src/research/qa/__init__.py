@@ -1,7 +1,6 @@
-"""Questions, scores and evaluation runs: question sets from files or the hub (questions), the
-official normalizations and scores (scoring), answering a set into run-keyed records with its summary
-(evaluate), and two runs compared (pairs).
+"""Questions and their scores, pure functions of text: question sets from files or the hub
+(questions), the official normalizations and scores (scoring), and the words of answers and
+questions several parts of the kit compare (words: stop words, content words, token F1).
 
-May import: the base modules and research.models, research.engine, research.ratings,
-research.confidence.
+May import: the base modules only.
 """

@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Sequence
+
+from research.qa.words import QUESTION_WORDS, STOP_WORDS, first_sentence, token_f1
 
 _PUNCT = set(string.punctuation)
 
@@ -43,12 +44,7 @@ def nq_normalize(text: str) -> str:
 
 def squad_f1(prediction: str, reference: str, norm: Callable[[str], str] = squad_normalize) -> float:
     """SQuAD v1.1's token F1: `squad_f1("the Nile river", "Nile")` -> 0.667."""
-    pred, ref = norm(prediction).split(), norm(reference).split()
-    same = sum((Counter(pred) & Counter(ref)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return token_f1(norm(prediction).split(), norm(reference).split())
 
 
 def best(metric: Callable[[str, str], float], prediction: str, references: Sequence[str]) -> float:
@@ -102,9 +98,6 @@ def lm_eval_exact_match(
 
 # The short answer inside a sentence.
 #: Abbreviations and initials whose full stop does not end a sentence ("John F. Kennedy", "St. Louis").
-_NOT_AN_END = re.compile(
-    r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Mt|Jr|Sr|Prof|No|vs|etc|approx|ca|e\.g|i\.e|U\.S))\.$"
-)
 _LEAD_IN = re.compile(
     r"^(?:(?:the )?(?:correct |short |final )?answer(?: to (?:the|your|this) question)? (?:is|would be)[:\s]|"
     r"answer:|a:|it (?:is|was|'s)\s|that (?:is|was|'s)\s|sure[,!.]\s|yes[,!.]\s|well[,]\s)\s*",
@@ -126,21 +119,7 @@ _CUT = re.compile(
 )
 _WORD = re.compile(r"[^\W_]+", re.U)
 #: Words too common to tie a sentence's subject to the question.
-_COMMON = frozenset(
-    "the a an of in on at to for by and or what which who whom whose when where how many much is was are "
-    "were did does do its it this that".split()
-)
-
-
-def first_sentence(text: str) -> str:
-    """The first line's first sentence: `"Paris. It is big."` -> `"Paris."`; initials stay."""
-    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
-    for m in re.finditer(r"[.!?](?=\s|$)", line):  # "3.14" has no space after its point
-        head = line[: m.end()]
-        if m.end() < len(line) and _NOT_AN_END.search(head):
-            continue  # "John F. Kennedy", "St. Louis"
-        return head
-    return line
+_COMMON = STOP_WORDS | QUESTION_WORDS
 
 
 def extract_answer(answer: str, question: str = "") -> str:
@@ -207,14 +186,6 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _token_f1(pred: list[str], ref: list[str]) -> float:
-    same = sum((Counter(pred) & Counter(ref)).values())
-    if same == 0:
-        return 0.0
-    p, r = same / len(pred), same / len(ref)
-    return 2 * p * r / (p + r)
-
-
 def score(answer: str, references: Sequence[str], question: str = "") -> dict:
     """Every score of one answer against its references.
 
@@ -236,7 +207,7 @@ def score(answer: str, references: Sequence[str], question: str = "") -> dict:
     return {
         "exact_match": float(any(pred == r for r in refs)),
         "contains": float(contains),
-        "f1": max((_token_f1(pred.split(), r.split()) for r in refs), default=0.0),
+        "f1": max((token_f1(pred.split(), r.split()) for r in refs), default=0.0),
         "refused": refused,
         "empty": empty,
         "hedged": doubt,

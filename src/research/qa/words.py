@@ -13,15 +13,30 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from research.qa.scoring import first_sentence
-
 #: Words that say nothing of the answer proper. A short list on purpose: the free and sampled
 #: confidence signals were measured and calibrated with it (data/calibrations).
 STOP_WORDS = frozenset(
     "the a an of in on at to is was are were be been by for with and or as from that this which who "
     "what when where it its his her their he she they".split()
 )
+#: Besides the stop words, the words of a question that tie no answer to it (research.qa.scoring's
+#: short-answer extraction leaves both out when it looks for the question in an answer).
+QUESTION_WORDS = frozenset("whom whose how many much did does do".split())
 ALNUM = re.compile(r"[^\W_]+", re.U)
+_NOT_AN_END = re.compile(
+    r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Mt|Jr|Sr|Prof|No|vs|etc|approx|ca|e\.g|i\.e|U\.S))\.$"
+)
+
+
+def first_sentence(text: str) -> str:
+    """The first line's first sentence: `"Paris. It is big."` -> `"Paris."`; initials stay."""
+    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    for m in re.finditer(r"[.!?](?=\s|$)", line):  # "3.14" has no space after its point
+        head = line[: m.end()]
+        if m.end() < len(line) and _NOT_AN_END.search(head):
+            continue  # "John F. Kennedy", "St. Louis"
+        return head
+    return line
 
 
 def norm_word(text: str) -> str:
@@ -34,13 +49,17 @@ def asked(question: str) -> set[str]:
     return {norm_word(w) for w in ALNUM.findall(question)}
 
 
+def terms(text: str) -> list[str]:
+    """The normalized words of `text` that are not stop words: `terms("The 3 eggs.")` -> ["3", "eggs"]."""
+    return [w for w in (norm_word(x) for x in ALNUM.findall(text)) if w and w not in STOP_WORDS]
+
+
 def content_words(text: str, question: str) -> list[str]:
     """The normalized words of the first sentence that neither restate the question nor are
     stopwords: `("The capital of Australia is Canberra.", "What is the capital of Australia?")`
     -> ["canberra"]."""
     said = asked(question)
-    words = (norm_word(w) for w in ALNUM.findall(first_sentence(text)))
-    return [w for w in words if w and w not in said and w not in STOP_WORDS]
+    return [w for w in terms(first_sentence(text)) if w not in said]
 
 
 def token_f1(a: Sequence[str], b: Sequence[str]) -> float:
