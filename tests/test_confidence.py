@@ -305,13 +305,13 @@ def test_the_targets_judge_the_chosen_method_where_nothing_about_the_answers_cho
     fresh = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
 
     def targets(records):
-        text = evaluate.format_summary(evaluate.summarize(records) | evaluate.confidence_report(records, engine.sha256))
+        report = evaluate.confidence_report(records, engine.sha256)
+        text = evaluate.format_summary(evaluate.summarize(records) | report)
         return next(line for line in text.splitlines() if line.startswith("targets:"))
 
     assert f"({confidence.CHOSEN}, chosen beforehand;" in targets(fresh)
-    assert (
-        evaluate.confidence_report(fresh, engine.sha256, abstain_below=0.5)["abstention"]["method"] == confidence.CHOSEN
-    )
+    abstention = evaluate.confidence_report(fresh, engine.sha256, abstain_below=0.5)["abstention"]
+    assert abstention["method"] == confidence.CHOSEN
     # on the answers it was fitted on, the targets fall back to a choice made on them
     assert "chosen beforehand" not in targets(fit_on)
 
