@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
 import sys
 import threading
 
@@ -20,6 +19,7 @@ from research.cli.common import engine_from, model_options
 from research.engine import options
 from research.errors import KitError
 from research.llamacpp.build import DEFAULT_TARGETS, KINDS
+from research.page import __main__ as page_main
 
 
 def cmd_models(args) -> None:
@@ -190,21 +190,6 @@ def _interactive(engine, sampling, system, abstain_below=None) -> None:
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(answer)}]
 
 
-def run_demo(rest: list[str]) -> int:
-    """Run demo/app.py as a script with the page's own options."""
-    from research.models.catalog import REPO_ROOT
-
-    app = REPO_ROOT / "demo" / "app.py"
-    if not app.is_file():
-        raise KitError(f"the page {app} is missing: run the kit from its repository checkout")
-    sys.argv = [str(app), *rest]
-    try:
-        runpy.run_path(str(app), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0
-    return 0
-
-
 def add_models(sub) -> None:
     s = sub.add_parser("models", help="list the model catalog and what is on this device")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -320,7 +305,7 @@ def cmd_doctor(args) -> None:
 def add_demo(sub) -> None:
     s = sub.add_parser("demo", help="serve the chat page on http://127.0.0.1:7860", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the page (see: research demo --help)")
-    s.set_defaults(func=lambda args: run_demo(args.rest))
+    s.set_defaults(func=lambda args: page_main.run(args.rest))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -343,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["demo"]:  # the page parses its own options (research demo --help)
-            return run_demo(argv[1:])
+            return page_main.run(argv[1:])
         args = parser().parse_args(argv)
         args.func(args)
     except KitError as e:
