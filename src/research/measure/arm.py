@@ -316,8 +316,13 @@ def rehearse(folder: Path, emulated: bool, port: int) -> dict:
         measured = work / "emulated-compile.json"
         if emulated:
             _say("the same engine compiled under qemu, for the comparison (long) ...")
+            load = os.getloadavg()[2]
             seconds = round(emulated_build(folder, log), 1)
-            measured.write_text(json.dumps({"seconds": seconds, "date": time.strftime("%Y-%m-%d")}))
+            # The 15-minute load average at the start and the end: 2 on two cores means nothing
+            # else ran beside the build; more, that the figure is an upper bound.
+            load = [round(load, 2), round(os.getloadavg()[2], 2)]
+            done = {"seconds": seconds, "date": time.strftime("%Y-%m-%d"), "load_15min": load}
+            measured.write_text(json.dumps(done))
         if measured.is_file():  # measured once (--emulated-build): an hour and more of compiling
             record["engine"]["emulated_compile"] = json.loads(measured.read_text())
         _say("research doctor under qemu ...")

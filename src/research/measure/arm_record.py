@@ -5,6 +5,7 @@ docs/results that says what it measured, what it proves and what it does not.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -63,7 +64,11 @@ Chromium on Android; qemu 7.2 shows the guest this machine's /proc/cpuinfo.
 
 
 def _emulated(m: dict | None) -> str:
-    return f"{_s(m['seconds'])} (measured {m['date']})" if m else "not measured"
+    if not m:
+        return "not measured"
+    load = m.get("load_15min")
+    beside = f", 15-minute load {load[0]}-{load[1]} on {os.cpu_count()} cores" if load else ""
+    return f"{_s(m['seconds'])} (measured {m['date']}{beside})"
 
 
 def _s(x, missing: str = "?") -> str:
