@@ -38,7 +38,7 @@ lint: $(STAMP)
 # x86: llama.cpp issue 20824), into the kit's own cache keyed by those flags, since pip's cache
 # would hand back a wheel built with other ones (research.llamacpp.flags). Then the kit and the
 # rest of its dependencies, which find the engine installed.
-$(STAMP): pyproject.toml src/research/engine_build.py
+$(STAMP): pyproject.toml src/research/llamacpp/flags.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@PYTHONPATH=src $(PY) -m research.llamacpp.flags install
