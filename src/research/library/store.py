@@ -43,12 +43,12 @@ from research.library.ranking import query_terms, title_of
 #: The index layout and chunking; a library of another format is read again from its files.
 #: 2: paths from the chosen folders, the title once per file, short sections sharing passages.
 FORMAT = 2
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: What a library's `current` file may name: one of its own version folders, nothing else.
-VERSION = re.compile(r"^v\d{1,9}$")
+VERSION = re.compile(r"v\d{1,9}")
 #: A passage id: "<version>-<n>" (a stored passage) or "<version>-z<file>-<entry>-<position>" (a
 #: passage of an article found through a ZIM's own index). Digits only: safe in a URL and a path.
-PASSAGE_ID = re.compile(r"^(\d{1,9})-(?:(\d{1,10})|z(\d{1,6})-(\d{1,12})-(\d{1,6}))$")
+PASSAGE_ID = re.compile(r"(\d{1,9})-(?:(\d{1,10})|z(\d{1,6})-(\d{1,12})-(\d{1,6}))")
 #: Reciprocal-rank fusion constant (Cormack et al. 2009): ranks of different sources merge.
 RRF_K = 60
 #: Seconds one search may take. The stored index answers in milliseconds; a ZIM's own search
@@ -63,7 +63,7 @@ def libraries_dir() -> Path:
 
 def check_name(name: str) -> str:
     """`name` when it can name a library folder (letters, digits, `._-`), else KitError."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise KitError(
             f"a library name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
             f"not {name!r}"
@@ -104,7 +104,7 @@ def current_version(root: Path, name: str) -> str:
             f"no library named {name!r}; make it with: python -m research library add PATH --name {name}"
         ) from None
     folder = root / text
-    if not VERSION.match(text) or folder.is_symlink() or not folder.is_dir():
+    if not VERSION.fullmatch(text) or folder.is_symlink() or not folder.is_dir():
         raise KitError(
             f"library {name!r} is damaged (its 'current' names {shown(text)[:20]!r}, not one of its "
             f"versions); remove it with: python -m research library remove {name}, and add its files again"
@@ -258,7 +258,7 @@ class Library:
 
     def passage(self, pid: str) -> Hit:
         """A passage by its id (from a search of this version); KitError when it is not there."""
-        m = PASSAGE_ID.match(pid or "")
+        m = PASSAGE_ID.fullmatch(pid or "")
         if not m:
             raise KitError(f"{pid!r} is not a passage id")
         if int(m.group(1)) > self.version:  # from no version this library has had

@@ -16,7 +16,7 @@ from research.page import text as page_text
 def passage_url(library: str, pid: str) -> str:
     """The page's local route for a passage: `/passage/kit/3-17` (both parts checked, URL-safe)."""
     lib.check_name(library)
-    if not lib.PASSAGE_ID.match(pid):
+    if not lib.PASSAGE_ID.fullmatch(pid):
         raise KitError(f"{pid!r} is not a passage id")
     return f"/passage/{library}/{pid}"
 
