@@ -17,10 +17,13 @@ CSP = (
     "connect-src 'self'; worker-src 'self' blob:; manifest-src 'self'; frame-src 'none'; "
     "child-src 'none'; object-src 'none'; form-action 'self'; base-uri 'self'; frame-ancestors 'none'"
 )
-#: Headers of every response besides the CSP: no DNS prefetching of the hosts links name (a DNS
-#: query leaks the name to the resolver even when nothing is fetched), no referrer sent when a link
-#: is clicked, no sniffing content types, not framed, no powerful features.
+#: Headers of every response besides the CSP: nothing kept in the browser's disk cache (the
+#: streamed answer, the question inside it, the page's layout: a seized device must not hold the
+#: conversation after the page stops), no DNS prefetching of the hosts links name (a DNS query
+#: leaks the name to the resolver even when nothing is fetched), no referrer sent when a link is
+#: clicked, no sniffing content types, not framed, no powerful features.
 SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
     (b"x-dns-prefetch-control", b"off"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-content-type-options", b"nosniff"),
