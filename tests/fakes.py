@@ -112,22 +112,25 @@ def tiny_gguf(path, tensor: str = "token_embd.weight") -> bytes:
     return path.read_bytes()
 
 
-def _bundled_tokenizer(w, n_vocab: int | None = None) -> int:
+def _bundled_tokenizer(w, n_vocab: int | None = None, user_defined: tuple[str, ...] = ()) -> int:
     """Copy the bundled SmolLM2 tokenizer and chat template into GGUF writer `w`, padded to
-    `n_vocab` tokens with tokens and merges of their own; returns the vocabulary size."""
+    `n_vocab` tokens with tokens and merges of their own, then `user_defined` tokens (llama.cpp's
+    USER_DEFINED type: recognized in text even when special tokens are not); returns the
+    vocabulary size."""
     import gguf
 
     from research.models.catalog import resolve
 
     src = gguf.GGUFReader(str(resolve(None).path))
     base = len(src.fields["tokenizer.ggml.tokens"].data)
-    pad = max(0, (n_vocab or base) - base)
+    pad = max(0, (n_vocab or base) - base - len(user_defined))
     extra = {  # per-token arrays grow with padding; merges "Ġp012 345" make "Ġp012345"
-        "tokenizer.ggml.tokens": [f"Ġp{i // 1000:03d}{i % 1000:03d}" for i in range(pad)],
-        "tokenizer.ggml.token_type": [1] * pad,
-        "tokenizer.ggml.scores": [0.0] * pad,
+        "tokenizer.ggml.tokens": [f"Ġp{i // 1000:03d}{i % 1000:03d}" for i in range(pad)] + [*user_defined],
+        "tokenizer.ggml.token_type": [1] * pad + [int(gguf.TokenType.USER_DEFINED)] * len(user_defined),
+        "tokenizer.ggml.scores": [0.0] * (pad + len(user_defined)),
         "tokenizer.ggml.merges": [f"Ġp{i // 1000:03d} {i % 1000:03d}" for i in range(pad)],
     }
+    pad += len(user_defined)
     for field in src.fields.values():  # the SmolLM2 tokenizer and chat template, as they are
         if field.name.startswith("tokenizer."):
             value = field.contents()
@@ -186,8 +189,10 @@ def random_model_gguf(
     n_head_kv: int = 1,
     seed: int = 0,
     n_vocab: int | None = None,
+    user_defined: tuple[str, ...] = (),
 ):
-    """A loadable F16 GGUF of another architecture with random weights and the bundled tokenizer.
+    """A loadable F16 GGUF of another architecture with random weights and the bundled tokenizer
+    (with `user_defined` tokens added: _bundled_tokenizer).
 
     For speed and robustness only: llama.cpp runs it like any model of that architecture
     (qwen2: biased q/k/v projections, grouped-query attention), but its answers are noise.
@@ -209,7 +214,7 @@ def random_model_gguf(
     w.add_rope_freq_base(1e6)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = _bundled_tokenizer(w, n_vocab)
+    n_vocab = _bundled_tokenizer(w, n_vocab, user_defined)
     head_dim = n_embd // n_head
 
     def t(name, *shape, scale=0.02, dtype=np.float16):

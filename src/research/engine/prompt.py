@@ -5,6 +5,7 @@ strings held back while they are undecided (StopScanner), and a question's messa
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -60,7 +61,9 @@ def prompt_tokens(fmt, messages: Sequence[Message], backend) -> list[int]:
     between are the format's and are tokenized with special tokens parsed. A chat template that
     changes content as it inserts it (trims, folds a system turn) is rendered again to check; if
     the marks cannot say where the content went, the content's control-token texts are broken
-    with a word joiner (U+2060) and the whole prompt is tokenized as before.
+    with a word joiner (U+2060) and the whole prompt is tokenized as before. Tokenized as text,
+    content still has its marker-like texts broken the same way (_markers: llama.cpp reads
+    user-defined tokens even in text).
     """
     nonce = secrets.token_hex(6)
     contents = [str(m["content"]) for m in messages]
@@ -75,13 +78,29 @@ def prompt_tokens(fmt, messages: Sequence[Message], backend) -> list[int]:
                 break
         else:
             return backend.tokenize(_defanged(fmt, messages, backend))
+    markers = _markers(backend.control_texts)
     tokens = backend.tokenize(template[0], special=True, bos=True)
     for i, after in zip(used, template[1:], strict=True):
         if contents[i]:
-            tokens += backend.tokenize(contents[i], special=False, bos=False)
+            text = markers.sub(_break, contents[i]) if markers else contents[i]
+            tokens += backend.tokenize(text, special=False, bos=False)
         if after:
             tokens += backend.tokenize(after, special=True, bos=False)
     return tokens
+
+
+@functools.lru_cache(maxsize=8)
+def _markers(texts: frozenset[str]) -> re.Pattern | None:
+    """The vocabulary's marker-like token texts (`<|tool_call>`, `[INST]`, `<channel|>`: a bracket
+    or a bar in them) as one pattern. llama.cpp reads a USER_DEFINED token in text even when told
+    not to read special tokens (only control tokens are skipped), and some vocabularies mark turn
+    or tool markers so (gemma-4's `<|tool_call>`, `<|channel>`); content's copies are broken."""
+    marks = sorted((t for t in texts if t.strip() and any(c in t for c in "<>[]|")), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, marks))) if marks else None
+
+
+def _break(m: re.Match) -> str:
+    return m.group()[0] + "\u2060" + m.group()[1:]
 
 
 def _joined(template: list[str], used: list[int], contents: list[str]) -> str:
@@ -96,7 +115,7 @@ def _defanged(fmt, messages: Sequence[Message], backend) -> str:
     pattern = re.compile("|".join(re.escape(t) for t in texts))
 
     def broken(text: str) -> str:
-        return pattern.sub(lambda x: x.group()[0] + "\u2060" + x.group()[1:], text)
+        return pattern.sub(_break, text)
 
     safe = [{**m, "content": broken(str(m["content"]))} for m in messages]
     return fmt.render(safe)
