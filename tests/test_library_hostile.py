@@ -244,6 +244,35 @@ def test_a_file_past_its_deadline_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_copies_of_a_document_are_read_once(home, tmp_path, monkeypatch):
+    """A folder of copies of one slow document (a 99,000-page PDF took a minute) costs its reading
+    time once, not once per copy; the copies are named as such, and an update remembers."""
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    text = "The gannet dives from thirty metres.\n" * 50
+    for name in ("a.md", "b.md", "c.md"):
+        (folder / name).write_text(text)
+    (folder / "other.md").write_text("The bakery opens at seven.\n")
+    read = []
+    real = src.read
+    monkeypatch.setattr(src, "read", lambda path, *a, **k: read.append(path.name) or real(path, *a, **k))
+    report = library_build.add("copies", [folder], progress=False)
+    assert sorted(read) == ["a.md", "other.md"], read
+    assert sorted((Path(p).name, why) for p, why in report.skipped) == [
+        ("b.md", f"the same text as {folder / 'a.md'}: read once"),
+        ("c.md", f"the same text as {folder / 'a.md'}: read once"),
+    ]
+    read.clear()
+    (folder / "d.md").write_text(text)  # a new copy of a file kept from the last version
+    report = library_build.add("copies", [], progress=False)
+    assert read == [] and ("d.md", f"the same text as {folder / 'a.md'}: read once") in [
+        (Path(p).name, why) for p, why in report.skipped
+    ]
+    (folder / "a.md").unlink()  # the original gone: a copy is read in its place
+    report = library_build.add("copies", [], progress=False)
+    assert read == ["b.md"] and len(report.skipped) == 2, (read, report.skipped)
+
+
 def test_a_document_without_a_word_to_search_for_is_one_line(home, tmp_path, capsys):
     """Found by the property tests: text of one-letter words only made bm25s raise ValueError
     (an empty vocabulary) out of `library add`, as a traceback."""

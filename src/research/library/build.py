@@ -143,6 +143,7 @@ def _passages(
     from tqdm import tqdm
 
     entries, texts, offsets = [], [], [0]
+    digests: dict[str, str] = {}  # a document's content hash -> the file read for it
     with open(tmp / "passages.jsonl", "wb") as store:
 
         def put(rec: dict, title: str) -> None:
@@ -169,16 +170,28 @@ def _passages(
             }
             fno, first = len(entries), len(offsets) - 1
             prev = before.get(str(path))
-            if prev and (prev[1]["size"], prev[1]["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+            # Unchanged: its passages (or its error) kept; a copy is looked at again (its original
+            # may be gone).
+            unchanged = prev and (prev[1]["size"], prev[1]["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+            if unchanged and not prev[1].get("copy"):
                 _, info = prev
                 for n in range(info["first"], info["first"] + info["count"]):
                     rec = old.stored(n)
                     put({**rec, "f": fno}, title_of(rec.get("d") or info.get("title", ""), rec.get("s", "")))
                 entry |= {k: info[k] for k in info if k not in entry and k not in ("first", "count")}
+                if entry.get("sha256"):
+                    digests.setdefault(entry["sha256"], str(path))
                 report.kept += 1
             else:
                 report.read += 1
+                digest = _digest(path, roots, st.st_size, entry["kind"])
                 try:
+                    if digest and digest in digests:
+                        entry["copy"] = True
+                        raise src.SourceError(f"the same text as {files.shown(digests[digest])}: read once")
+                    if digest:
+                        digests[digest] = str(path)
+                        entry["sha256"] = digest
                     entry |= _read_into(path, roots, fno, put, max_chars, progress)
                 except src.SourceError as e:
                     entry["error"] = str(e)
@@ -191,6 +204,21 @@ def _passages(
                 _say(f"skipped {path}: {entry['error']}", progress)
             entries.append(entry | {"first": first, "count": len(offsets) - 1 - first})
     return entries, texts, offsets
+
+
+def _digest(path: Path, roots: list[Path], size: int, kind: str) -> str:
+    """A document's SHA-256, so that copies of one file are read once (a folder of copies of a
+    slow document would otherwise cost its reading time once per copy); "" for a ZIM (gigabytes,
+    and read through its own index) or a file that cannot be opened (its reader says why)."""
+    import hashlib
+
+    if kind == "zim" or size > src.MAX_PDF_MB * 2**20:
+        return ""
+    try:
+        with files.opened(path, roots) as fd, open(fd, "rb", closefd=False) as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, files.FileRefused):
+        return ""
 
 
 def _commit(name, root: Path, tmp: Path, version: int, old, roots, max_chars: int, texts, entries) -> Path:
