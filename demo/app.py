@@ -21,7 +21,7 @@ _IMPORTS = time.perf_counter()
 
 import gradio as gr  # noqa: E402
 
-from research import device  # noqa: E402
+from research import device, files  # noqa: E402
 from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models.catalog import resolve  # noqa: E402
@@ -191,9 +191,10 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", "") or ""
 
 
-def _status(engine) -> str:
-    """The model line: every value from the file or the user shown as text, never as Markdown."""
-    info, lit = engine.info, page_text.literal
+def _status(engine, lit=page_text.literal) -> str:
+    """The model line: every value from the file or the user shown as text, never as Markdown
+    (`lit`: page_text.literal on the page, files.shown for a terminal: no escape sequence)."""
+    info = engine.info
     text = (
         f"**Model:** {lit(engine.model_id)} · {lit(info.file_type_name or '?')} · "
         f"{info.file_size / MB:.0f} MB · context {engine.backend.n_ctx} · "
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.perf_counter()
         if not args.lazy:
             engine = host.get()  # load now: a bad model fails here, not at the first question
-            print(_status(engine).replace("**", "").replace("`", ""), file=sys.stderr)
+            print(_status(engine, files.shown).replace("**", ""), file=sys.stderr)
             host.idle_soon()
         load_s = time.perf_counter() - load_s
         started = time.perf_counter()
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             css=CSS,
         )
     except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {files.shown(str(e))}", file=sys.stderr)
         return 1
     return 0
 

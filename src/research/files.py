@@ -76,6 +76,23 @@ def clean(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text.replace("\r\n", "\n").translate(_CLEAN))
 
 
+#: What a JSON line may not carry raw to a terminal although JSON allows it: DEL, the C1 controls
+#: (U+009B is an escape on some terminals), the bidirectional controls, the line separators.
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def json_line(obj, **kwargs) -> str:
+    """`json.dumps(obj, ensure_ascii=False)` that is safe to print: the characters JSON leaves raw
+    but a terminal may act on are written as `\\uXXXX` escapes (the data is unchanged).
+
+    `json_line({"a": "x\x9b2J"})` -> '{"a": "x\\u009b2J"}'.
+    """
+    import json
+
+    text = json.dumps(obj, ensure_ascii=False, **kwargs)
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def shown(path: str | os.PathLike) -> str:
     """A path as it may be printed on one line: bytes that were not UTF-8 as U+FFFD, no controls.
 

@@ -18,6 +18,7 @@ from research.cli import library as cli_library
 from research.cli.common import engine_from, model_options
 from research.engine import options
 from research.errors import KitError
+from research.files import clean, json_line
 from research.llamacpp.build import DEFAULT_TARGETS, KINDS
 from research.page import __main__ as page_main
 
@@ -44,7 +45,8 @@ def cmd_inspect(args) -> None:
     from research.models.gguf import format_summary, read_gguf, summarize
 
     info = read_gguf(resolve(args.model).path)
-    print(json.dumps(summarize(info), indent=2) if args.json else format_summary(info))
+    # The file's metadata is the file's author's: no escape sequence of theirs reaches the terminal.
+    print(json_line(summarize(info), indent=2) if args.json else clean(format_summary(info)))
 
 
 def cmd_download(args) -> None:
@@ -83,7 +85,7 @@ def cmd_chat(args) -> None:
         raise KitError("--lookup chooses when to consult a library: name one with --library NAME")
     engine = engine_from(args)
     if engine.warning:
-        print(f"warning: {engine.warning}", file=sys.stderr)
+        print(f"warning: {clean(engine.warning)}", file=sys.stderr)
     sampling = _sampling(args)
     if args.library:
         return cli_library.chat(engine, args, sampling)
@@ -95,26 +97,21 @@ def cmd_chat(args) -> None:
                 stats = item
             else:
                 pieces.append(item)
-                if stream:
-                    print(item, end="", flush=True)
+                if stream:  # the model's text, cleaned: no escape sequence reaches the terminal
+                    print(clean(item), end="", flush=True)
         answer, conf = "".join(pieces), _confidence(engine, stats)
         withheld = conf.abstains(args.abstain_below)
         if args.json:
             shown = NOT_SURE if withheld else answer
             extra = {"abstained": withheld, "shown": shown} if args.abstain_below is not None else {}
             made_by = {"provenance": provenance.of(engine, args.system, sampling)}
-            print(
-                json.dumps(
-                    {"answer": answer, **stats.as_dict(), **conf.as_dict(), **extra, **made_by},
-                    ensure_ascii=False,
-                )
-            )
+            print(json_line({"answer": answer, **stats.as_dict(), **conf.as_dict(), **extra, **made_by}))
             return
         if withheld:
             print(NOT_SURE)
-            print(f"[{_withheld(conf, args.abstain_below)}: {answer}]", file=sys.stderr)
+            print(f"[{_withheld(conf, args.abstain_below)}: {clean(answer)}]", file=sys.stderr)
         elif not stream:
-            print(answer, end="")
+            print(clean(answer), end="")
         print(f"\n[{_confidence_line(conf)} · {stats.line()}]", file=sys.stderr)
         return
     _interactive(engine, sampling, args.system, args.abstain_below)
@@ -166,7 +163,7 @@ def _interactive(engine, sampling, system, abstain_below=None) -> None:
             history = []
             continue
         if question == "/show":
-            print(withheld or "(no answer was withheld)")
+            print(clean(withheld) or "(no answer was withheld)")
             continue
         answer, cancel = [], threading.Event()
         try:
@@ -179,12 +176,12 @@ def _interactive(engine, sampling, system, abstain_below=None) -> None:
                             f"{NOT_SURE} ({conf.p:.0%} likely right; /show shows its answer anyway)", end=""
                         )
                     elif abstain_below is not None:
-                        print("".join(answer), end="")
+                        print(clean("".join(answer)), end="")
                     print(f"\n[{_confidence_line(conf)} · {item.line()}]", file=sys.stderr)
                 else:
                     answer.append(item)
                     if abstain_below is None:
-                        print(item, end="", flush=True)
+                        print(clean(item), end="", flush=True)
         except KeyboardInterrupt:
             print("\n[stopped]", file=sys.stderr)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(answer)}]
@@ -332,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         args.func(args)
     except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {clean(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
