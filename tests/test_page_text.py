@@ -5,6 +5,7 @@ The browser, with Gradio's own renderer, is the third judge (tests/test_hostile_
 """
 
 import html.parser
+import re
 
 import mistune
 import pytest
@@ -14,12 +15,13 @@ from markdown_it import MarkdownIt
 
 from research.page import text as page_text
 
-#: What a renderer may make of shown() text: formatting, links to click, the kit's code element.
-#: Anything else (img, iframe, svg, video, link, style, script, form, meta, base, object...) is a
-#: tag that came from the text: the defect these tests look for.
+#: What a renderer may make of shown() text: formatting and the kit's code element. Anything else
+#: (a, img, iframe, svg, video, link, style, script, form, meta, base, object...) is a tag that came
+#: from the text: the defect these tests look for. A link too: one in an answer is unchecked, and a
+#: click would leave the device or reach another program's server on it.
 ALLOWED_TAGS = {
     "p", "pre", "code", "em", "strong", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
-    "blockquote", "hr", "br", "a", "table", "thead", "tbody", "tr", "th", "td", "sub", "del", "s",
+    "blockquote", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "sub", "del", "s",
 }  # fmt: skip
 EVIL = "evil.example"
 
@@ -46,6 +48,11 @@ BYPASSES = {
     "nested image in a link": f"[![a](http://{EVIL}/r.png)](http://x)",
     "image in a table": f"| a |\n|---|\n| ![t](http://{EVIL}/s.png) |",
     "setext heading over a tag": f"<img src=http://{EVIL}/t.png>\n===",
+    "a link": "[click](http://127.0.0.1:9999/steal)",
+    "a reference link": f"[click][r]\n\n[r]: http://{EVIL}/u",
+    "a bare address": f"see http://{EVIL}/v or HTTPS://{EVIL}/w",
+    "a bare www address": f"see www.{EVIL} or WWW.{EVIL}/x",
+    "an e-mail address": f"write to someone@{EVIL} or mailto:someone@{EVIL}",
 }
 
 
@@ -79,6 +86,11 @@ def assert_inert(text: str) -> None:
     assert bad == [], (text, shown, bad)
     for tag, attrs in tags:
         assert "src" not in attrs and "srcset" not in attrs and "style" not in attrs, (text, tag, attrs)
+    # No code block but the kit's own element, read as CommonMark does and as marked (Gradio's
+    # renderer) does, which takes a lone carriage return for a line break.
+    for as_read in (shown, re.sub(r"\r\n?", "\n", shown)):
+        blocks = [t.type for t in MarkdownIt("commonmark", {"html": True}).parse(as_read)]
+        assert "fence" not in blocks and "code_block" not in blocks, (text, shown, as_read)
 
 
 @pytest.mark.parametrize("name", list(BYPASSES))
@@ -89,11 +101,15 @@ def test_the_known_bypasses_render_no_element(name):
 
 def test_fixed_outputs():
     """What shown() writes, spelled out: entities outside code, the kit's element around code."""
-    assert page_text.shown("<img src=x> & ![a](b)") == "&lt;img src=x> &amp; &#33;[a](b)"
+    assert page_text.shown("<img src=x> & ![a](b)") == "&lt;img src=x> &amp; &#33;\\[a](b)"
+    assert page_text.shown("[a](http://e.x) www.e.x a@b.c 3.5: x") == (
+        "\\[a](http&#58;//e.x) www&#46;e.x a&#64;b.c 3.5: x"
+    )  # no link of any kind; other dots and colons as they were
     assert page_text.shown("a `b` \\c") == "a \\`b\\` \\\\c"
     fenced = "a\n<pre><code>```py\nx&lt;y &#33;\n```</code></pre>\nb"
     assert page_text.shown("a\n```py\nx<y !\n```\nb") == fenced
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
+    assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> ~~~&#13;&lt;b>"  # marked breaks lines at \\r
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
     assert (
@@ -118,7 +134,7 @@ PIECES = [
     "</div>", f"<img src=http://{EVIL}/x.png>", f"![a](http://{EVIL}/y.png)", f"[r]: http://{EVIL}/z.png",
     "![a][r]", "a", "b", "*", "_", "&", "&lt;", "&#60;", "<", ">", "!", "[", "]", "(", ")", "|", "---",
     "===", "<!--", "-->", "<pre>", "</pre>", "<code>", "</code>", "<pre><code>", "</code></pre>", "\r",
-    "<sub>", "◷",
+    "<sub>", "◷", "http://", "https://", "www.", "@", "mailto:", f"{EVIL}", ":", ".", "[x]: ",
 ]  # fmt: skip
 
 

@@ -9,9 +9,13 @@ makes sure the text is not HTML in the first place, whatever the renderer's pars
 The rule that keeps it safe does not depend on agreeing with that parser: in the Markdown
 shown(), no `<` and no `![` written by anyone but the kit is left as it was.
 
-- Outside code, `&` and `<` become entities and `![` becomes `&#33;[` (an image becomes a link,
-  followed only when clicked); backslashes and backticks are escaped too (`\\\\`, `` \\` ``), so
-  no code span or fence can open in the renderer where the kit saw none.
+- Outside code, `&` and `<` become entities and `![` becomes `&#33;\\[`; backslashes, backticks
+  and `[` are escaped too (`\\\\`, `` \\` ``, `\\[`), so no code span or fence can open in the
+  renderer where the kit saw none, and no link either: neither `[a](url)` nor a bare address
+  (`://`, `www.` and `@` have an entity), since a link in an answer is unchecked and a click
+  would leave the device, or reach another program's server on it. A carriage return is an
+  entity as well: Gradio's renderer (marked) reads a lone one as a line break, CommonMark does
+  not, and a fence could open on the line only one of them sees.
 - Code blocks (fenced or indented) are found by a CommonMark parser (markdown-it-py), never by
   patterns of our own: the kit's own detection differed from the renderer's (a backslash before a
   backtick, a paragraph broken by a `#`, `-`, `>` or `<div>` line inside a code span, a fence
@@ -24,7 +28,7 @@ shown(), no `<` and no `![` written by anyone but the kit is left as it was.
 Where the renderer and CommonMark disagree, the worst that happens is an escape shown literally.
 `plain()` undoes exactly what `shown()` did, so what the page sends back is the text as typed.
 
-`shown("<img src=x> & ![a](b)")` -> `"&lt;img src=x> &amp; &#33;[a](b)"`.
+`shown("<img src=x> & ![a](b)")` -> `"&lt;img src=x> &amp; &#33;\\[a](b)"`.
 """
 
 from __future__ import annotations
@@ -35,11 +39,26 @@ import re
 FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
 #: The kit's own code element: what shown() writes around a code block, and plain() reads back.
 PRE, END = "<pre><code>", "</code></pre>"
-#: Outside code: (text, as shown), one character (or `![`) at a time, undone in reverse.
-_TEXT = {"\\": "\\\\", "`": "\\`", "&": "&amp;", "<": "&lt;"}
-_TEXT_IN = re.compile(r"!\[|[\\`&<]")
-_TEXT_OUT = re.compile(r"\\\\|\\`|&amp;|&lt;|&#33;\[")
-_UNTEXT = {v: k for k, v in _TEXT.items()} | {"&#33;[": "!["}
+#: Outside code: (text, as shown), one character (or `![`) at a time, undone in reverse. No link
+#: either: `[` is escaped (no `[a](url)`, no reference link) and what makes a bare address a link
+#: in GFM (`http:`+`//`, `www.`, `a@b`) is broken by an entity: a link in an answer is the
+#: model's or a document's, unchecked, and a click would leave the device or reach another
+#: program's server on it.
+_TEXT = {
+    "\\": "\\\\",
+    "`": "\\`",
+    "&": "&amp;",
+    "<": "&lt;",
+    "![": "&#33;\\[",
+    "[": "\\[",
+    ":": "&#58;",
+    ".": "&#46;",
+    "@": "&#64;",
+    "\r": "&#13;",
+}
+_TEXT_IN = re.compile(r"!\[|:(?=//)|(?<=[wW]{3})\.|[\\`&<\[@\r]")
+_TEXT_OUT = re.compile(r"\\\\|\\`|&amp;|&lt;|&#33;\\\[|\\\[|&#58;|&#46;|&#64;|&#13;")
+_UNTEXT = {v: k for k, v in _TEXT.items()}
 #: Inside the kit's code element.
 _CODE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "!": "&#33;"}
 _CODE_OUT = re.compile(r"&amp;|&lt;|&gt;|&#33;")
@@ -70,7 +89,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _text(piece: str) -> str:
-    return _TEXT_IN.sub(lambda m: "&#33;[" if m.group() == "![" else _TEXT[m.group()], piece)
+    return _TEXT_IN.sub(lambda m: _TEXT[m.group()], piece)
 
 
 def _code(piece: str) -> str:
