@@ -52,7 +52,7 @@ def watch(context) -> list[str]:
         url = r.request.url
         seen.append(url)
         host = urlsplit(url).hostname
-        if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+        if url.startswith(("data:", "blob:")) or on_device(host):
             r.continue_()
         else:
             r.abort()
@@ -62,11 +62,17 @@ def watch(context) -> list[str]:
     return seen
 
 
+def on_device(host: str | None) -> bool:
+    """Whether a URL's host is this device: 127.0.0.1, localhost, or a name under .localhost (the
+    page's own, research.page.server.private_name), which the browser resolves to loopback."""
+    return host is None or host in ("127.0.0.1", "localhost") or host.endswith(".localhost")
+
+
 def off_device(urls) -> list[str]:
     """The URLs among `urls` that name another host than this device."""
     from urllib.parse import urlsplit
 
-    return sorted({u for u in urls if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)})
+    return sorted({u for u in urls if not on_device(urlsplit(u).hostname)})
 
 
 def watched_tab(browser, url: str, **context):
@@ -77,3 +83,30 @@ def watched_tab(browser, url: str, **context):
     tab = ctx.new_page()
     tab.goto(url, wait_until="networkidle")
     return ctx, tab, seen
+
+
+def ask(tab, text: str, timeout: int = 30_000) -> None:
+    """Type `text` into the page's question box, press Enter and wait until its answer is whole.
+
+    Counted by the page's messages, not by a mark in the text (a hostile answer may hold the
+    same mark). Gradio ignores a question sent while the last event is still ending, and may
+    clear the box after it was filled: a question the page did not take is sent again.
+    """
+    box = tab.get_by_placeholder("Ask a question…")
+    count = "() => document.querySelectorAll('[data-testid=\"user\"]').length"
+    asked = tab.evaluate(count)
+    for _ in range(5):
+        box.fill(text)
+        box.press("Enter")
+        try:
+            tab.wait_for_function(f"() => ({count})() > {asked}", timeout=3_000)
+            break
+        except Exception:  # not taken: the page was still ending the last answer
+            continue
+    else:
+        raise AssertionError(f"the page never took the question {text!r}")
+    tab.wait_for_function(
+        f"""() => document.querySelectorAll('[data-testid="bot"]').length > {asked}
+                  && !document.querySelector('.generating')""",
+        timeout=timeout,
+    )

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -241,7 +242,30 @@ def test_the_printed_address_sets_a_cookie_and_drops_the_token_from_the_address(
     r.read()
     conn.request("GET", "/config", headers={"Cookie": cookie.split(";")[0]})
     assert conn.getresponse().status == 200
+    # Another local web app's ordinary cookies (JSON, a space, an unclosed quote) beside the token's
+    # do not hide it (Python's SimpleCookie gave up at the first, and the user was locked out).
+    for junk in ('prefs={"theme":"dark"}', "a=b c", 'x="', "expires=x"):
+        conn.request("GET", "/config", headers={"Cookie": f"{junk}; {cookie.split(';')[0]}"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, junk
+    conn.request("GET", "/config", headers={"Cookie": f"research_token_{page.port}=é{page.token}"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 401  # not ASCII: refused, not a server error
     conn.close()
+
+
+def test_the_printed_address_names_this_start_of_the_page(page):
+    """The address printed is under a name made for this start (`<random>.localhost`): browsers
+    keep cookies by host, not port, and a 127.0.0.1 cookie would go to every other program's
+    server on this device. The name is accepted as a Host; another one under .localhost is not."""
+    host = urllib.parse.urlsplit(page.open_url).hostname
+    assert host.endswith(".localhost") and len(host) == len("0123456789abcdef.localhost"), host
+    assert get(page.url + "config", headers=page.headers | {"Host": f"{host}:{page.port}"})[0] == 200
+    other = f"{'0' * 16}.localhost:{page.port}"
+    assert get(page.url + "config", headers=page.headers | {"Host": other})[0] == 403
+    assert f"http://127.0.0.1:{page.port}/?token=" in page.log.read_text()  # the fallback, said
 
 
 @pytest.mark.parametrize(
@@ -283,12 +307,33 @@ def test_a_request_body_is_capped(page):
     r = conn.getresponse()
     assert r.status == 413 and str(MAX_BODY_BYTES) in r.read().decode()
     conn.close()
+    # Chunked, with no length announced: refused at the cap, before the app sees any of it, and
+    # the page's log holds no traceback of a half-answered request.
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=30)
+    conn.putrequest("POST", "/gradio_api/queue/join")
+    conn.putheader(TOKEN_HEADER, page.token)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b"a" * 2**20
+    try:
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server may close the connection once it has refused
+    r = conn.getresponse()
+    assert r.status == 413 and str(MAX_BODY_BYTES) in r.read().decode()
+    conn.close()
+    assert get(page.url + "config", headers=page.headers)[0] == 200  # still serving
+    assert "Traceback" not in page.log.read_text()
 
 
 @pytest.mark.browser
 def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_path):
     """The attack the Origin check stops: the user has the page open (its cookie is set, and a
-    cookie does not care for ports) and visits another page served on this device (JupyterLab,
+    cookie does not care for ports, so it lives under the page's own name) and visits another
+    page served on this device (JupyterLab,
     a dev server), which sends the page requests that carry that cookie: an image that would
     make the server fetch a URL, a no-cors read, a simple POST to the API. Each reaches the page
     and is refused (the browser's own network log, read through playwright, says so), and the
@@ -296,11 +341,12 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
     import http.server
     import threading
 
-    hits = []
+    hits, cookies = [], []
 
     class Evil(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
+            cookies.append(self.headers.get("Cookie") or "")
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
             body = EVIL_PAGE.format(page=page.url.rstrip("/"), me=me)
             self.send_response(200)
@@ -340,6 +386,50 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
         evil.shutdown()
     assert [h for h in hits if h != "/favicon.ico"] == ["/"], hits  # the image's URL: never fetched
     assert len(statuses) == 3 and set(statuses.values()) == {403}, statuses
+    # The page's cookie belongs to its own name (.localhost): the other server never sees it.
+    assert not any(page.token in c for c in cookies), cookies
+
+
+@pytest.mark.browser
+def test_the_kits_own_browser_asks_no_one_but_this_device(page, tmp_path):
+    """The browser the kit launches (bench --page, bench --idle, the ARM rehearsal, these tests)
+    with its quiet flags: over a page load and an answer, Chromium's own network log names no host
+    but this device's, looked up or connected to (left to itself it asked Google for updates and
+    accounts, and sent a signature of the page's form to its autofill service)."""
+    import json
+
+    from chromium import CHROMIUM, QUIET, on_device
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    log = tmp_path / "netlog.json"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[*QUIET, f"--log-net-log={log}"], headless=True)
+        try:
+            tab = b.new_page(viewport={"width": 390, "height": 844})
+            tab.goto(page.open_url, wait_until="networkidle")
+            box = tab.get_by_placeholder("Ask a question…")
+            box.fill("What is the capital of France?")
+            box.press("Enter")
+            tab.wait_for_function("() => document.body.innerText.includes('◷')", timeout=120_000)
+            tab.wait_for_timeout(5000)  # what the browser does on its own after a page settles
+        finally:
+            b.close()
+    netlog = json.loads(log.read_text())
+    kinds = {v: k for k, v in netlog["constants"]["logEventTypes"].items()}
+    named = set()
+    for e in netlog["events"]:
+        kind, params = kinds.get(e["type"], ""), e.get("params") or {}
+        if kind.startswith("HOST_RESOLVER") and params.get("host"):
+            named.add(urllib.parse.urlsplit("//" + params["host"]).hostname or params["host"])
+        elif kind == "URL_REQUEST_START_JOB" and params.get("url"):
+            named.add(urllib.parse.urlsplit(params["url"]).hostname)
+        elif kind == "TCP_CONNECT_ATTEMPT" and params.get("address"):
+            named.add(params["address"].rsplit(":", 1)[0].strip("[]"))
+    assert named, "the network log should name the page's own host"
+    assert sorted(h for h in named if not (on_device(h) or h == "::1")) == [], named
 
 
 EVIL_PAGE = """<!doctype html><html><body>

@@ -11,8 +11,6 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from research.errors import KitError
-
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -178,8 +176,8 @@ def file_allowed(raw: str, folder: Path | None) -> bool:
     for form in (raw, unquoted(raw)):
         if _URL_LIKE.match(form) or "://" in form or "\x00" in form:
             return False
-    try:
-        target = Path(unquoted(raw)).resolve(strict=True)
+    try:  # the path Gradio opens: the request's path decoded once (as `raw` is), not once more
+        target = Path(raw).resolve(strict=True)
     except (OSError, RuntimeError, ValueError):
         return False
     return target.is_file() and target.is_relative_to(folder.resolve())
@@ -194,6 +192,21 @@ def local_addresses() -> set[str]:
         for a in addrs:
             if a.family in (socket.AF_INET, socket.AF_INET6):
                 out.add(a.address.split("%")[0].lower())
+    return out
+
+
+def cookie_values(headers: dict[bytes, bytes], name: str) -> list[str]:
+    """Every value of the cookie `name` in the request's Cookie header, read pair by pair.
+
+    Python's SimpleCookie stops at the first pair it cannot read, so another local web app's
+    ordinary cookie (`prefs={"theme":"dark"}`, a value with a space) would hide the token and lock
+    the user out: `cookie_values({b"cookie": b'a={"x":1}; t=v'}, "t")` -> ["v"].
+    """
+    out = []
+    for pair in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+        key, sep, value = pair.strip().partition("=")
+        if sep and key.strip() == name:
+            out.append(value.strip().strip('"'))
     return out
 
 
@@ -246,21 +259,18 @@ class Guard:
     def _token(self, headers: dict[bytes, bytes], scope) -> str:
         """The token the request carries: "header", "cookie", "query" or "" (none, or a wrong one)."""
         import secrets
-        from http.cookies import SimpleCookie
         from urllib.parse import parse_qs
 
+        def same(given: str) -> bool:  # bytes: compare_digest refuses a str that is not ASCII
+            return secrets.compare_digest(given.encode("utf-8", "surrogateescape"), self.token.encode())
+
         given = headers.get(TOKEN_HEADER.encode(), b"").decode("latin-1")
-        if given and secrets.compare_digest(given, self.token):
+        if given and same(given):
             return "header"
-        jar = SimpleCookie()
-        try:
-            jar.load(headers.get(b"cookie", b"").decode("latin-1"))
-        except Exception:  # a malformed cookie header is no token
-            jar = SimpleCookie()
-        if self.cookie in jar and secrets.compare_digest(jar[self.cookie].value, self.token):
+        if any(same(v) for v in cookie_values(headers, self.cookie)):
             return "cookie"
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if any(secrets.compare_digest(t, self.token) for t in query.get("token", [])):
+        if any(same(t) for t in query.get("token", [])):
             return "query"
         return ""
 
@@ -306,24 +316,45 @@ class Guard:
             )
             await send({"type": "http.response.body", "body": b""})
             return
-        length = headers.get(b"content-length", b"0").decode("latin-1")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            return await _refuse(scope, send, 413, f"a request may carry at most {MAX_BODY_BYTES} bytes")
-        await self.app(scope, _capped(receive), send)
+        too_long = f"a request may carry at most {MAX_BODY_BYTES} bytes"
+        length = headers.get(b"content-length")
+        if length is not None:  # the server holds the body to its stated length
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return await _refuse(scope, send, 413, too_long)
+        elif scope["type"] == "http":  # chunked: read up to the cap here, before the app starts
+            body = await _read_capped(receive)
+            if body is None:
+                return await _refuse(scope, send, 413, too_long)
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
 
-def _capped(receive):
-    """`receive` that stops a body longer than MAX_BODY_BYTES (chunked: no Content-Length)."""
-    seen = 0
+async def _read_capped(receive) -> bytes | None:
+    """The request's whole body, or None when it is longer than MAX_BODY_BYTES (or the client
+    left): refused before the app sees any of it, so no half-answered request is left behind."""
+    parts, seen = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        parts.append(message.get("body", b""))
+        seen += len(parts[-1])
+        if seen > MAX_BODY_BYTES:
+            return None
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+def _replay(body: bytes, receive):
+    """`receive` that hands the app the body read already, then waits as the original would."""
+    sent = False
 
     async def wrapped():
-        nonlocal seen
-        message = await receive()
-        if message.get("type") == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise KitError(f"a request may carry at most {MAX_BODY_BYTES} bytes")
-        return message
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
 
     return wrapped
 

@@ -17,9 +17,11 @@ stands in front of every route, the kit's and Gradio's alike (Guard), and decide
    page does not use are refused. A route a Gradio upgrade adds is refused until it is listed
    (tests/test_exposure.py fails meanwhile).
 3. The token: a secret made at each start and printed in the page's address
-   (`http://127.0.0.1:7860/?token=...`), as JupyterLab does, since loopback is open to every
-   program of the device (every app on Android). Opening that address sets a cookie for the
-   browser; programs send the `X-Research-Token` header (research.page.server.client does).
+   (`http://<random>.localhost:7860/?token=...`), as JupyterLab does, since loopback is open to
+   every program of the device (every app on Android). Opening that address sets a cookie for
+   the browser, under a host name made for this start (private_name: browsers would send a
+   127.0.0.1 cookie to every port); programs send the `X-Research-Token` header
+   (research.page.server.client does).
 4. Request bodies are capped (MAX_BODY_BYTES).
 
 Every response, refusals included, carries a Content-Security-Policy that lets the page contact
@@ -151,22 +153,43 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def address(host: str, port: int, token: str) -> str:
-    """The address to open: `address("127.0.0.1", 7860, "abc")` -> "http://127.0.0.1:7860/?token=abc"."""
+def private_name() -> str:
+    """A host name for one start of the page, under `.localhost` (RFC 6761: always this device;
+    browsers resolve it themselves, without asking DNS): `"3f9a...c1.localhost"`.
+
+    Browsers keep cookies by host, not by port, so a cookie set by `127.0.0.1:7860` also goes to
+    every other program's server on `127.0.0.1` (any Android app may run one, and a link in an
+    answer can point at it). Under a name nobody else knows, the token's cookie goes nowhere else.
+    """
+    return f"{secrets.token_hex(8)}.localhost"
+
+
+def address(host: str, port: int, token: str, name: str = "") -> str:
+    """The address to open: `address("127.0.0.1", 7860, "abc")` -> "http://127.0.0.1:7860/?token=abc";
+    with `name` (private_name) the page is opened by that name where it listens on loopback."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if name and (is_loopback(shown) or host in ("0.0.0.0", "::")):
+        shown = name
     shown = f"[{shown}]" if ":" in shown else shown
     return f"http://{shown}:{port}/?token={token}"
 
 
 def client(url: str, **kwargs):
-    """A gradio_client.Client for the page at `url`, the address it printed (token and all)."""
+    """A gradio_client.Client for the page at `url`, the address it printed (token and all).
+
+    A `*.localhost` name is reached at 127.0.0.1 (the Host check takes both): outside a browser,
+    such a name would be looked up in DNS, off the device.
+    """
     from urllib.parse import parse_qs
 
     from gradio_client import Client
 
     parts = urlsplit(url)
     token = (parse_qs(parts.query).get("token") or [""])[0]
-    base = f"{parts.scheme}://{parts.netloc}/"
+    netloc = parts.netloc
+    if (parts.hostname or "").endswith(".localhost"):
+        netloc = f"127.0.0.1:{parts.port}"
+    base = f"{parts.scheme}://{netloc}/"
     kwargs.setdefault("verbose", False)
     headers = {TOKEN_HEADER: token} | kwargs.pop("headers", {})
     return Client(base, headers=headers, **kwargs)
@@ -193,19 +216,25 @@ def serve(
             f"{host} is not this device's loopback address: other machines could reach the page; "
             "add --listen-anywhere if that is really what you want"
         )
-    token = new_token()
+    token, name = new_token(), private_name()
     private = os.environ.get("GRADIO_TEMP_DIR")
-    app, _ = build_app(
-        demo, host, token, port, Path(private) if private else None, {h.lower() for h in allow_hosts}, **mount
-    )
+    hosts = {h.lower() for h in allow_hosts} | {name}
+    app, _ = build_app(demo, host, token, port, Path(private) if private else None, hosts, **mount)
     if not is_loopback(host):
         print(
             f"WARNING: the page listens on {host}:{port} and can be reached from the network; "
             "it answers only to this device's own addresses and names given with --allow-host, "
-            "and only with its token.",
+            "and only with its token. It speaks plain HTTP: anyone on that network can read the "
+            "token and the conversation.",
             file=sys.stderr,
         )
-    print(f"Chat page: {address(host, port, token)}  (Ctrl-C stops it)", flush=True)
+    print(f"Chat page: {address(host, port, token, name)}  (Ctrl-C stops it)", flush=True)
+    if address(host, port, token, name) != address(host, port, token):
+        print(
+            f"  (a browser that cannot open *.localhost names: {address(host, port, token)} works "
+            "too, but there the token's cookie also goes to other programs' pages on this device)",
+            flush=True,
+        )
     # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it found:
     # with the default one the process dies there and the private folder (atexit) stays behind.
     # Exiting through SystemExit instead runs the clean-up; SIGHUP (a closed Termux session) too.
