@@ -282,7 +282,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         library_status = gr.Markdown()
     with gr.Accordion("Export the conversation", open=False):
         export_btn = gr.Button("Export as Markdown and JSON", size="sm")
-        files = gr.File(label="Files", file_count="multiple", interactive=False)
+        exported = gr.File(label="Files", file_count="multiple", interactive=False)
 
     knobs = [temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed]  # chat.KNOBS' order
     model_queue = {
@@ -305,7 +305,7 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     show_btn.click(show_anyway, chatbot, chatbot, api_name="show_anyway")
     rate_btn.click(save_rating, [chatbot, score, verdict, comment], rate_status, api_name="rate")
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
-    export_btn.click(export, [chatbot, system], files, api_name="export")
+    export_btn.click(export, [chatbot, system], exported, api_name="export")
     demo.load(_initial_status, None, status, api_visibility="private")
     demo.load(_libraries, None, library_choice, api_visibility="private")  # added since the page started
     for picked in (library_choice.change, lookup.change):

@@ -205,7 +205,9 @@ def test_the_file_route_serves_only_the_pages_private_folder(tmp_path):
     (tmp_path / "outside.md").write_text("y")
     (private / "link.md").symlink_to(tmp_path / "outside.md")
     assert file_allowed(str(private / "export.md"), private)
-    assert file_allowed(str(private / "export.md").replace("/", "%2F"), private)
+    # Gradio opens the path as the request decoded it, once: a name still holding "%2F" (sent as
+    # "%252F") is another, relative, name; the check follows what will be opened.
+    assert not file_allowed(str(private / "export.md").replace("/", "%2F"), private)
     assert not file_allowed(str(tmp_path / "outside.md"), private)
     assert not file_allowed(str(private / ".." / "outside.md"), private)
     assert not file_allowed(str(private / "link.md"), private)  # a link out of the folder
@@ -241,7 +243,9 @@ def test_the_printed_address_sets_a_cookie_and_drops_the_token_from_the_address(
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     r.read()
     conn.request("GET", "/config", headers={"Cookie": cookie.split(";")[0]})
-    assert conn.getresponse().status == 200
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
     # Another local web app's ordinary cookies (JSON, a space, an unclosed quote) beside the token's
     # do not hide it (Python's SimpleCookie gave up at the first, and the user was locked out).
     for junk in ('prefs={"theme":"dark"}', "a=b c", 'x="', "expires=x"):
@@ -394,8 +398,11 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
 def test_the_kits_own_browser_asks_no_one_but_this_device(page, tmp_path):
     """The browser the kit launches (bench --page, bench --idle, the ARM rehearsal, these tests)
     with its quiet flags: over a page load and an answer, Chromium's own network log names no host
-    but this device's, looked up or connected to (left to itself it asked Google for updates and
-    accounts, and sent a signature of the page's form to its autofill service)."""
+    but this device's, looked up or connected to (left to itself it asked Google for the time,
+    updates and accounts, and sent a signature of the page's form to its autofill service). It
+    still starts a request for updates and one for accounts that no flag stops: the resolver
+    rules map those names to nothing, so no lookup and no connection is made, which is what is
+    checked here."""
     import json
 
     from chromium import CHROMIUM, QUIET, on_device
@@ -423,13 +430,12 @@ def test_the_kits_own_browser_asks_no_one_but_this_device(page, tmp_path):
     for e in netlog["events"]:
         kind, params = kinds.get(e["type"], ""), e.get("params") or {}
         if kind.startswith("HOST_RESOLVER") and params.get("host"):
-            named.add(urllib.parse.urlsplit("//" + params["host"]).hostname or params["host"])
-        elif kind == "URL_REQUEST_START_JOB" and params.get("url"):
-            named.add(urllib.parse.urlsplit(params["url"]).hostname)
+            host = params["host"].split("://")[-1]
+            named.add(urllib.parse.urlsplit("//" + host).hostname or host)
         elif kind == "TCP_CONNECT_ATTEMPT" and params.get("address"):
             named.add(params["address"].rsplit(":", 1)[0].strip("[]"))
     assert named, "the network log should name the page's own host"
-    assert sorted(h for h in named if not (on_device(h) or h == "::1")) == [], named
+    assert sorted(h for h in named if not (on_device(h) or h in ("::1", "~notfound"))) == [], named
 
 
 EVIL_PAGE = """<!doctype html><html><body>

@@ -151,6 +151,24 @@ def find_browser() -> str | None:
 
 #: Chromium's own calls home (component updates, safe browsing, ...), off: the page is on
 #: loopback and must be measured alone. The kit's browser tests launch it with these too.
+#: Chromium features off in the kit's browser: those that call Google on their own, and those
+#: playwright turns off for its own reasons (its list, as of playwright 1.58), kept off.
+QUIET_FEATURES = (
+    "AutofillServerCommunication",
+    "NetworkTimeServiceQuerying",
+    "OptimizationHints",
+    "AimEnabled",
+    "PreconnectToSearch",
+    "MediaRouter",
+    "LensOverlay",
+    "AvoidUnnecessaryBeforeUnloadCheckSync",
+    "DestroyProfileOnBrowserClose",
+    "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable",
+    "PaintHolding",
+    "ThirdPartyStoragePartitioning",
+    "AvoidCorsURLLoaderRestartOnRedirect",
+)
 QUIET_BROWSER = [
     "--no-sandbox",
     "--disable-gpu",
@@ -161,10 +179,12 @@ QUIET_BROWSER = [
     "--disable-sync",
     "--disable-default-apps",
     "--disable-extensions",
-    # Left on, Chromium still asks Google for updates and accounts and sends a signature of the
-    # page's form to its autofill service: the flags above do not stop those. No name but this
-    # device's resolves at all (research.page.server.private_name's *.localhost included).
-    "--disable-features=AutofillServerCommunication",
+    # Left on, Chromium still asks Google for the time, updates and accounts and sends a signature
+    # of the page's form to its autofill service: the flags above do not stop those. One
+    # --disable-features counts (the last), so this list holds playwright's own (which it passes
+    # before ours) and the kit's. No name but this device's resolves at all
+    # (research.page.server.private_name's *.localhost included).
+    "--disable-features=" + ",".join(QUIET_FEATURES),
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost , EXCLUDE *.localhost",
 ]
 
