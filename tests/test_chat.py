@@ -180,7 +180,7 @@ def test_sampling_from_the_page_is_checked():
 
 
 def test_the_page_updates_less_often_as_an_answer_grows_and_at_least_once_a_second():
-    from research.page.host import STREAM_INTERVAL_S, STREAM_MAX_INTERVAL_S, stream_interval
+    from research.page.messages import STREAM_INTERVAL_S, STREAM_MAX_INTERVAL_S, stream_interval
 
     lengths = [0, 500, 2000, 3000, 4000, 8000, 20_000]
     got = [stream_interval(n) for n in lengths]

@@ -395,7 +395,7 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
 
 
 @pytest.mark.browser
-def test_the_kits_own_browser_asks_no_one_but_this_device(page, tmp_path):
+def test_the_kits_own_browser_asks_no_one_but_this_device(browser, page, tmp_path):
     """The browser the kit launches (bench --page, bench --idle, the ARM rehearsal, these tests)
     with its quiet flags: over a page load and an answer, Chromium's own network log names no host
     but this device's, looked up or connected to (left to itself it asked Google for the time,
@@ -407,23 +407,19 @@ def test_the_kits_own_browser_asks_no_one_but_this_device(page, tmp_path):
 
     from chromium import CHROMIUM, QUIET, on_device
 
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     log = tmp_path / "netlog.json"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*QUIET, f"--log-net-log={log}"], headless=True)
-        try:
-            tab = b.new_page(viewport={"width": 390, "height": 844})
-            tab.goto(page.open_url, wait_until="networkidle")
-            box = tab.get_by_placeholder("Ask a question…")
-            box.fill("What is the capital of France?")
-            box.press("Enter")
-            tab.wait_for_function("() => document.body.innerText.includes('◷')", timeout=120_000)
-            tab.wait_for_timeout(5000)  # what the browser does on its own after a page settles
-        finally:
-            b.close()
+    # A second browser from the tests' own playwright (one playwright may run in a process).
+    b = browser.browser_type.launch(executable_path=CHROMIUM, args=[*QUIET, f"--log-net-log={log}"])
+    try:
+        tab = b.new_page(viewport={"width": 390, "height": 844})
+        tab.goto(page.open_url, wait_until="networkidle")
+        box = tab.get_by_placeholder("Ask a question…")
+        box.fill("What is the capital of France?")
+        box.press("Enter")
+        tab.wait_for_function("() => document.body.innerText.includes('◷')", timeout=120_000)
+        tab.wait_for_timeout(5000)  # what the browser does on its own after a page settles
+    finally:
+        b.close()
     netlog = json.loads(log.read_text())
     kinds = {v: k for k, v in netlog["constants"]["logEventTypes"].items()}
     named = set()

@@ -209,12 +209,14 @@ def page(folder: Path, log: Path, port: int) -> dict:
         if chromium:
             from playwright.sync_api import sync_playwright
 
-            from research.measure.page_speed import ask
+            from research.measure.page_speed import RECORDER, ask
 
             with sync_playwright() as p:
                 b = p.chromium.launch(executable_path=chromium, args=QUIET_BROWSER, headless=True)
                 try:
-                    tab = b.new_page(viewport={"width": 390, "height": 844})
+                    ctx = b.new_context(viewport={"width": 390, "height": 844})
+                    ctx.add_init_script(RECORDER)  # the paint recorder ask() reads
+                    tab = ctx.new_page()
                     tab.set_default_timeout(600_000)
                     t = time.perf_counter()
                     tab.goto(url, wait_until="networkidle")
