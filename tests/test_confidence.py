@@ -417,8 +417,8 @@ def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_pat
     sure = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
     doubt = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
     assert sure.startswith("Paris.")
-    assert re.search(r"<sub>◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
-    assert doubt.startswith("Lyon.") and re.search(r"<sub>◷ likely wrong, check this: \d+ % · ", doubt)
+    assert re.search(r"<sub><span class=\"kit-visual\">◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
+    assert doubt.startswith("Lyon.") and re.search(r">◷ likely wrong, check this: \d+ % · ", doubt)
 
 
 def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_path):
@@ -430,7 +430,8 @@ def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_p
     host.answer_only_when_sure("s1", True)
     history = page_ask(host, "Capital of France?")
     said = chat.text_of(history[-1]["content"])
-    assert said.startswith(chat.NOT_SURE + "\n\n<sub>◷ likely wrong, check this: ") and "Lyon" not in said
+    assert said.startswith(chat.NOT_SURE + '\n\n<sub><span class="kit-visual">◷ likely wrong, check this: ')
+    assert "Lyon" not in said
     with pytest.raises(KitError, match="withheld"):
         host.rate(history, thumbs="down", path=tmp_path / "r.jsonl")
     shown = host.show_anyway(history)

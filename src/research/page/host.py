@@ -380,7 +380,7 @@ class ModelHost:
 
         def block(answer: str) -> str:
             numbers, by = grounded.citations(answer, question, g.sources)
-            head = f"{SOURCES_HEAD} · {page_text.shown(g.figures())}"
+            head = SOURCES_HEAD + page_text.said(" · " + g.figures())  # read as sentences
             listed = page_sources.sources_markdown(name, g.sources, numbers) if g.sources else ""
             return f"{head}\n\n{listed.removeprefix('**Sources**').strip()}" if listed else head
 
