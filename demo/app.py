@@ -26,7 +26,7 @@ from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models.catalog import resolve  # noqa: E402
 from research.page import host as chat  # noqa: E402
-from research.page import idle  # noqa: E402
+from research.page import idle, look  # noqa: E402
 from research.page import text as page_text  # noqa: E402
 from research.units import MB  # noqa: E402
 
@@ -34,19 +34,9 @@ _IMPORTS = time.perf_counter() - _IMPORTS  # gradio, the kit, llama_cpp: the pag
 
 host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
-# System fonts only: the default theme pulls its fonts from Google, which would leave the device.
-THEME = gr.themes.Soft(
-    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
-    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
-)
-CSS = """
-*, *::before, *::after { animation: none !important; transition: none !important; }
-.gradio-container { max-width: 900px !important; margin: auto; }
-@media (max-width: 640px) {
-  .gradio-container { padding: 4px !important; }
-  #controls button { min-width: 0; }
-}
-"""
+# System fonts only, colours that keep their contrast, and CSS for the keyboard, screen readers
+# and any width (research.page.look; its script is put in the page by research.page.server).
+THEME, CSS = look.theme(), look.CSS
 
 
 def handler(fn):
@@ -217,12 +207,12 @@ def _initial_status() -> str:
 
 with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill_height=True) as demo:
     gr.Markdown(
-        "## Offline question answering\n"
-        "A quantized model answers on this device's own CPU; nothing leaves it."
+        "# Offline question answering\nA quantized model answers on this device's own CPU; nothing leaves it."
     )
     status = gr.Markdown()
     chatbot = gr.Chatbot(
         label="Conversation",
+        elem_id=look.CHAT,
         editable="all",
         height="60vh",
         buttons=["copy"],
@@ -232,10 +222,16 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     )
     with gr.Row(elem_id="controls"):
         question = gr.Textbox(
-            placeholder="Ask a question…", show_label=False, scale=6, autofocus=True, max_lines=6
+            label="Question",  # its name for a screen reader; the placeholder says it to the eye
+            placeholder="Ask a question…",
+            show_label=False,
+            scale=6,
+            autofocus=True,
+            max_lines=6,
+            elem_id=look.QUESTION,
         )
         send = gr.Button("Ask", variant="primary", scale=1, min_width=60)
-        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60)
+        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id=look.STOP)
     with gr.Row():
         regen_btn = gr.Button("Regenerate", size="sm", min_width=80)
         undo_btn = gr.Button("Undo", size="sm", min_width=60)
