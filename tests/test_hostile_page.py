@@ -13,6 +13,8 @@ import pytest
 from chromium import off_device, watched_tab
 from page_server import PageServer
 
+from research.page.text import VISUAL
+
 pytestmark = [pytest.mark.browser, pytest.mark.page]
 
 EVIL = "evil.example"
@@ -172,8 +174,14 @@ def test_bypass_shapes_and_generated_text_make_no_element_in_chromium(browser, b
     for i in range(len(answers)):
         box.fill(f"q{i}")
         box.press("Enter")
-        tab.wait_for_function(f"() => document.body.innerText.split('◷').length > {i + 1}", timeout=30_000)
-        tab.wait_for_function("() => !document.querySelector('.generating')", timeout=30_000)
+        # The i-th answer, finished: its figures shown (a generated answer may say ◷ itself, so
+        # counting that sign could move on before it was written) and nothing streaming.
+        tab.wait_for_function(
+            f"""() => {{ const a = document.querySelectorAll('[data-testid="bot"]');
+              return a.length > {i} && a[{i}].querySelector('.{VISUAL}')
+                && !document.querySelector('.generating'); }}""",
+            timeout=30_000,
+        )
     tab.wait_for_timeout(1500)
     made = tab.evaluate(
         f"() => [...document.querySelectorAll('.message')].flatMap(m => [...m.querySelectorAll('{LOADING}')])"
