@@ -434,6 +434,7 @@ def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_p
     assert "Lyon" not in said
     with pytest.raises(KitError, match="withheld"):
         host.rate(history, thumbs="down", path=tmp_path / "r.jsonl")
+    assert host.withheld(history)["withheld"] and host.withheld([]) is None  # the page's button
     shown = host.show_anyway(history)
     text = chat.text_of(shown[-1]["content"])
     assert text.startswith("Lyon &lt;img") and "<img" not in text and "likely wrong" in text
@@ -443,6 +444,7 @@ def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_p
     assert rated["answer"] == hostile and rated["confidence_signals"]["mean_logprob"] == pytest.approx(-2.5)
     with pytest.raises(KitError, match="not withheld"):
         host.show_anyway(shown)
+    assert host.withheld(shown) is None  # shown: the button goes
     # a sure answer is shown; another session, which did not turn the mode on, sees everything
     assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
     assert chat.text_of(page_ask(host, "Capital of France?", "s2")[-1]["content"]).startswith("Lyon")
