@@ -26,7 +26,7 @@ from research.engine import EngineConfig, Sampling  # noqa: E402
 from research.errors import KitError  # noqa: E402
 from research.models.catalog import resolve  # noqa: E402
 from research.page import host as chat  # noqa: E402
-from research.page import idle  # noqa: E402
+from research.page import idle, look  # noqa: E402
 from research.page import text as page_text  # noqa: E402
 from research.units import MB  # noqa: E402
 
@@ -34,19 +34,9 @@ _IMPORTS = time.perf_counter() - _IMPORTS  # gradio, the kit, llama_cpp: the pag
 
 host = chat.ModelHost(os.environ.get("RESEARCH_MODEL"), EngineConfig())
 
-# System fonts only: the default theme pulls its fonts from Google, which would leave the device.
-THEME = gr.themes.Soft(
-    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
-    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
-)
-CSS = """
-*, *::before, *::after { animation: none !important; transition: none !important; }
-.gradio-container { max-width: 900px !important; margin: auto; }
-@media (max-width: 640px) {
-  .gradio-container { padding: 4px !important; }
-  #controls button { min-width: 0; }
-}
-"""
+# System fonts only, colours that keep their contrast, and CSS for the keyboard, screen readers
+# and any width (research.page.look; its script is put in the page by research.page.server).
+THEME, CSS = look.theme(), look.CSS
 
 
 def handler(fn):
@@ -129,6 +119,21 @@ def undo(history):
 
 def stop(request: gr.Request):
     host.cancel(_session(request))
+
+
+def answering():
+    """While an answer is written, Stop can act (and Escape presses it: research.page.look)."""
+    return gr.update(interactive=True)
+
+
+def answered(history):
+    """Once it is written, Stop cannot act; "Show the answer anyway" is offered if it was withheld."""
+    return gr.update(interactive=False), offer_anyway(history)
+
+
+def offer_anyway(history):
+    """ "Show the answer anyway" only when the last answer was withheld and still is."""
+    return gr.update(visible=host.withheld(history) is not None)
 
 
 def only_when_sure(on, request: gr.Request):
@@ -218,12 +223,12 @@ def _initial_status() -> str:
 
 with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill_height=True) as demo:
     gr.Markdown(
-        "## Offline question answering\n"
-        "A quantized model answers on this device's own CPU; nothing leaves it."
+        "# Offline question answering\nA quantized model answers on this device's own CPU; nothing leaves it."
     )
     status = gr.Markdown()
     chatbot = gr.Chatbot(
         label="Conversation",
+        elem_id=look.CHAT,
         editable="all",
         height="60vh",
         buttons=["copy"],
@@ -233,10 +238,19 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
     )
     with gr.Row(elem_id="controls"):
         question = gr.Textbox(
-            placeholder="Ask a question…", show_label=False, scale=6, autofocus=True, max_lines=6
+            label="Question",  # its name for a screen reader; the placeholder says it to the eye
+            placeholder="Ask a question…",
+            show_label=False,
+            scale=6,
+            autofocus=True,
+            max_lines=6,
+            elem_id=look.QUESTION,
         )
         send = gr.Button("Ask", variant="primary", scale=1, min_width=60)
-        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=60)
+        # Only while an answer is written can it be stopped (answering, answered).
+        stop_btn = gr.Button(
+            "Stop", variant="stop", scale=1, min_width=60, interactive=False, elem_id=look.STOP
+        )
     with gr.Row():
         regen_btn = gr.Button("Regenerate", size="sm", min_width=80)
         undo_btn = gr.Button("Undo", size="sm", min_width=60)
@@ -247,7 +261,9 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
             False,
             label=f"Answer only when sure: below {chat.confidence.SURE:.0%} likely right, say “I'm not sure”",
         )
-        show_btn = gr.Button("Show the answer anyway", size="sm", min_width=80)
+        show_btn = gr.Button(
+            "Show the answer anyway", size="sm", min_width=80, visible=False, elem_id=look.SHOW_ANYWAY
+        )
     with gr.Accordion("Rate the last answer", open=False):
         score = gr.Radio([1, 2, 3, 4, 5], label="Score (5 = best)")
         verdict = gr.Radio(list(chat.ratings.VERDICTS), label="Verdict")
@@ -289,20 +305,40 @@ with gr.Blocks(title="Offline question answering", analytics_enabled=False, fill
         "concurrency_limit": 1,
         "concurrency_id": "model",
     }  # one answer at a time, others wait in line
-    send.click(ask, [question, chatbot, system, *knobs], [chatbot, question], api_name="ask", **model_queue)
-    question.submit(
-        ask, [question, chatbot, system, *knobs], [chatbot, question], api_visibility="private", **model_queue
+    # The page's own steps around an answer: not part of its API, no progress shown on the buttons.
+    aside = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+
+    def answers(trigger, fn, inputs, outputs, **api):
+        """`trigger` answers with `fn`: Stop can act meanwhile, and after it "Show the answer
+        anyway" is offered if the answer was withheld. Stop's step goes first: Gradio runs the
+        steps of one trigger in turn, and the answer's lasts until it is written."""
+        trigger(answering, None, stop_btn, **aside)
+        trigger(fn, inputs, outputs, **api, **model_queue).then(
+            answered, chatbot, [stop_btn, show_btn], **aside
+        )
+
+    answers(send.click, ask, [question, chatbot, system, *knobs], [chatbot, question], api_name="ask")
+    answers(
+        question.submit,
+        ask,
+        [question, chatbot, system, *knobs],
+        [chatbot, question],
+        api_visibility="private",
     )
-    regen_btn.click(regenerate, [chatbot, system, *knobs], chatbot, api_name="regenerate", **model_queue)
-    chatbot.retry(regenerate, [chatbot, system, *knobs], chatbot, api_visibility="private", **model_queue)
-    chatbot.edit(edited, [chatbot, system, *knobs], chatbot, api_visibility="private", **model_queue)
+    answers(regen_btn.click, regenerate, [chatbot, system, *knobs], chatbot, api_name="regenerate")
+    answers(chatbot.retry, regenerate, [chatbot, system, *knobs], chatbot, api_visibility="private")
+    answers(chatbot.edit, edited, [chatbot, system, *knobs], chatbot, api_visibility="private")
     stop_btn.click(stop, None, None, api_name="stop", queue=False)
-    undo_btn.click(undo, chatbot, [chatbot, question], api_name="undo")
-    clear_btn.click(lambda: ([], ""), None, [chatbot, question], api_visibility="private", queue=False)
-    chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private")
+    chatbot.clear(offer_anyway, chatbot, show_btn, **aside)
+    for changed in (
+        undo_btn.click(undo, chatbot, [chatbot, question], api_name="undo"),
+        clear_btn.click(lambda: ([], ""), None, [chatbot, question], api_visibility="private", queue=False),
+        chatbot.undo(undo, chatbot, [chatbot, question], api_visibility="private"),
+        show_btn.click(show_anyway, chatbot, chatbot, api_name="show_anyway"),
+    ):
+        changed.then(offer_anyway, chatbot, show_btn, **aside)
     chatbot.like(thumbs, chatbot, None, api_visibility="private")
     sure.change(only_when_sure, sure, None, api_name="answer_only_when_sure")
-    show_btn.click(show_anyway, chatbot, chatbot, api_name="show_anyway")
     rate_btn.click(save_rating, [chatbot, score, verdict, comment], rate_status, api_name="rate")
     load_btn.click(load_model, [choice, path], status, api_name="load_model", **model_queue)
     export_btn.click(export, [chatbot, system], exported, api_name="export")

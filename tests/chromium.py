@@ -92,6 +92,8 @@ def ask(tab, text: str, timeout: int = 30_000) -> None:
     same mark). Gradio ignores a question sent while the last event is still ending, and may
     clear the box after it was filled: a question the page did not take is sent again.
     """
+    from research.page.text import VISUAL
+
     box = tab.get_by_placeholder("Ask a question…")
     count = "() => document.querySelectorAll('[data-testid=\"user\"]').length"
     asked = tab.evaluate(count)
@@ -105,8 +107,10 @@ def ask(tab, text: str, timeout: int = 30_000) -> None:
             continue
     else:
         raise AssertionError(f"the page never took the question {text!r}")
+    # Its answer, finished: its figures drawn (the kit's own element) and nothing streaming.
     tab.wait_for_function(
-        f"""() => document.querySelectorAll('[data-testid="bot"]').length > {asked}
-                  && !document.querySelector('.generating')""",
+        f"""() => {{ const a = document.querySelectorAll('[data-testid="bot"]');
+              return a.length > {asked} && a[{asked}].querySelector('.{VISUAL}')
+                     && !document.querySelector('.generating'); }}""",
         timeout=timeout,
     )

@@ -3,7 +3,8 @@
 For hostile-content tests in a real browser: whatever a hostile model could say, or a hostile
 file could carry in its name and metadata, is said here on purpose. Run as
 `python tests/scripted_page.py SCRIPT.json PORT`; SCRIPT.json holds {"answers": [...],
-"model_id": ..., "file_type_name": ..., "warning": ...}.
+"model_id": ..., "file_type_name": ..., "warning": ..., "delay": seconds a character,
+"logprobs": [...]} (one per answer, for a confidence: tests/fakes.py's FakeBackend).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def main() -> None:
 
     info = SimpleNamespace(file_type_name=script.get("file_type_name", "Q4_0"), file_size=2**20)
     engine = Engine(
-        FakeBackend(script["answers"], n_ctx=4096, delay=script.get("delay", 0.002)),
+        FakeBackend(
+            script["answers"], n_ctx=4096, delay=script.get("delay", 0.002), logprobs=script.get("logprobs")
+        ),
         ChatFormat("chatml", stops=STOPS["chatml"]),
         script.get("model_id", "scripted"),
         info,

@@ -417,8 +417,8 @@ def test_page_answer_shows_its_calibrated_confidence_in_words_and_number(tmp_pat
     sure = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
     doubt = chat.text_of(page_ask(host, "Capital of France?")[-1]["content"])
     assert sure.startswith("Paris.")
-    assert re.search(r"<sub>◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
-    assert doubt.startswith("Lyon.") and re.search(r"<sub>◷ likely wrong, check this: \d+ % · ", doubt)
+    assert re.search(r"<sub><span class=\"kit-visual\">◷ (likely|probably) right, \d+ % · \d+ prompt", sure)
+    assert doubt.startswith("Lyon.") and re.search(r">◷ likely wrong, check this: \d+ % · ", doubt)
 
 
 def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_path):
@@ -430,9 +430,11 @@ def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_p
     host.answer_only_when_sure("s1", True)
     history = page_ask(host, "Capital of France?")
     said = chat.text_of(history[-1]["content"])
-    assert said.startswith(chat.NOT_SURE + "\n\n<sub>◷ likely wrong, check this: ") and "Lyon" not in said
+    assert said.startswith(chat.NOT_SURE + '\n\n<sub><span class="kit-visual">◷ likely wrong, check this: ')
+    assert "Lyon" not in said
     with pytest.raises(KitError, match="withheld"):
         host.rate(history, thumbs="down", path=tmp_path / "r.jsonl")
+    assert host.withheld(history)["withheld"] and host.withheld([]) is None  # the page's button
     shown = host.show_anyway(history)
     text = chat.text_of(shown[-1]["content"])
     assert text.startswith("Lyon &lt;img") and "<img" not in text and "likely wrong" in text
@@ -442,6 +444,7 @@ def test_answer_only_when_sure_on_the_page_withholds_then_shows_on_request(tmp_p
     assert rated["answer"] == hostile and rated["confidence_signals"]["mean_logprob"] == pytest.approx(-2.5)
     with pytest.raises(KitError, match="not withheld"):
         host.show_anyway(shown)
+    assert host.withheld(shown) is None  # shown: the button goes
     # a sure answer is shown; another session, which did not turn the mode on, sees everything
     assert chat.text_of(page_ask(host, "Capital of France?")[-1]["content"]).startswith("Paris.")
     assert chat.text_of(page_ask(host, "Capital of France?", "s2")[-1]["content"]).startswith("Lyon")

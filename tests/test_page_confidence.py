@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.page, pytest.mark.model]
 SURE = "What is the capital of France?"
 DOUBTFUL = ("Who was the mayor of Quellport in 1847?", "Who won the 1923 Tour de France?")
 SHOWN = re.compile(
-    r"<sub>◷ ((?:likely|probably) right|unsure, check this|likely wrong, check this)[,:] (\d+) % · "
+    r"<sub>(?:<span class=\"kit-visual\">)?◷ "
+    r"((?:likely|probably) right|unsure, check this|likely wrong, check this)[,:] (\d+) % · "
 )
 
 

@@ -120,6 +120,35 @@ def test_fixed_outputs():
     )  # no autolink: a bare address stays text
 
 
+def test_figures_are_shown_to_the_eye_and_said_as_sentences():
+    """A screen reader reads the figures under an answer as sentences, the eye sees the short line."""
+    line = (
+        "likely right, 82 % · model loaded in 1.2 s · 9 prompt tokens · first token 0.12 s · "
+        "prompt 300 t/s · 12 tokens at 45.0 t/s · peak 230 MB · CPU 0.50 s · cancelled"
+    )
+    assert page_text.spoken("◷ " + line) == (
+        "Likely right, 82 percent. Model loaded in 1.2 seconds. 9 prompt tokens. First token 0.12 "
+        "seconds. Prompt 300 tokens a second. 12 tokens at 45.0 tokens a second. Peak 230 megabytes. "
+        "CPU 0.50 seconds. Cancelled."
+    )
+    assert page_text.spoken(" · library notes: 3 passages · +120 prompt tokens · retrieval 12 ms") == (
+        "Library notes: 3 passages. 120 more prompt tokens. Retrieval 12 milliseconds."
+    )
+    figures = page_text.figures(line)
+    assert page_text.strip_figures("Paris." + figures) == "Paris."
+    spans = [a.get("class") for t, a in rendered_tags(figures) if t == "span"]
+    assert spans == [page_text.VISUAL, "sr-only"] * 2  # both renderers: the line seen, the sentences read
+
+
+def test_figures_from_a_file_stay_text_when_said():
+    """A model's warning (from its file) is in the figures: neither form of it becomes HTML."""
+    line = f'9 tokens · ⚠ the template failed: <img src="http://{EVIL}/w.png"> ![w](http://{EVIL}/x.png)'
+    figures = page_text.figures(line)
+    assert {t for t, _ in rendered_tags(figures)} <= {"p", "sub", "span", "a"}
+    assert "Warning: the template failed: &lt;img" in figures and "<img" not in figures
+    assert page_text.strip_figures("Paris." + figures) == "Paris."
+
+
 def test_code_blocks_are_what_commonmark_says():
     assert page_text.code_blocks("a\n```\nx\n```\nb") == [(1, 4)]
     assert page_text.code_blocks("``` a`b\nx\n```") == [(2, 3)]  # no fence: a backtick in its info

@@ -38,8 +38,13 @@ _SCRIPT = re.compile(rb"<script(?=[\s>])", re.I)
 class SecurityHeaders:
     """ASGI middleware: the CSP and SECURITY_HEADERS on every HTTP response, nonces on the page's scripts."""
 
-    def __init__(self, app):
+    def __init__(self, app, script: str = ""):
         self.app = app
+        # The page's own script (research.page.look), at the end of the page's head: it gets the
+        # response's nonce as Gradio's own scripts do, so the policy stays as strict as it is.
+        if "</script" in script.lower():
+            raise ValueError("the page's script must not close its own <script> element")
+        self.head = f"<script>{script}</script></head>".encode() if script else b""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -61,7 +66,8 @@ class SecurityHeaders:
                 held["body"] += message.get("body", b"")
                 if message.get("more_body"):
                     return
-                body = _SCRIPT.sub(b'<script nonce="' + nonce.encode() + b'"', held["body"])
+                body = held["body"].replace(b"</head>", self.head, 1) if self.head else held["body"]
+                body = _SCRIPT.sub(b'<script nonce="' + nonce.encode() + b'"', body)
                 start = held.pop("start")
                 headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
                 await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})

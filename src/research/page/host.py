@@ -326,17 +326,27 @@ class ModelHost:
         else:
             self._sure.pop(session, None)
 
+    def withheld(self, history: list[dict], index: int | None = None) -> dict | None:
+        """What the page knows of the answer at `index` (default: the last one) when "answer only
+        when sure" withheld it and it still reads "I'm not sure." (show_anyway can show it), else None."""
+        try:
+            message = _assistant_message(history, index)
+        except KitError:  # no answer yet
+            return None
+        answer_id = answer_id_of(message)
+        with self._answers_lock:
+            record = self._answers.get(answer_id) if answer_id else None
+        shows = answer_text(message.get("content")).strip() == NOT_SURE
+        return record if record is not None and record.get("withheld") and shows else None
+
     def show_anyway(self, history: list[dict], index: int | None = None) -> list[dict]:
         """The conversation with the withheld answer at `index` (default: the last answer) shown
         as the model gave it, with its figures; KitError when that answer was not withheld."""
         history = list(history or [])
-        message = _assistant_message(history, index)
-        answer_id = answer_id_of(message)
-        with self._answers_lock:
-            record = self._answers.get(answer_id) if answer_id else None
-        said = answer_text(message.get("content")).strip()
-        if record is None or not record.get("withheld") or said != NOT_SURE:
+        record = self.withheld(history, index)
+        if record is None:
             raise KitError("the last answer was not withheld: there is nothing more to show")
+        message = _assistant_message(history, index)
         i = index if index is not None else history.index(message)
         history[i] = {"role": "assistant", "content": record["shown"], "metadata": message.get("metadata")}
         return history
@@ -380,7 +390,7 @@ class ModelHost:
 
         def block(answer: str) -> str:
             numbers, by = grounded.citations(answer, question, g.sources)
-            head = f"{SOURCES_HEAD} · {page_text.shown(g.figures())}"
+            head = SOURCES_HEAD + page_text.said(" · " + g.figures())  # read as sentences
             listed = page_sources.sources_markdown(name, g.sources, numbers) if g.sources else ""
             return f"{head}\n\n{listed.removeprefix('**Sources**').strip()}" if listed else head
 

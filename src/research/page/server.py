@@ -44,6 +44,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from research.errors import KitError
+from research.page import look
 from research.page import sources as page_sources
 from research.page.guard import LOOPBACK_NAMES, TOKEN_HEADER, Guard, is_loopback, local_addresses
 from research.page.headers import SecurityHeaders
@@ -145,7 +146,7 @@ def build_app(
     allowed = {host} | LOOPBACK_NAMES | set(extra_hosts)
     if not is_loopback(host):  # --listen-anywhere: the names other machines reach this one by
         allowed |= local_addresses()
-    return SecurityHeaders(Guard(app, allowed, token, port, private_dir)), app
+    return SecurityHeaders(Guard(app, allowed, token, port, private_dir), look.SCRIPT), app
 
 
 def new_token() -> str:

@@ -36,7 +36,11 @@ from __future__ import annotations
 import functools
 import re
 
-FIGURES = re.compile(r"\n\n<sub>◷ [^\n]*</sub>\s*$")
+#: The class of the kit's own text that is shown and not read out: a screen reader reads the same
+#: figures as sentences beside it (said). Gradio's sanitizer keeps classes and drops aria-hidden,
+#: which the page's script (research.page.look) sets again on this class.
+VISUAL = "kit-visual"
+FIGURES = re.compile(rf"\n\n<sub>(?:<span class=\"{VISUAL}\">)?◷ [^\n]*</sub>\s*$")
 #: The kit's own code element: what shown() writes around a code block, and plain() reads back.
 PRE, END = "<pre><code>", "</code></pre>"
 #: Outside code: (text, as shown), one character (or `![`) at a time, undone in reverse. No link
@@ -124,13 +128,49 @@ def plain(text: str) -> str:
 
 
 def figures(line: str) -> str:
-    """The line of figures under an answer (the kit's own text, small)."""
-    return f"\n\n<sub>◷ {shown(line)}</sub>"
+    """The line of figures under an answer (the kit's own text, small): shown as it is, read by a
+    screen reader as sentences (said)."""
+    return f"\n\n<sub>{said('◷ ' + line)}</sub>"
 
 
 def strip_figures(text: str) -> str:
     """`"Paris.\\n\\n<sub>◷ 3 prompt tokens …</sub>"` -> `"Paris."`."""
     return FIGURES.sub("", text)
+
+
+#: How a line of figures is said rather than shown: its units and marks as words (spoken()).
+_SAID = [
+    (re.compile(r"^◷ *"), ""),
+    (re.compile(r"⚠ *"), "warning: "),
+    (re.compile(r"(\d) %"), r"\1 percent"),
+    (re.compile(r"(\d) t/s\b"), r"\1 tokens a second"),
+    (re.compile(r"(\d) ms\b"), r"\1 milliseconds"),
+    (re.compile(r"(\d) s\b"), r"\1 seconds"),
+    (re.compile(r"(\d) MB\b"), r"\1 megabytes"),  # the kit's MB (research.units), as people say it
+    (re.compile(r"(\d) J\b"), r"\1 joules"),
+    (re.compile(r"^\+(\d+)"), r"\1 more"),
+]
+
+
+def spoken(line: str) -> str:
+    """A line of figures as a screen reader should say it: sentences, not a run of symbols.
+
+    `spoken("◷ likely right, 82 % · first token 0.12 s · 9 tokens at 45.0 t/s")` ->
+    "Likely right, 82 percent. First token 0.12 seconds. 9 tokens at 45.0 tokens a second."
+    """
+    sentences = []
+    for part in line.split(" · "):
+        for pattern, words in _SAID:
+            part = pattern.sub(words, part.strip())
+        if part:
+            sentences.append(part[0].upper() + part[1:] + ("" if part.endswith((".", "?", "!")) else "."))
+    return " ".join(sentences)
+
+
+def said(line: str) -> str:
+    """A line of the kit's own figures for the page: shown as it is to the eye and hidden from a
+    screen reader, which reads spoken() instead (text, both: shown())."""
+    return f'<span class="{VISUAL}">{shown(line)}</span><span class="sr-only">{shown(spoken(line))}</span>'
 
 
 #: What literal() writes as entities: every character that can open HTML, an entity, an escape,
