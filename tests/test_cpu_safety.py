@@ -369,3 +369,29 @@ def test_doctor_warns_of_a_data_folder_others_can_read(tmp_path, monkeypatch):
 def test_signal_names_in_messages_are_the_real_ones():
     assert selftest._signal_name(-signal.SIGSEGV) == "SIGSEGV"
     assert selftest._signal_name(-signal.SIGILL) == "SIGILL"
+
+
+def test_the_arm_rehearsals_record_reads_the_pages_answers():
+    """The page's /ask reply (Gradio 6: a message's content is a list of typed parts) becomes the
+    answer's text, without its figures; the record shows the browser's answer and its times."""
+    from research.measure import arm, arm_record
+
+    part = {"text": "Paris \\[1].\n\n<sub>◷ 3 t/s</sub>", "type": "text"}
+    reply = ([{"role": "assistant", "content": [part]}], "")
+    assert arm._text(reply) == "Paris [1]."
+    record = {
+        "date": "2026-12-07",
+        "host": {"cpu": "x", "cores": 2},
+        "qemu": "qemu-aarch64 version 7.2",
+        "engine": {"cross_args": ["-DGGML_NATIVE=OFF"], "cross_compile": {"seconds": 792.0, "date": "d"}},
+        "kit_install_s": 510.0,
+        "chat": {"wall_s": 180.0, "decode_tps": 0.2, "prompt_tps": 1.0, "answer": "Paris.",
+                 "completion_tokens": 3, "engine_build": {"compiled_features": ["NEON"]}},
+        "page": {"start_s": 110.0, "http_answer_s": 68.1, "http_answer": "Paris.",
+                 "browser": {"total_s": 75.5, "painted_tps": 0.22, "answer": "The capital is Paris."}},
+        "doctor": ["ok    cpu"],
+        "total_s": 1038.0,
+    }  # fmt: skip
+    md = arm_record.markdown(record)
+    assert "| page: one answer in Chromium (Enter to its figures painted) | 75.5 s |" in md
+    assert "0.22 t/s" in md and "'The capital is Paris.' in Chromium" in md

@@ -52,6 +52,7 @@ from research.measure.arm_userland import (
     rootfs,
 )
 from research.page import server
+from research.page import text as page_text
 from research.paths import REPO_ROOT, cache_dir
 
 #: Cross-compiling llama-cpp-python for the phone's CPU: Debian's aarch64 toolchain, no OpenMP
@@ -221,10 +222,18 @@ def page(folder: Path, log: Path, port: int) -> dict:
                     t = time.perf_counter()
                     tab.goto(url, wait_until="networkidle")
                     loaded = time.perf_counter() - t
+                    t = time.perf_counter()
                     got = ask(tab, QUESTION, 24)
-                    out["browser"] = {"page_load_s": round(loaded, 1)} | {
-                        k: (round(v, 2) if isinstance(v, float) else v) for k, v in got.items()
-                    }
+                    answered = time.perf_counter() - t
+                    shown = tab.locator("[data-testid='bot']").last.inner_text()
+                    out["browser"] = (
+                        {
+                            "page_load_s": round(loaded, 1),
+                            "total_s": round(answered, 1),  # from Enter to the figures painted
+                            "answer": page_text.strip_figures(shown).strip()[:300],
+                        }
+                        | {k: (round(v, 2) if isinstance(v, float) else v) for k, v in got.items()}
+                    )
                 finally:
                     b.close()
         return out
@@ -247,13 +256,18 @@ def _page_url(printed: str, default: str) -> str:
 
 
 def _text(reply) -> str:
+    """The answer's text from the page's /ask reply (the chatbot's messages, the question box),
+    without its line of figures: `_text(([{"role": "assistant", "content": [{"text": "Paris.",
+    "type": "text"}]}], ""))` -> "Paris."."""
     if isinstance(reply, (list, tuple)):
         reply = reply[0] if reply else ""
     if isinstance(reply, list):
         reply = reply[-1] if reply else ""
     if isinstance(reply, dict):
         reply = reply.get("content", reply)
-    return str(reply)[:300]
+    if isinstance(reply, list):  # Gradio 6: a message's content is a list of typed parts
+        reply = "".join(part.get("text", "") for part in reply if isinstance(part, dict))
+    return page_text.plain(page_text.strip_figures(str(reply))).strip()[:300]
 
 
 def rehearse(folder: Path, emulated: bool, port: int) -> dict:

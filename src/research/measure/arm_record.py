@@ -28,7 +28,8 @@ def markdown(r: dict) -> str:
         ("`research chat`: prompt under qemu", f"{c['prompt_tps']:.1f} t/s"),
         ("page up (`research demo` under qemu)", _s(p["start_s"])),
         ("page: one answer over HTTP", _s(p["http_answer_s"])),
-        ("page: one answer in Chromium", _s(b.get("total_s"))),
+        ("page: one answer in Chromium (Enter to its figures painted)", _s(b.get("total_s"))),
+        ("page in Chromium: decode as painted", f"{b['painted_tps']:.2f} t/s" if "painted_tps" in b else "?"),
         ("whole rehearsal", _s(r["total_s"])),
     ]
     table = "\n".join(f"| {a} | {v} |" for a, v in rows)
