@@ -53,6 +53,9 @@ BYPASSES = {
     "a bare address": f"see http://{EVIL}/v or HTTPS://{EVIL}/w",
     "a bare www address": f"see www.{EVIL} or WWW.{EVIL}/x",
     "an e-mail address": f"write to someone@{EVIL} or mailto:someone@{EVIL}",
+    # An HTML block holds the ~~~ line; once "<" is an entity its first line is a paragraph, and a
+    # fence may interrupt a paragraph: the renderer would open one where the kit saw none.
+    "tilde fence under an html block's first line": f"a\n<div>\n~~~\n<img src=http://{EVIL}/y.png>",
 }
 
 
@@ -109,7 +112,8 @@ def test_fixed_outputs():
     fenced = "a\n<pre><code>```py\nx&lt;y &#33;\n```</code></pre>\nb"
     assert page_text.shown("a\n```py\nx<y !\n```\nb") == fenced
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
-    assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> ~~~&#13;&lt;b>"  # marked breaks lines at \\r
+    assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> \\~\\~\\~&#13;&lt;b>"  # marked breaks lines at \\r
+    assert page_text.shown("<div>\n~~~ ~a~") == "&lt;div>\n\\~\\~\\~ \\~a\\~"  # no fence, no strikethrough
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
     assert (
@@ -118,6 +122,17 @@ def test_fixed_outputs():
     assert page_text.literal("see http://e.x/a or www.e.x") == (
         "<code>see http&#58;&#47;&#47;e&#46;x&#47;a or www&#46;e&#46;x</code>"
     )  # no autolink: a bare address stays text
+
+
+def test_the_figures_line_is_the_kits_and_comes_off_again():
+    """The line of figures under an answer: hostile parts (a model's name) still text; strip_figures
+    takes off exactly that line and only at the end."""
+    assert page_text.figures("3 tokens <img src=x>") == "\n\n<sub>◷ 3 tokens &lt;img src=x></sub>"
+    assert page_text.strip_figures("Paris.\n\n<sub>◷ 3 prompt tokens · 1.2 s</sub>") == "Paris."
+    assert page_text.strip_figures("Paris.\n\n<sub>◷ 3 tokens</sub>\n") == "Paris."
+    kept = "Paris.\n\n<sub>◷ 3 tokens</sub>\n\nand more"  # not the last line: the answer's own text
+    assert page_text.strip_figures(kept) == kept
+    assert page_text.strip_figures("Paris.") == "Paris."
 
 
 def test_code_blocks_are_what_commonmark_says():
