@@ -112,10 +112,19 @@ def test_fixed_outputs():
     fenced = "a\n<pre><code>```py\nx&lt;y &#33;\n```</code></pre>\nb"
     assert page_text.shown("a\n```py\nx<y !\n```\nb") == fenced
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
+    assert (
+        page_text.shown("```\na > b && !c\n```")
+        == "<pre><code>```\na &gt; b &amp;&amp; &#33;c\n```</code></pre>"
+    )
+    assert page_text.shown("WWW.e.x wWw.e.x ww.e.x") == "WWW&#46;e.x wWw&#46;e.x ww.e.x"  # any case
     assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> \\~\\~\\~&#13;&lt;b>"  # marked breaks lines at \\r
     assert page_text.shown("<div>\n~~~ ~a~") == "&lt;div>\n\\~\\~\\~ \\~a\\~"  # no fence, no strikethrough
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
+    assert page_text.literal("| a | ~b~ #c $d$ ^e^ {f} *g* _h_ [i]") == (
+        "<code>&#124; a &#124; &#126;b&#126; &#35;c &#36;d&#36; &#94;e&#94; &#123;f&#125; &#42;g&#42; "
+        "&#95;h&#95; &#91;i&#93;</code>"
+    )  # table cells, strikethrough, headings, math, emphasis, links: all entities
     assert (
         page_text.literal("other-model.Q4_0 (1).gguf") == "<code>other-model&#46;Q4&#95;0 (1)&#46;gguf</code>"
     )
