@@ -41,6 +41,7 @@ def call(
     async def app(scope, receive, send):
         seen["scope"] = scope
         seen["received"] = [await receive() for _ in range(read)]
+        await send({"type": "from the app"})
 
     messages = list(body if body is not None else [{"type": "http.request", "body": b"", "more_body": False}])
 
@@ -52,15 +53,17 @@ def call(
     async def send(message):
         sent.append(message)
 
-    scope = {"type": kind, "path": path, "headers": list(headers), "query_string": query}
-    if kind == "http":
+    scope = {"type": kind, "path": path, "headers": list(headers)}
+    if query is not None:  # None: a scope without the key
+        scope["query_string"] = query
+    if kind == "http" and method is not None:
         scope["method"] = method
     if scheme:
         scope["scheme"] = scheme
     g = guard.Guard(app, set(allowed), TOKEN, port, private_dir)
     asyncio.run(g(scope, receive, send))
     if seen:
-        assert sent == [], sent
+        assert sent == [{"type": "from the app"}], sent  # what the app sends goes out, and only that
         return "app", None, None, seen
     if kind == "websocket":
         return sent, None, None, seen
@@ -89,7 +92,7 @@ TOO_LONG = refused(413, "a request may carry at most 8388608 bytes")
     [
         ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
         ("10.0.0.1", False), ("evil.example", False), ("localhost.evil.example", False), ("", False),
-        ("::2", False), ("[127.0.0.1]", True),
+        ("::2", False), ("[127.0.0.1]", True), ("X127.0.0.1", False), ("[::1]X", False),
     ],
 )  # fmt: skip
 def test_is_loopback(host, expected):
@@ -160,6 +163,24 @@ def test_a_refused_route_wins_and_an_allowed_literal_comes_before_a_pattern(monk
     assert guard.route_of("GET", "/c/d/e") == ("GET", "/c/{x:path}")
 
 
+def test_a_route_template_as_a_pattern():
+    rx = guard._pattern("/a/{Name_x}/b/{rest:path}")
+    assert rx.match("/a/x/b/c/d") and rx.match("/a/x/b/")
+    assert rx.match("/a/x/b/c\nd")  # a path part may hold a newline
+    assert not rx.match("/a/x/y/b/c")  # {x} is one segment
+    assert not rx.match("/a//b/c")  # of one character at least
+    assert not rx.match("/a/x/bb/c") and not rx.match("/A/x/b/c")
+    assert guard._pattern("/config").match("/config") and not guard._pattern("/config").match("/config/x")
+    assert guard._pattern("/{x}.{ext}").match("/a.b") and not guard._pattern("/{x}.{ext}").match("/a/b.c")
+
+
+def test_an_allowed_pattern_comes_before_a_guarded_literal(monkeypatch):
+    routes = {("GET", "/c/d"): ("guarded", ""), ("GET", "/c/{x:path}"): ("allowed", "")}
+    monkeypatch.setattr(guard, "ROUTES", routes)
+    monkeypatch.setattr(guard, "_COMPILED", [(m, guard._pattern(p), p) for (m, p) in routes])
+    assert guard.route_of("GET", "/c/d") == ("GET", "/c/{x:path}")
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -185,6 +206,7 @@ def test_unquoted(text, expected):
         (b"t=a=b", ["a=b"]),
         (b"tt=v; t", []),
         (b"t=\xe9", ["\xe9"]),
+        (b't=X"v"X', ['X"v"X']),  # only quotes come off, and only at the ends
         (b"", []),
     ],
 )
@@ -267,6 +289,13 @@ def test_a_url_in_any_spelling_is_not_served_even_when_such_a_file_exists(folder
     assert guard.file_allowed(raw, folder) is False
 
 
+def test_a_url_after_the_folders_name_is_not_served(folder):
+    (folder / "a:").mkdir()
+    (folder / "a:" / "b").write_text("x")
+    assert guard.file_allowed(f"{folder}/a:/b", folder) is True  # a colon alone is a file name
+    assert guard.file_allowed(f"{folder}/a://b", folder) is False  # "://" anywhere is a URL
+
+
 def test_an_absolute_path_with_two_slashes_is_not_served(folder):
     (folder / "a.md").write_text("x")
     assert guard.file_allowed(f"/{folder}/a.md", folder) is False  # //tmp/...: a host to a browser
@@ -293,8 +322,14 @@ def test_a_request_with_its_token_from_this_device_reaches_the_app():
 
 
 def test_what_is_not_http_passes_straight_through():
-    status, _, _, seen = call("/", headers=(), kind="lifespan")
-    assert status == "app" and seen["scope"]["type"] == "lifespan"
+    startup = [{"type": "lifespan.startup"}]
+    status, _, _, seen = call("/", headers=(), kind="lifespan", body=startup, read=1)
+    assert status == "app" and seen["scope"]["type"] == "lifespan" and seen["received"] == startup
+
+
+def test_a_scope_without_method_or_query_string_is_a_plain_get():
+    assert call("/config", method=None, query=None)[0] == "app"
+    assert call("/config", (HOST,), query=None) == NO_TOKEN
 
 
 @pytest.mark.parametrize(
@@ -554,9 +589,13 @@ def test_app_routes_reads_mounts_included_routers_and_websockets():
     ws.path, api_ws.path = "/ws", "/api_ws"
     mount.path, mount.routes = "/gradio_api", [route("/info", {"GET"}), route("/queue/join", {"POST", "GET"})]
     included = SimpleNamespace(original_router=SimpleNamespace(routes=[route("/inner", {"POST"})]))
+    no_path = SimpleNamespace(methods={"OPTIONS"})
     app = SimpleNamespace(
-        routes=[route("", {"GET"}), route("/a", {"HEAD", "GET"}), ws, api_ws, mount, included, route("/none")]
-    )
+        routes=[
+            route("", {"GET"}), route("/a", {"HEAD", "GET"}), ws, api_ws, mount, included, route("/none"),
+            no_path, route("/last", {"PUT"}),
+        ]
+    )  # fmt: skip
     assert guard.app_routes(app) == [
         ("GET", "/"),
         ("GET", "/a"),
@@ -567,6 +606,8 @@ def test_app_routes_reads_mounts_included_routers_and_websockets():
         ("GET", "/gradio_api/queue/join"),
         ("POST", "/gradio_api/queue/join"),
         ("POST", "/inner"),
+        ("OPTIONS", "/"),
+        ("PUT", "/last"),
     ]
 
 
