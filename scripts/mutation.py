@@ -6,7 +6,8 @@ its settings from the pyproject.toml of the folder it runs in, and keeps its res
 one module's run never invalidates another's). The score is killed / (mutants - equivalent):
 a mutant no test reaches counts as a survivor, and an equivalent one is written down, with why,
 in [tool.research.mutation.equivalent]. The report goes to docs/results/mutation.{json,md};
-a run over some modules replaces their rows and keeps the others.
+a run over some modules replaces their rows and keeps the others. Every run starts afresh (mutmut
+would keep a survivor's verdict when only the tests changed).
 
 Not in CI: a full run takes minutes on two cores (the report says how many).
 """
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -85,13 +85,36 @@ def exit_codes(where: Path, source: str) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
-def diff(where: Path, name: str) -> str:
-    shown = mutmut(where, "show", name).stdout
-    return "\n".join(line for line in shown.splitlines() if re.match(r"[-+][^-+]", line))
+#: Run in the module's scratch folder: every named mutant's diff, by mutmut's own code, as JSON.
+DIFFS = """
+import json, re, sys
+from mutmut.__main__ import find_mutant
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+out = {}
+for name in json.loads(sys.stdin.read()):
+    text = get_diff_for_mutant(name, path=find_mutant(name).path)
+    out[name] = "\\n".join(l for l in text.splitlines() if re.match(r"[-+][^-+]", l))
+print(json.dumps(out))
+"""
+
+
+def diffs(where: Path, names: list[str]) -> dict[str, str]:
+    """What each mutant changed: its lines removed (-) and added (+)."""
+    if not names:
+        return {}
+    done = subprocess.run(
+        [sys.executable, "-c", DIFFS], cwd=where, input=json.dumps(names), text=True, capture_output=True
+    )
+    if done.returncode != 0:
+        return dict.fromkeys(names, f"(no diff: {done.stderr.strip().splitlines()[-1:]})")
+    return json.loads(done.stdout)
 
 
 def run_module(name: str, module: dict, conf: dict, children: int) -> dict:
     where = scratch_for(name, module, conf)
+    # A fresh run each time: mutmut keeps a survivor's verdict when only the tests changed, and a
+    # report must judge the tests as they are now.
+    shutil.rmtree(where / "mutants", ignore_errors=True)
     start = time.monotonic()
     done = mutmut(where, "run", "--max-children", str(children))
     seconds = time.monotonic() - start
@@ -104,6 +127,7 @@ def run_module(name: str, module: dict, conf: dict, children: int) -> dict:
     judged = {k: equivalent[k] for k in codes if k in equivalent and k not in killed}
     survivors = sorted(k for k in codes if k not in killed and k not in judged)
     total = len(codes) - len(judged)
+    shown = diffs(where, [*judged, *survivors])
     named = run_named(name, module, conf, children)
     return {
         "source": module["source"],
@@ -111,13 +135,13 @@ def run_module(name: str, module: dict, conf: dict, children: int) -> dict:
         "target": module.get("target", conf["target"]),
         "mutants": len(codes),
         "killed": len(killed),
-        "equivalent": [{"mutant": k, "why": v, "diff": diff(where, k)} for k, v in sorted(judged.items())],
+        "equivalent": [{"mutant": k, "why": v, "diff": shown[k]} for k, v in sorted(judged.items())],
         "score": round(100 * len(killed) / total, 1) if total else 100.0,
         "survivors": [
             {
                 "mutant": k,
                 "status": "no tests" if codes[k] in NO_TESTS else "survived",
-                "diff": diff(where, k),
+                "diff": shown[k],
             }
             for k in survivors
         ],
@@ -177,19 +201,23 @@ def write_report(rows: dict, command: str, seconds: float) -> None:
         "tool": f"mutmut {version()}",
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "seconds": round(seconds) if set(rows) == set(modules) else old.get("seconds"),
+        "seconds": sum(r["seconds"] for r in modules.values()),
         "modules": dict(sorted(modules.items())),
     }
     path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     md = [
         "# Mutation testing",
         "",
-        f"Written by `{command}` ({report['tool']}, {report['date']}); each module is mutated alone and",
-        "judged by its own tests (pyproject.toml, `[tool.research.mutation]`). Score = killed /",
-        "(mutants - equivalent); a mutant no test reaches is a survivor. mutmut mutates inside",
+        "Command: `make mutation` (all modules) or `make mutation MODULES='page.text jsonl'`; this file",
+        f"was last written by `{command}` ({report['tool']}, {report['date']}). Run time: "
+        f"{report['seconds']} s for the modules below, each row's own in its last column (mutmut",
+        "and the hand-written mutants, two workers, on two cores shared with other work).",
+        "",
+        "Each module is mutated alone and judged by its own test files (pyproject.toml,",
+        "`[tool.research.mutation]`), without model, page or browser tests. Score = killed /",
+        "(mutants - equivalent); a mutant no test reaches counts as a survivor. mutmut mutates inside",
         "functions only: the hand-written mutants (scripts/mutants.toml) change module-level tables,",
-        "patterns and constants, and repeat those issue 33 named; each must be killed. Seconds: wall",
-        "time of both, on two cores shared with other work.",
+        "patterns and constants, and repeat those issue 33 named; each must be killed.",
         "",
         "| module | tests | mutmut: killed / mutants | equivalent | score | target "
         "| hand-written: killed | seconds |",
@@ -234,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; known: {' '.join(conf['modules'])}")
     names = args.modules or list(conf["modules"])
     start, rows = time.monotonic(), {}
+    command = "make mutation" + (f" MODULES='{' '.join(args.modules)}'" if args.modules else "")
     for name in names:
         rows[name] = r = run_module(name, conf["modules"][name], conf, args.children)
+        r["command"] = command
         if "error" in r:
             print(f"{name:24} FAILED: {r['error']}", flush=True)
             continue
@@ -256,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(names)} module(s) in {seconds:.0f} s")
     failed = [name for name, r in rows.items() if "error" in r]
     if not args.no_report and not failed:
-        command = "make mutation" + (f" MODULES='{' '.join(args.modules)}'" if args.modules else "")
         write_report(rows, command, seconds)
     return 0 if not failed and all(met(r) for r in rows.values()) else 1
 
