@@ -313,3 +313,24 @@ def test_official_scores_use_the_question():
     got = scoring.official_scores("Paris is xxxx.", ["Paris"], "Where is xxxx?")
     assert got["short_answer"] == "Paris" and got["em_official_short"] == 1.0
     assert score("Paris is xxxx.", ["Paris"], "Where is xxxx?")["short_answer"] == "Paris"
+
+
+def test_without_a_question_nothing_restates_it():
+    assert extract_answer("Paris is xxxx.") == "xxxx"
+    assert score("Paris is xxxx.", ["xxxx"])["short_answer"] == "xxxx"
+    # With one: the side of "is" holding the question's words is the frame, after dropping the
+    # frame's own words ("known as") from the other side.
+    assert extract_answer("Paris is known as 'Lutetia'.", "What is xxxx?") == "Lutetia"
+
+
+def test_lm_eval_drops_every_article_of_its_pattern():
+    for article in ("The ", "the ", "An ", "A ", "a ", "an "):
+        assert lm_eval_exact_match(article + "apple", ["apple"]) == 1.0, article
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["It is likely Lyon.", "Possibly Lyon.", "Perhaps Lyon.", "It could be Lyon.", "As far as I know, Lyon."],
+)
+def test_more_ways_of_doubt(answer):
+    assert hedged(answer)

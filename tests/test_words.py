@@ -65,3 +65,7 @@ def test_content_words():
 )
 def test_token_f1(a, b, expected):
     assert words.token_f1(a, b) == pytest.approx(expected)
+
+
+def test_token_f1_of_two_empty_lists_is_zero():
+    assert words.token_f1([], []) == 0.0
