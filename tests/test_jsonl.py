@@ -158,8 +158,45 @@ def test_opening_the_file(tmp_path, monkeypatch, error, raised):
         raise OSError(error, os.strerror(error))
 
     monkeypatch.setattr(os, "open", fail)
-    with pytest.raises(raised):
+    with pytest.raises(raised) as e:
         jsonl.append({"a": 1}, tmp_path / "r.jsonl")
+    if raised is KitError:
+        assert str(e.value).startswith(
+            f"the disk is full: the record was not saved to {tmp_path / 'r.jsonl'};"
+        )
+
+
+def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
+    """A write may take fewer bytes than given (a signal, a pipe-like file system): the rest follows."""
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:3]))
+    path = tmp_path / "r.jsonl"
+    jsonl.append({"abc": "défg"}, path)
+    assert path.read_bytes() == '{"abc": "défg"}\n'.encode()
+
+
+def test_the_last_byte_is_the_one_at_the_size_seen(tmp_path):
+    """What append() looks at to know whether the file ends a line: the byte before the size it saw,
+    not what another writer appended since."""
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}\n')
+    assert jsonl._last_byte(path, 9) == b"\n" and jsonl._last_byte(path, 8) == b"}"
+
+
+def test_records_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """A device with a C locale (no UTF-8 mode, no coercion) reads its records as they were written."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes('{"q": "Où est Zürich?"}\n'.encode())
+    code = "import sys; from research import jsonl; print(ascii(jsonl.read(sys.argv[1])))"
+    env = os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ascii(([{"q": "Où est Zürich?"}], 0))
 
 
 def test_the_file_is_opened_for_appending(tmp_path, monkeypatch):
