@@ -249,3 +249,13 @@ def test_a_usage_error_is_one_line_naming_the_help(capsys):
     with pytest.raises(SystemExit):
         parser.error("two\n  lines")
     assert capsys.readouterr().err == "error: two lines (see: research chat --help)\n"
+
+
+def test_a_bound_as_said():
+    assert (o._show(None), o._show(5), o._show(2.5), o._show(10080.0), o._show(1e-9)) == (
+        "",
+        "5",
+        "2.5",
+        "10080",
+        "1e-09",
+    )
