@@ -153,3 +153,42 @@ def test_the_bounds():
     assert (d.MAX_TEXT_MB, d.READ_TIMEOUT_S, d.MAX_PDF_MB, d.PDF_TIMEOUT_S) == (32, 60, 256, 60)
     assert (d.PDF_MEMORY_MB, d.MAX_DOC_CHARS) == (1024, 8_000_000)
     assert issubclass(d.SourceError, d.KitError)
+
+
+def test_pieces_at_their_edges():
+    # A sentence of exactly the limit is one piece, even with a space past half in it.
+    assert d._pieces("abcdefg hij. xy", 12) == ["abcdefg hij.", "xy"]
+    # A space at exactly half the limit is too early (and at a third, more so): cut at the limit.
+    assert d._pieces("abcde fghijklmnop", 10) == ["abcde fghi", "jklmnop"]
+    assert d._pieces("abcde fghijklmnop", 12) == ["abcde fghijk", "lmnop"]
+    # Blanks after the last cut are not a piece.
+    assert d._pieces("a" * 10 + " " * 5, 10) == ["a" * 10]
+
+
+def test_cap_title_cuts_at_the_last_space_that_fits():
+    assert d.cap_title("abcdefg hijklmnop qrs", 12) == "abcdefg…"
+    assert d.cap_title("ab cdefgh ijklmnop", 12) == "ab cdefgh…"
+
+
+def test_decode_at_the_one_percent_line_and_with_undefined_bytes():
+    # 33 euro signs are 99 bytes above 0x7F, with the bad one 100: 1 bad is 1 %, not above it.
+    assert d.decode("€".encode() * 33 + b"\xff") == "€" * 33 + "\ufffd"
+    # Windows-1252 leaves 0x81 undefined: replaced, not an error.
+    assert d.decode(b"caf\xe9 \x81") == "café \ufffd"
+    # After a byte-order mark, bad bytes are replaced too.
+    assert d.decode(codecs.BOM_UTF8 + b"ok \xff") == "ok \ufffd"
+    assert d.decode(codecs.BOM_UTF16_LE + b"h\x00\x00\xd8") == "h\ufffd"
+
+
+def test_passages_go_on_after_a_join_and_after_packing():
+    doc = d.Document("T", [("A", "a"), ("B", "b"), ("C", "x" * 591), ("C", "y")])
+    # "a B: b" (6) is short, but 6 + 1 + "C: " + 591 = 601: C starts anew and packs "y" after.
+    assert d.passages(doc) == [("A", "a B: b"), ("C", "x" * 591 + " y")]
+    # A paragraph of two sentence pieces: the first joins the short passage, the second follows.
+    b, c = "b" * 300 + ".", "c" * 300 + "."
+    assert d.passages(d.Document("T", [("A", "a"), ("B", f"{b} {c}")])) == [("A", f"a B: {b}"), ("B", c)]
+    # A passage of no section, flushed when the next section starts: its title is "".
+    assert d.passages(d.Document("T", [(None, "x" * 300), ("B", "y" * 400)])) == [
+        ("", "x" * 300),
+        ("B", "y" * 400),
+    ]
