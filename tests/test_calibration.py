@@ -409,3 +409,81 @@ def test_save_writes_a_private_file_that_load_reads_back(home):
     assert back.id == c.id and back.model == c.model and back.fitted_on == c.fitted_on
     other = cal.save(c, home / "elsewhere")
     assert other == home / "elsewhere" / SHA / "free.json" and other.is_file()
+
+
+# --- What the first mutation run left: edges of each statistic ------------------------------------
+
+
+def test_the_logistic_function_is_clipped_at_30():
+    assert cal._sigmoid(np.array([-40.0, 40.0])).tolist() == [1 / (1 + math.exp(30)), 1 / (1 + math.exp(-30))]
+    assert cal._sigmoid(np.array([0.0])).tolist() == [0.5]
+
+
+def test_one_answer_is_enough_to_measure():
+    assert cal.accuracy_at([0.7], [1], 0.5) == 1.0
+    assert cal.ece([0.7], [1]) == pytest.approx(0.3)
+    got = cal.measures([], [])
+    assert got["n"] == 0 and all(math.isnan(got[k]) for k in ("accuracy", "auroc", "acc@50", "acc@80", "ece"))
+
+
+def test_risk_coverage_sorts_by_score():
+    _, accuracy = cal.risk_coverage([0.1, 0.9, 0.5], [0, 1, 0])
+    assert accuracy.tolist() == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_the_default_seed_is_0_and_folds_are_whole_numbers():
+    labels = [1, 1, 0, 0, 0, 1, 0, 1, 0, 0] * 3
+    fold = cal.folds(labels)
+    assert fold.dtype.kind == "i" and fold.tolist() == cal.folds(labels, 5, 0).tolist()
+    assert fold.tolist() != cal.folds(labels, 5, 1).tolist()
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(30, 2)), np.array(labels)
+    assert cal.out_of_fold(X, y).tolist() == cal.out_of_fold(X, y, seed=0).tolist()
+    assert cal.out_of_fold(X, y).tolist() != cal.out_of_fold(X, y, seed=1).tolist()
+
+
+def test_out_of_fold_is_the_other_folds_rate_when_nothing_can_be_learnt():
+    """4 right and 2 wrong in 3 folds (sizes 2+1, 1+1, 1+0): each answer gets the share of right
+    answers among the answers outside its own fold, worked out here from the folds alone."""
+    y = np.array([1, 1, 1, 1, 0, 0])
+    fold = cal.folds(y, 3)
+    expected = [y[fold != fold[i]].mean() for i in range(len(y))]
+    assert sorted(set(np.round(expected, 6))) == [0.6, round(2 / 3, 6), 0.75]
+    assert cal.out_of_fold([[0.0]] * 6, y, k=3).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_out_of_fold_uses_the_penalty_it_is_given():
+    y = np.array([1, 0] * 10)
+    X = y[:, None].astype(float)  # a signal that is the answer itself
+    flat = cal.out_of_fold(X, y, l2=1e9)
+    assert np.all(np.abs(flat - 0.5) < 0.01)  # every weight flattened: the other folds' rate, 1/2
+    sharp = cal.out_of_fold(X, y)  # the default L2 = 10 over 16 answers: pulled in, but apart
+    assert np.all(sharp[y == 1] > 0.6) and np.all(sharp[y == 0] < 0.4)
+    assert np.all(cal.out_of_fold(X, y, l2=0.01)[y == 1] > 0.95)
+
+
+def test_the_damage_is_named_word_for_word(home, capsys):
+    path = write(home / "home", "{not json")
+    assert cal.load(SHA, "free") is None
+    assert capsys.readouterr().err == (
+        f"warning: {path} is damaged (Expecting property name enclosed in double quotes: line 1 "
+        "column 2 (char 1)); answers show no calibrated confidence until it is deleted "
+        "(python -m research eval --calibrate makes a new one)\n"
+    )
+    cal._DAMAGED.clear()
+    write(home / "home", " " * (4 * 2**20 + 1))
+    assert cal.load(SHA, "free") is None
+    assert "more than the 4 MB a calibration may have" in capsys.readouterr().err
+
+
+def test_of_stats_asks_for_its_method(home):
+    write(home / "home", saved())
+    stats = type("Stats", (), {"signals": {"mean_logprob": 0.5}})()
+    assert cal.of_stats(stats, SHA, "free").p is not None
+    assert cal.of_stats(stats, SHA, "p_true").p is None  # no calibration of that method
+
+
+def test_no_model_file_means_no_lookup(home):
+    (home / "home" / "calibrations").mkdir(parents=True)
+    (home / "home" / "calibrations" / "free.json").write_text(json.dumps(saved() | {"model_sha256": ""}))
+    assert cal.of_signals({"mean_logprob": 0.5}, "").p is None
