@@ -190,6 +190,7 @@ def test_records_are_read_as_utf8_whatever_the_locale(tmp_path):
 
     path = tmp_path / "r.jsonl"
     path.write_bytes('{"q": "Où est Zürich?"}\n'.encode())
+    assert jsonl.read(path) == ([{"q": "Où est Zürich?"}], 0)  # here, and in a child with a C locale:
     code = "import sys; from research import jsonl; print(ascii(jsonl.read(sys.argv[1])))"
     env = os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     r = subprocess.run(

@@ -192,3 +192,8 @@ def test_passages_go_on_after_a_join_and_after_packing():
         ("", "x" * 300),
         ("B", "y" * 400),
     ]
+
+
+def test_the_pieces_of_one_paragraph_are_packed_together():
+    text = f"{'x' * 300}. {'y' * 100}. {'z' * 50}."  # pieces of 301, 101 and 51: 455 with spaces
+    assert d.passages(d.Document("T", [("A", text)])) == [("A", text)]
