@@ -1,6 +1,7 @@
 """Ratings: one append-only format, readable after a crash, inert in spreadsheets."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -302,3 +303,31 @@ def test_csv_export_is_every_field_in_order(tmp_path):
     assert cells["answer"] == "'=A" and cells["schema"] == "2" and cells["settings"] == '{"temperature": 0.0}'
     assert cells["score"] == "" and cells["ab"] == "" and cells["thumbs"] == "up"
     assert open(out, "rb").read().count(b"\r\n") == 2  # csv's own line ends, one per row
+
+
+def test_an_ab_record_takes_exactly_two_answers_and_no_comment_by_default():
+    a, b = FULL | {"answer": "Paris."}, {"answer": "Lyon.", "model": "n.gguf"}
+    assert ratings.make_ab_record("Q?", (a, b), "A")["comment"] == ""
+    with pytest.raises(ValueError):
+        ratings.make_ab_record("Q?", (a, b, b), "A")
+
+
+def test_the_csv_is_utf8_whatever_the_locale(tmp_path):
+    """Written here and by a child with a C locale (no UTF-8 mode, no coercion): the same bytes."""
+    rec = ratings.make_record("Où?", "Zürich", FULL, thumbs="up")
+    here = ratings.export_csv([rec], tmp_path / "here.csv").read_bytes()
+    assert "Zürich".encode() in here
+    code = (
+        "import json, sys; from research.ratings import store; "
+        "store.export_csv([json.loads(sys.argv[1])], sys.argv[2])"
+    )
+    env = os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    r = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(rec), str(tmp_path / "child.csv")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "child.csv").read_bytes() == here
