@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test axe install lint lab results clean arm-rehearsal
+.PHONY: demo test axe install lint lab results clean arm-rehearsal mutation
 
 demo: $(STAMP)
 	$(PY) -m research demo $(ARGS)
@@ -53,8 +53,14 @@ $(STAMP): pyproject.toml src/research/llamacpp/flags.py
 	  || { echo "Install failed; the last lines of $(VENV)/install.log:"; tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $@
 
+# Mutation testing of the modules that guard safety and scores (scripts/mutation.py): prints each
+# module's killed/total, score and target, lists the survivors and writes docs/results/mutation.md.
+# MODULES="page.text jsonl" picks some. Minutes on two cores, so not part of make test or CI.
+mutation: $(STAMP)
+	$(PY) scripts/mutation.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache mutants
 
 # The page rehearsed on ARM (root): an arm64 Debian under qemu, the engine cross-compiled with
 # the phone's flags, one answer through research chat and one through the page; the record goes

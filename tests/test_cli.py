@@ -287,24 +287,52 @@ def fake_llama(tmp_path_factory):
     return folder
 
 
+def unloaded_env(marker, fake_llama) -> dict:
+    """The environment of a CLI child with the stand-in llama_cpp: the stand-in first, then what was
+    there (the code under test, which conftest put first, and the network audit), never instead."""
+    pythonpath = os.pathsep.join(filter(None, [str(fake_llama), os.environ.get("PYTHONPATH")]))
+    return os.environ | {"PYTHONPATH": pythonpath, "RESEARCH_TEST_MARKER": str(marker)}
+
+
 def run_unloaded(args, tmp_path, fake_llama):
     """Run the CLI with a llama_cpp that cannot load anything; asserts that none was imported."""
     marker = tmp_path / "llama_cpp-imported"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    # The stand-in first, then what was there (the code under test, the network audit).
-    pythonpath = os.pathsep.join(filter(None, [str(fake_llama), os.environ.get("PYTHONPATH")]))
-    env = {"PYTHONPATH": pythonpath, "RESEARCH_TEST_MARKER": str(marker)}
     r = subprocess.run(
         [sys.executable, "-m", "research", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=os.environ | env,
+        env=unloaded_env(marker, fake_llama),
         stdin=subprocess.DEVNULL,
         timeout=60,
     )
     assert not marker.exists(), f"{args}: a model was loaded before the error: {r.stderr}"
     return r
+
+
+WHERE_FROM = """
+import importlib.util, json, sys, sysconfig
+import research
+llama = importlib.util.find_spec("llama_cpp").origin  # found, not imported: the stand-in refuses that
+print(json.dumps([research.__file__, llama, sys.path, sysconfig.get_paths()["purelib"]]))
+"""
+
+
+@pytest.mark.parametrize("helper", ["run", "run_unloaded"])
+def test_cli_children_import_the_code_under_test(helper, tmp_path, fake_llama):
+    """A child the tests start imports this checkout's src/ (ahead of site-packages, where an
+    installed or editable copy of the kit, perhaps of another checkout, would be found)."""
+    env = os.environ if helper == "run" else unloaded_env(tmp_path / "marker", fake_llama)
+    r = subprocess.run(
+        [sys.executable, "-c", WHERE_FROM], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    research_file, llama_file, path, site = json.loads(r.stdout)
+    assert research_file == str(ROOT / "src" / "research" / "__init__.py")
+    assert path.index(str(ROOT / "src")) < path.index(site)
+    if helper == "run_unloaded":
+        assert llama_file == str(fake_llama / "llama_cpp" / "__init__.py")
 
 
 def one_line(r) -> str:

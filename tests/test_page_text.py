@@ -53,6 +53,9 @@ BYPASSES = {
     "a bare address": f"see http://{EVIL}/v or HTTPS://{EVIL}/w",
     "a bare www address": f"see www.{EVIL} or WWW.{EVIL}/x",
     "an e-mail address": f"write to someone@{EVIL} or mailto:someone@{EVIL}",
+    # An HTML block holds the ~~~ line; once "<" is an entity its first line is a paragraph, and a
+    # fence may interrupt a paragraph: the renderer would open one where the kit saw none.
+    "tilde fence under an html block's first line": f"a\n<div>\n~~~\n<img src=http://{EVIL}/y.png>",
 }
 
 
@@ -109,9 +112,19 @@ def test_fixed_outputs():
     fenced = "a\n<pre><code>```py\nx&lt;y &#33;\n```</code></pre>\nb"
     assert page_text.shown("a\n```py\nx<y !\n```\nb") == fenced
     assert page_text.shown("a\n\n    i<j\n") == "a\n\n<pre><code>    i&lt;j</code></pre>\n"
-    assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> ~~~&#13;&lt;b>"  # marked breaks lines at \\r
+    assert (
+        page_text.shown("```\na > b && !c\n```")
+        == "<pre><code>```\na &gt; b &amp;&amp; &#33;c\n```</code></pre>"
+    )
+    assert page_text.shown("WWW.e.x wWw.e.x ww.e.x") == "WWW&#46;e.x wWw&#46;e.x ww.e.x"  # any case
+    assert page_text.shown("a\r> ~~~\r<b>") == "a&#13;> \\~\\~\\~&#13;&lt;b>"  # marked breaks lines at \\r
+    assert page_text.shown("<div>\n~~~ ~a~") == "&lt;div>\n\\~\\~\\~ \\~a\\~"  # no fence, no strikethrough
     assert page_text.shown("¡Hola! 2 > 1") == "¡Hola! 2 > 1"  # nothing to escape: unchanged
     assert page_text.literal("a<b> `c`") == "<code>a&#60;b&#62; &#96;c&#96;</code>"
+    assert page_text.literal("| a | ~b~ #c $d$ ^e^ {f} *g* _h_ [i]") == (
+        "<code>&#124; a &#124; &#126;b&#126; &#35;c &#36;d&#36; &#94;e&#94; &#123;f&#125; &#42;g&#42; "
+        "&#95;h&#95; &#91;i&#93;</code>"
+    )  # table cells, strikethrough, headings, math, emphasis, links: all entities
     assert (
         page_text.literal("other-model.Q4_0 (1).gguf") == "<code>other-model&#46;Q4&#95;0 (1)&#46;gguf</code>"
     )
@@ -147,6 +160,20 @@ def test_figures_from_a_file_stay_text_when_said():
     assert {t for t, _ in rendered_tags(figures)} <= {"p", "sub", "span", "a"}
     assert "Warning: the template failed: &lt;img" in figures and "<img" not in figures
     assert page_text.strip_figures("Paris." + figures) == "Paris."
+
+
+def test_the_figures_line_is_the_kits_and_comes_off_again():
+    """The line of figures under an answer: hostile parts (a model's name) still text; strip_figures
+    takes off exactly that line and only at the end."""
+    assert page_text.figures("3 tokens <img src=x>") == (
+        '\n\n<sub><span class="kit-visual">◷ 3 tokens &lt;img src=x></span>'
+        '<span class="sr-only">3 tokens &lt;img src=x>.</span></sub>'
+    )  # the line seen, then the sentence read (a screen reader)
+    assert page_text.strip_figures("Paris.\n\n<sub>◷ 3 prompt tokens · 1.2 s</sub>") == "Paris."
+    assert page_text.strip_figures("Paris.\n\n<sub>◷ 3 tokens</sub>\n") == "Paris."
+    kept = "Paris.\n\n<sub>◷ 3 tokens</sub>\n\nand more"  # not the last line: the answer's own text
+    assert page_text.strip_figures(kept) == kept
+    assert page_text.strip_figures("Paris.") == "Paris."
 
 
 def test_code_blocks_are_what_commonmark_says():

@@ -131,7 +131,7 @@ def decode(data: bytes) -> str:
     except UnicodeDecodeError:
         pass
     text = data.decode("utf-8", errors="replace")
-    high = len(data) - len(data.translate(None, bytes(range(128))))  # bytes 0x80-0xFF
+    high = len(data.translate(None, bytes(range(128))))  # bytes 0x80-0xFF: the ASCII ones deleted
     if text.count("\ufffd") > UTF8_BAD_SHARE * high:
         text = data.decode("cp1252", errors="replace")
     return clean(text)

@@ -9,13 +9,15 @@ makes sure the text is not HTML in the first place, whatever the renderer's pars
 The rule that keeps it safe does not depend on agreeing with that parser: in the Markdown
 shown(), no `<` and no `![` written by anyone but the kit is left as it was.
 
-- Outside code, `&` and `<` become entities and `![` becomes `&#33;\\[`; backslashes, backticks
-  and `[` are escaped too (`\\\\`, `` \\` ``, `\\[`), so no code span or fence can open in the
-  renderer where the kit saw none, and no link either: neither `[a](url)` nor a bare address
-  (`://`, `www.` and `@` have an entity), since a link in an answer is unchecked and a click
-  would leave the device, or reach another program's server on it. A carriage return is an
-  entity as well: Gradio's renderer (marked) reads a lone one as a line break, CommonMark does
-  not, and a fence could open on the line only one of them sees.
+- Outside code, `&` and `<` become entities and `![` becomes `&#33;\\[`; backslashes, backticks,
+  tildes and `[` are escaped too (`\\\\`, `` \\` ``, `\\~`, `\\[`), so no code span or fence can
+  open in the renderer where the kit saw none (a `~~~` line under an HTML block's first line, say:
+  once its `<` is an entity that line is a paragraph, which a fence may interrupt), and no link
+  either: neither `[a](url)` nor a bare address (`://`, `www.` and `@` have an entity), since a
+  link in an answer is unchecked and a click would leave the device, or reach another program's
+  server on it. A carriage return is an entity as well: Gradio's renderer (marked) reads a lone
+  one as a line break, CommonMark does not, and a fence could open on the line only one of them
+  sees.
 - Code blocks (fenced or indented) are found by a CommonMark parser (markdown-it-py), never by
   patterns of our own: the kit's own detection differed from the renderer's (a backslash before a
   backtick, a paragraph broken by a `#`, `-`, `>` or `<div>` line inside a code span, a fence
@@ -51,6 +53,7 @@ PRE, END = "<pre><code>", "</code></pre>"
 _TEXT = {
     "\\": "\\\\",
     "`": "\\`",
+    "~": "\\~",
     "&": "&amp;",
     "<": "&lt;",
     "![": "&#33;\\[",
@@ -60,8 +63,8 @@ _TEXT = {
     "@": "&#64;",
     "\r": "&#13;",
 }
-_TEXT_IN = re.compile(r"!\[|:(?=//)|(?<=[wW]{3})\.|[\\`&<\[@\r]")
-_TEXT_OUT = re.compile(r"\\\\|\\`|&amp;|&lt;|&#33;\\\[|\\\[|&#58;|&#46;|&#64;|&#13;")
+_TEXT_IN = re.compile(r"!\[|:(?=//)|(?<=[wW]{3})\.|[\\`~&<\[@\r]")
+_TEXT_OUT = re.compile(r"\\\\|\\`|\\~|&amp;|&lt;|&#33;\\\[|\\\[|&#58;|&#46;|&#64;|&#13;")
 _UNTEXT = {v: k for k, v in _TEXT.items()}
 #: Inside the kit's code element.
 _CODE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "!": "&#33;"}
