@@ -335,7 +335,7 @@ def test_the_worker_limits_its_own_address_space_and_cpu_time():
 def test_a_worker_whose_parent_stopped_waiting_ends_by_itself():
     """The CPU limit is the backstop when nobody enforces the wall clock (the parent died)."""
     with subprocess.Popen(
-        [sys.executable, "-m", "research.engine.templates"],
+        [sys.executable, "-m", "research.engine.template_child"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

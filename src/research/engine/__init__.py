@@ -10,19 +10,29 @@ produced an answer, run keys). The names below are the public ones.
 May import: the base modules, research.qa, research.models and research.llamacpp.
 """
 
-from research.engine.engine import Engine, prepare
-from research.engine.prompt import StopScanner, conversation, fit_history, prompt_tokens
-from research.engine.types import Backend, EngineConfig, Sampling, Stats
+import importlib
 
-__all__ = [
-    "Backend",
-    "Engine",
-    "EngineConfig",
-    "Sampling",
-    "Stats",
-    "StopScanner",
-    "conversation",
-    "fit_history",
-    "prepare",
-    "prompt_tokens",
-]
+#: The public names and their modules, imported when first used (PEP 562): the template worker
+#: (`python -m research.engine.template_child`) starts inside this package and must not load the
+#: engine, numpy and gguf first (0.3 s and 170 MB of address space it would carry under its limit).
+_PUBLIC = {
+    "Engine": "engine",
+    "prepare": "engine",
+    "StopScanner": "prompt",
+    "conversation": "prompt",
+    "fit_history": "prompt",
+    "prompt_tokens": "prompt",
+    "Backend": "types",
+    "EngineConfig": "types",
+    "Sampling": "types",
+    "Stats": "types",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'research.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"research.engine.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
