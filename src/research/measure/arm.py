@@ -230,7 +230,7 @@ def page(folder: Path, log: Path, port: int) -> dict:
                         {
                             "page_load_s": round(loaded, 1),
                             "total_s": round(answered, 1),  # from Enter to the figures painted
-                            "answer": page_text.strip_figures(shown).strip()[:300],
+                            "answer": shown.split("\n◷")[0].strip()[:300],  # the text seen, not its figures
                         }
                         | {k: (round(v, 2) if isinstance(v, float) else v) for k, v in got.items()}
                     )
