@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from research.measure.page import QUIET_BROWSER
+from research.measure.page import QUIET_BROWSER, open_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags that keep Chromium itself from calling home (component updates, safe browsing, ...): the
@@ -81,7 +81,7 @@ def watched_tab(browser, url: str, **context):
     ctx = browser.new_context(**context)
     seen = watch(ctx)
     tab = ctx.new_page()
-    tab.goto(url, wait_until="networkidle")
+    open_page(tab, url)
     return ctx, tab, seen
 
 

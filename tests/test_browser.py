@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 import pytest
 from chromium import on_device
 
+from research.measure.page import open_page
+
 pytestmark = [pytest.mark.browser, pytest.mark.page, pytest.mark.model]
 
 
@@ -15,7 +17,7 @@ def test_question_answer_rating_and_nothing_leaves_the_device(browser, page, tmp
     hosts = []
     tab.on("request", lambda r: hosts.append(urlsplit(r.url).hostname))
     tab.on("websocket", lambda ws: hosts.append(urlsplit(ws.url).hostname))
-    tab.goto(page.open_url, wait_until="networkidle")
+    open_page(tab, page.open_url)
 
     box = tab.get_by_placeholder("Ask a question…")
     box.fill("What is the capital of France?")
@@ -51,7 +53,7 @@ def test_the_paint_log_measures_what_the_reader_sees(browser, page):
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     ctx.add_init_script(page_speed.RECORDER)
     tab = ctx.new_page()
-    tab.goto(page.open_url, wait_until="networkidle")
+    open_page(tab, page.open_url)
     got = page_speed.ask(tab, "Write a story about a dragon.", 64)
     ctx.close()
     assert got["tokens"] > 8 and got["paints"] >= 2
@@ -72,7 +74,7 @@ def test_confidence_and_answer_only_when_sure_as_the_reader_sees_them(browser, p
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     ctx.add_init_script(page_speed.RECORDER)  # what page_speed.ask reads
     tab = ctx.new_page()
-    tab.goto(page.open_url, wait_until="networkidle")
+    open_page(tab, page.open_url)
     page_speed._greedy(tab)  # temperature 0, as test_page_confidence asks
     answers = tab.locator(".message.bot, [data-testid='bot']")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from research.measure.page import open_page
 from research.models.catalog import resolve
 
 pytestmark = [pytest.mark.page, pytest.mark.model]
@@ -367,7 +368,7 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
     statuses = {}
     try:
         tab = ctx.new_page()
-        tab.goto(page.open_url, wait_until="networkidle")  # the user's own tab: the cookie is set
+        open_page(tab, page.open_url)  # the user's own tab: the cookie is set
         assert any(c["name"] == f"research_token_{page.port}" for c in ctx.cookies())
         other = ctx.new_page()
 
@@ -380,7 +381,7 @@ def test_another_local_page_in_the_same_browser_gets_nothing(browser, page, tmp_
 
         codes = {}
         cdp.on("Network.responseReceivedExtraInfo", lambda e: codes.update({e["requestId"]: e["statusCode"]}))
-        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/", wait_until="networkidle")
+        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/", wait_until="load")
         other.wait_for_function("() => window.__done === true", timeout=20_000)
         for rid, url in urls.items():
             if url.startswith(page.url):
@@ -412,7 +413,7 @@ def test_the_kits_own_browser_asks_no_one_but_this_device(browser, page, tmp_pat
     b = browser.browser_type.launch(executable_path=CHROMIUM, args=[*QUIET, f"--log-net-log={log}"])
     try:
         tab = b.new_page(viewport={"width": 390, "height": 844})
-        tab.goto(page.open_url, wait_until="networkidle")
+        open_page(tab, page.open_url)
         box = tab.get_by_placeholder("Ask a question…")
         box.fill("What is the capital of France?")
         box.press("Enter")

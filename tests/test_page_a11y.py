@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 
 from research import confidence
 from research.confidence import calibration
+from research.measure.page import open_page
 from research.page import look
 
 pytestmark = [pytest.mark.browser, pytest.mark.page]
@@ -62,8 +63,7 @@ def opened(browser, page, theme="light", **viewport):
     """A new session of the page in a tab of its own: (context, tab)."""
     ctx = browser.new_context(viewport=viewport or {"width": 390, "height": 844}, color_scheme=theme)
     tab = ctx.new_page()
-    tab.goto(page.open_url, wait_until="networkidle")
-    tab.get_by_text("Model:").wait_for()
+    open_page(tab, page.open_url)
     return ctx, tab
 
 
@@ -302,8 +302,7 @@ SIDEWAYS = "() => document.scrollingElement.scrollWidth - document.scrollingElem
 def test_zoomed_page_reflows_and_nothing_covers_the_answers(browser, scripted, viewport, scale):
     ctx = browser.new_context(viewport=viewport, device_scale_factor=scale)
     tab = ctx.new_page()
-    tab.goto(scripted.open_url, wait_until="networkidle")
-    tab.get_by_text("Model:").wait_for()
+    open_page(tab, scripted.open_url)
     assert tab.evaluate(SIDEWAYS) <= 0, "the empty page scrolls sideways"
     ask(tab, LONG)
     ask(tab, f"What does {UNBROKEN} mean?")

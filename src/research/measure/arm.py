@@ -180,7 +180,7 @@ def doctor(folder: Path) -> list[str]:
 
 def page(folder: Path, log: Path, port: int) -> dict:
     """The page served under qemu, asked over HTTP and in Chromium on this machine."""
-    from research.measure.page import QUIET_BROWSER, find_browser
+    from research.measure.page import QUIET_BROWSER, find_browser, open_page
 
     page_log = folder / "tmp" / "page.log"
     cmd = [f"{VENV}/bin/python", "-m", "research", "demo", "--port", str(port), "--ctx", "1024"]
@@ -220,7 +220,7 @@ def page(folder: Path, log: Path, port: int) -> dict:
                     tab = ctx.new_page()
                     tab.set_default_timeout(600_000)
                     t = time.perf_counter()
-                    tab.goto(url, wait_until="networkidle")
+                    open_page(tab, url, timeout_ms=600_000)
                     loaded = time.perf_counter() - t
                     t = time.perf_counter()
                     got = ask(tab, QUESTION, 24)

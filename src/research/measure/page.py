@@ -189,6 +189,15 @@ QUIET_BROWSER = [
 ]
 
 
+def open_page(tab, url: str, timeout_ms: int = 120_000) -> None:
+    """Open the chat page at `url` in a playwright tab and return once it can be used: loaded and its
+    question box shown. Not "network idle": that waits for 500 ms with no request in flight, which a
+    loaded machine (or a poll the page starts) can put off past any timeout, with the page ready."""
+    tab.goto(url, wait_until="load", timeout=timeout_ms)
+    tab.get_by_placeholder("Ask a question…").wait_for(state="visible", timeout=timeout_ms)
+    tab.get_by_text("Model:").first.wait_for(timeout=timeout_ms)
+
+
 def _with_tab(page: Page, chromium: str, seconds: float) -> dict:
     try:
         from playwright.sync_api import sync_playwright
@@ -198,7 +207,7 @@ def _with_tab(page: Page, chromium: str, seconds: float) -> dict:
         b = p.chromium.launch(executable_path=chromium, args=QUIET_BROWSER, headless=True)
         try:
             tab = b.new_page(viewport={"width": 390, "height": 844})
-            tab.goto(page.open_url, wait_until="networkidle")
+            open_page(tab, page.open_url)
             time.sleep(3)
             return rest(page.pid, seconds)
         finally:

@@ -20,7 +20,7 @@ import time
 from research import device
 from research.engine import Sampling
 from research.errors import KitError
-from research.measure.page import QUIET_BROWSER, Page, find_browser
+from research.measure.page import QUIET_BROWSER, Page, find_browser, open_page
 
 #: A long answer (decode speed) and a short one (time to first token), asked greedily. The long
 #: one runs to the page's default "Max tokens" (the engine's default), on both sides.
@@ -163,8 +163,7 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         ctx.add_init_script(RECORDER)
         tab = ctx.new_page()
-        tab.goto(page.open_url, wait_until="networkidle")
-        tab.get_by_text("Model:").wait_for(timeout=60_000)
+        open_page(tab, page.open_url)
         _greedy(tab)
         for rep in range(reps):  # interleaved: the machine drifts from minute to minute
             long_alone.append(engine_alone(model, threads, LONG, LONG_TOKENS))
