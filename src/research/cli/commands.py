@@ -316,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     for add in (add_models, add_inspect, add_download, add_build, add_chat, add_demo, add_doctor):
         add(sub)
     cli_library.add_library(sub)
-    for add in (*cli_measure.COMMANDS, cli_eval.add_eval):
+    for add in (*cli_measure.COMMANDS, cli_eval.add_eval, cli_eval.add_rescore):
         add(sub)
     return p
 

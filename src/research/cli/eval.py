@@ -195,6 +195,28 @@ def add_eval(sub) -> None:
     s.set_defaults(func=cmd_eval)
 
 
+def cmd_rescore(args) -> None:
+    from research.evaluation import rescore
+
+    for f in args.files:
+        got = rescore.rescore_file(f)
+        damaged = f"; {got['damaged']} damaged line(s) dropped" if got["damaged"] else ""
+        print(
+            f"{f}: {got['records']} records, {got['rescored']} scored again by this scoring code "
+            f"({rescore.scorer_key()}), {got['changed']} changed right/wrong{damaged}"
+        )
+
+
+def add_rescore(sub) -> None:
+    s = sub.add_parser(
+        "rescore",
+        help="score again the records of eval or library eval files that older scoring code scored "
+        "(no model needed)",
+    )
+    s.add_argument("files", nargs="+", type=options.input_file, metavar="FILE", help="a records file (JSONL)")
+    s.set_defaults(func=cmd_rescore)
+
+
 def _column_options(s) -> None:
     """The column names of a question file that is not in the kit's shape."""
     s.add_argument("--question-col", default="question")

@@ -23,6 +23,7 @@ from research import confidence, jsonl, paths
 from research.confidence import selective
 from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
+from research.evaluation import rescore
 from research.qa.questions import Columns, default_questions, interleave, load_questions  # noqa: F401
 from research.qa.scoring import REFUSAL, normalize, score  # noqa: F401  (the kit's scores, imported from here before)
 
@@ -107,6 +108,11 @@ def run(
             "samples" not in extra or r["confidence"]["settings"].get("samples") == _samples_settings(samples)
         )
     }
+    # Scored by other code than this: scored again from the answer kept, and written, so that a
+    # fix to the scoring reaches every figure made from this file (research.evaluation.rescore).
+    for r in rescore.rescore(list(mine.values()))[1]:
+        jsonl.append(r, out)
+        mine[r["id"]] = r
     asked = questions[: limit or len(questions)]
     todo = [q for q in asked if q["id"] not in mine]
     meta = {"label": label or engine.model_id, **meta}
@@ -174,6 +180,7 @@ def _answered(engine, q: dict, meta: dict, before, system, sampling, extra, samp
         record |= {
             "answer": text,
             "scores": score(text, q["references"], q["question"]),
+            "scorer": rescore.scorer_key(),
             "confidence": _confidence(
                 engine, messages, text, signals, costs, extra, samples, method, earlier
             ),
@@ -253,6 +260,7 @@ def default_out(engine: Engine) -> Path:
 def summarize_file(path: str | Path) -> list[dict]:
     """Every run in a records file, each summarized on its own: [{"run", "provenance", "summary"}]."""
     records, _bad = jsonl.read(_out_file(path))
+    records = rescore.rescore(records)[0]  # as this code scores them (research rescore writes it)
     out = []
     for key, recs in records_by_run(records).items():
         first = recs[0]
@@ -269,6 +277,15 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value of paired answers: `b` right only one way, `c` only the other
+    (twice the binomial tail of min(b, c) in b + c at one half, at most 1). `mcnemar(7, 3)` -> 0.344;
+    `mcnemar(0, 0)` -> 1.0."""
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 #: Scores that are shares of answers (Wilson intervals) and means over answers (normal intervals).
