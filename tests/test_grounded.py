@@ -282,6 +282,59 @@ def test_eval_counts_gained_lost_citations_and_resumes(lib, tmp_path):
     assert len(open(out).readlines()) == 8  # another setting: its own records
 
 
+def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
+    """ "decoy" answers with another question's passages (none holding the answer): a right
+    closed-book answer it loses is lost to prompt noise, not to misleading passages."""
+
+    def reply(prompt):
+        passages = system_of(prompt)
+        if "Passages:" not in passages:
+            return "Paris" if "France" in prompt else "The Titanic"
+        return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
+
+    (tmp_path / "docs" / "france.txt").write_text("Lyon is a large city of France, on the Rhone.")
+    library_build.update(lib, progress=False)
+    questions = [
+        {
+            "id": "q1",
+            "question": "What is the newest ferry?",
+            "references": ["Marigold Dawn"],
+            "set": "library",
+        },
+        {"id": "q2", "question": "What is the capital of France?", "references": ["Paris"], "set": "qa"},
+    ]
+    assert library_eval.decoy_for(questions, 0)["id"] == "q2"  # alone in its set: from the others
+    four = [{"id": c} for c in "abcd"]
+    assert [library_eval.decoy_for(four, i)["id"] for i in range(4)] == list("cdab")
+    records, summary = library_eval.run(
+        engine(reply), questions, lib, ["never", "always", "decoy"], out=tmp_path / "r.jsonl", progress=False
+    )
+    decoy = {r["id"]: r for r in records if r["mode"] == "decoy"}
+    assert decoy["q1"]["decoy_question"] == "q2" and decoy["q2"]["decoy_question"] == "q1"
+    assert decoy["q1"]["answer"] == "I cannot tell"  # the ferry's passage was not among the decoy's
+    assert all("ferry" not in s["source"] for s in decoy["q1"]["sources"]) and decoy["q2"]["sources"]
+    assert not decoy["q2"]["right"] and decoy["q2"]["closed_right"]  # Paris lost to another's passages
+    d, a = summary["decoy"]["all"], summary["always"]["all"]
+    assert (d["gained"], d["lost"], d["lookups"]) == (0, 1, 0.0)
+    assert (a["gained"], a["lost"]) == (1, 1) and a["p_paired"] == 1.0
+    assert summary["paired"]["always vs decoy"] == {"n": 2, "only_first": 1, "only_second": 0, "p": 1.0}
+    table = library_eval.format_summary(summary)
+    assert "decoy" in table and "paired, always vs decoy on the same 2 questions" in table
+    with pytest.raises(KitError, match="unknown mode"):
+        library_eval.run(
+            engine(reply), questions, lib, ["sometimes"], out=tmp_path / "r.jsonl", progress=False
+        )
+
+
+def test_the_exact_mcnemar_test():
+    from research.evaluation.run import mcnemar
+
+    assert mcnemar(0, 0) == 1.0 and mcnemar(3, 3) == 1.0
+    assert mcnemar(7, 3) == pytest.approx(0.34375)  # 2 * (1 + 10 + 45 + 120) / 1024
+    assert mcnemar(0, 6) == mcnemar(6, 0) == pytest.approx(0.03125)
+    assert mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
+
+
 def test_eval_loads_each_set_and_tags_it():
     qs = library_eval.load(library_eval.default_questions(), limit=3)
     assert [q["set"] for q in qs] == ["library"] * 3 + ["qa"] * 3

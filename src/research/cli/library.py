@@ -26,13 +26,14 @@ LIBRARY_CTX = 2048
 
 
 def _modes(text: str) -> list[str]:
-    """An argparse type: "never,unsure" -> ["never", "unsure"]."""
-    from research.library.grounded import MODES
+    """An argparse type: "never,unsure" -> ["never", "unsure"]; the lookup modes and the
+    evaluation's control, "decoy" (research.library.evaluate.EVAL_MODES)."""
+    from research.library.evaluate import EVAL_MODES
 
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in EVAL_MODES]
     if not modes or bad:
-        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)} (comma-separated), not {text!r}")
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(EVAL_MODES)} (comma-separated), not {text!r}")
     return modes
 
 
@@ -298,7 +299,11 @@ def add_library(sub) -> None:
     )
     s.add_argument("--limit", type=options.LIMIT.arg, help="the first N questions of each file")
     s.add_argument(
-        "--modes", type=_modes, default=["never", "always", "unsure"], help="default never,always,unsure"
+        "--modes",
+        type=_modes,
+        default=["never", "always", "unsure"],
+        help="default never,always,unsure; decoy adds a control: each question given another question's "
+        "passages, to tell prompt noise from misleading passages",
     )
     s.add_argument("-k", type=PASSAGES.arg, default=3, help="passages in the prompt at most (default 3)")
     s.add_argument("--threshold", type=THRESHOLD.arg, default=0.5, help="'unsure' looks up below this (0.5)")

@@ -26,12 +26,18 @@ from pathlib import Path
 from research import jsonl, paths
 from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
+from research.evaluation import rescore
 from research.evaluation import run as evaluate
-from research.evaluation.run import score, wilson
+from research.evaluation.run import mcnemar, score, wilson
 from research.hashing import short_key
 from research.library import grounded
 from research.library import store as lib
 from research.library.grounded import MODES, Grounding
+
+#: The evaluation's modes: the lookup modes and "decoy", a control the page never uses: passages
+#: the library gives for another question of the set (none holding this question's answer), so
+#: that what passages cost as prompt noise is measured apart from what wrong passages cost.
+EVAL_MODES = (*MODES, "decoy")
 
 
 def default_questions() -> list[str]:
@@ -88,8 +94,8 @@ def run(
 
     modes, grounding = tuple(modes), grounding or Grounding()
     for m in modes:
-        if m not in MODES:
-            raise KitError(f"unknown mode {m!r}; choose from: {', '.join(MODES)}")
+        if m not in EVAL_MODES:
+            raise KitError(f"unknown mode {m!r}; choose from: {', '.join(EVAL_MODES)}")
     if grounding.confidence not in ("calibrated", *grounded.CONFIDENCE):
         raise KitError(f"unknown confidence signal {grounding.confidence!r}")
     library_obj = lib.open_library(library)
@@ -107,12 +113,24 @@ def run(
     }
     keys = {m: _key(meta["run"], setting, m) for m in modes}
     done = jsonl.done(out, "key", keys.values())
+    for k, was, now in zip(
+        list(done), list(done.values()), rescore.rescore(list(done.values()))[0], strict=True
+    ):
+        if now is not was:  # scored by other code than this: scored again, and written
+            jsonl.append(now, out)
+            done[k] = now
     records = []
-    for q in tqdm(questions, desc=f"{library}: {engine.model_id}", unit="q", disable=not progress):
+    for i, q in enumerate(
+        tqdm(questions, desc=f"{library}: {engine.model_id}", unit="q", disable=not progress)
+    ):
         if all((keys[m], q["id"]) in done for m in modes):
             records += [done[(keys[m], q["id"])] for m in modes]
             continue
         answers = _answer(engine, q, library, modes, grounding, system, sampling)
+        if "decoy" in modes:
+            answers["decoy"] = _decoy(
+                engine, q, decoy_for(questions, i), library, grounding, system, sampling
+            )
         for m in modes:
             rec = {
                 "key": keys[m],
@@ -123,6 +141,7 @@ def run(
                 "references": q["references"],
                 "set": q.get("set", "all"),
                 "topic": q.get("topic"),
+                "scorer": rescore.scorer_key(),
                 **setting,
                 **meta,
             }
@@ -177,8 +196,51 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
     return a
 
 
+def decoy_for(questions: list[dict], i: int) -> dict:
+    """The question whose passages question `i` is given in "decoy" mode: the one half the set
+    away (fixed, so a rerun gives the same), from the same question set when it has another.
+    `decoy_for([a, b, c, d], 0)` -> c."""
+    same = [q for q in questions if q.get("set") == questions[i].get("set")]
+    pool = same if len(same) > 1 else questions
+    at = pool.index(questions[i])
+    return pool[(at + max(1, len(pool) // 2)) % len(pool)]
+
+
+def _decoy(engine, q, decoy, library, grounding, system, sampling) -> dict:
+    """Question `q` answered with the passages `decoy` retrieves, less any holding q's answer."""
+    refs = q["references"]
+    t = time.perf_counter()
+    hits = lib.open_library(library).search(decoy["question"], grounding.k * 2)
+    hits = [h for h in hits if not score(h.text, refs)["contains"]][: grounding.k]
+    sources = grounded.fit(engine, q["question"], hits, None, sampling.max_tokens, grounding.margin_tokens)
+    engine.reset()
+    messages = conversation(q["question"], grounded.system_for(sources))
+    text, stats = engine.answer(messages, sampling)
+    return {
+        "answer": text.strip(),
+        "right": bool(score(text, refs)["contains"]),
+        "time_s": time.perf_counter() - t,
+        "prompt_tokens": stats.prompt_tokens,
+        "decoy_question": decoy["id"],
+        "sources": [s_.as_dict() for s_ in sources],
+    }
+
+
 def _mode_record(mode: str, a: dict, threshold: float) -> dict:
     closed, ground = a.get("closed"), a.get("grounded")
+    if mode == "decoy":
+        d = a["decoy"]
+        return {
+            "answer": d["answer"],
+            "right": d["right"],
+            "closed_right": closed["right"] if closed else None,
+            "looked_up": False,  # not a lookup: a control, kept out of the citation and lookup figures
+            "confidence": closed["confidence"] if closed else None,
+            "time_s": d["time_s"],
+            "prompt_tokens": d["prompt_tokens"],
+            "decoy_question": d["decoy_question"],
+            "sources": d["sources"],
+        }
     looked_up = mode == "always" or (mode == "unsure" and closed["confidence"] < threshold)
     used = ground if looked_up else closed
     rec = {
@@ -210,6 +272,31 @@ def summarize(records: list[dict]) -> dict:
             if r.get("closed_right") is None and r["id"] in closed:
                 r["closed_right"] = closed[r["id"]]
         out.setdefault(mode, {})[qset] = _block(recs)
+    out["paired"] = paired(records)
+    return out
+
+
+#: Modes compared question by question: does asking only when unsure lose less than always
+#: asking, and do the library's passages lose more than another question's (prompt noise)?
+PAIRS = (("always", "unsure"), ("always", "decoy"))
+
+
+def paired(records: list[dict]) -> dict:
+    """Two modes on the same questions: right only with the first, only with the second, and the
+    exact McNemar p-value of the difference. {"always vs unsure": {"n", "only_first", ...}}."""
+    right = {(r["mode"], r["id"]): bool(r["right"]) for r in records}
+    out = {}
+    for a, b in PAIRS:
+        ids = [i for (m, i) in right if m == a and (b, i) in right]
+        if ids:
+            first = sum(right[(a, i)] and not right[(b, i)] for i in ids)
+            second = sum(right[(b, i)] and not right[(a, i)] for i in ids)
+            out[f"{a} vs {b}"] = {
+                "n": len(ids),
+                "only_first": first,
+                "only_second": second,
+                "p": mcnemar(first, second),
+            }
     return out
 
 
@@ -230,6 +317,7 @@ def _block(recs: list[dict]) -> dict:
         "gained": gained,
         "lost": lost,
         "net": gained - lost,
+        "p_paired": mcnemar(gained, lost) if known else None,  # gained against lost, same questions
         "lookups": len(looked) / n if n else 0.0,
         "citation_accuracy": (
             sum(r["citation_right"] for r in right_looked) / len(right_looked) if right_looked else None
@@ -242,6 +330,10 @@ def _block(recs: list[dict]) -> dict:
     }
 
 
+def _p(x) -> str:
+    return "    -" if x is None else f"{x:5.2f}"
+
+
 def _pct(x) -> str:
     return "    -" if x is None else f"{x:5.0%}"
 
@@ -250,14 +342,14 @@ def format_summary(summary: dict) -> str:
     """The gained/lost table per mode (and per question set), then the issue's targets."""
     lines = [
         f"{'mode':7} {'set':8} {'n':>4} {'right':>6} {'closed':>6} {'gained':>6} {'lost':>5} {'net':>5} "
-        f"{'lookup':>6} {'cite ok':>7} {'by model':>8} {'in prompt':>9} {'s/answer':>8} {'retr. ms':>8} "
-        f"{'+tokens':>7}"
+        f"{'p':>5} {'lookup':>6} {'cite ok':>7} {'by model':>8} {'in prompt':>9} {'s/answer':>8} "
+        f"{'retr. ms':>8} {'+tokens':>7}"
     ]
-    for mode in [m for m in MODES if m in summary]:
+    for mode in [m for m in EVAL_MODES if m in summary]:
         for qset, b in sorted(summary[mode].items(), key=lambda x: (x[0] != "all", x[0])):
             lines.append(
                 f"{mode:7} {qset[:8]:8} {b['n']:4} {_pct(b['right']):>6} {_pct(b['closed_right']):>6} "
-                f"{b['gained']:6} {b['lost']:5} {b['net']:+5} {_pct(b['lookups']):>6} "
+                f"{b['gained']:6} {b['lost']:5} {b['net']:+5} {_p(b['p_paired']):>5} {_pct(b['lookups']):>6} "
                 f"{_pct(b['citation_accuracy']):>7} {_pct(b['model_cited']):>8} "
                 f"{_pct(b['retrieved_answer']):>9} "
                 f"{b['time_s']:8.2f} {b['retrieval_ms']:8.1f} {b['tokens_added']:7.0f}"
@@ -266,8 +358,17 @@ def format_summary(summary: dict) -> str:
         "right: answers containing a reference; closed: the same questions closed-book; gained/lost: right",
         "only with / only without the mode; cite ok: right library answers whose cited passage holds the",
         "answer (the model's own [n], else the kit's attribution); by model: library answers where the",
-        "model wrote the number itself; in prompt: a passage in the prompt held the answer.",
+        "model wrote the number itself; in prompt: a passage in the prompt held the answer; p: exact",
+        "McNemar test of gained against lost on the same questions (below 0.05: more than chance gives);",
+        "decoy: a control, the passages of another question (none holding the answer): what passages",
+        "cost as prompt noise alone.",
     ]
+    for name, c in summary.get("paired", {}).items():
+        a, b = name.split(" vs ")
+        lines.append(
+            f"paired, {name} on the same {c['n']} questions: right only with {a} {c['only_first']}, "
+            f"only with {b} {c['only_second']}, exact McNemar p = {c['p']:.2f}"
+        )
     lines += targets(summary)
     return "\n".join(lines)
 
