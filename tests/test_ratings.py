@@ -331,3 +331,25 @@ def test_the_csv_is_utf8_whatever_the_locale(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "child.csv").read_bytes() == here
+
+
+def test_a_rooms_ratings_pooled_each_record_once(tmp_path):
+    from research.evaluation import pairs
+    from research.ratings.rater import tally
+
+    a, b = FULL | {"answer": "Paris.", "label": "Q4_1"}, FULL | {"answer": "Lyon.", "label": "Q4_0"}
+    files = []
+    for person, results in (("ann", "AAB"), ("bob", "ABA"), ("cy", "A")):
+        path = tmp_path / f"{person}.jsonl"
+        for result in results:
+            ratings.append(ratings.make_ab_record("Q?", (a, b), result, rater=person), path)
+        files.append(path)
+    with open(files[2], "a") as f:
+        f.write('{"schema": 9}\n{cut\n')  # damaged lines are counted, not read
+    pooled, bad = ratings.read_pooled([*files, files[0]])  # ann's file collected twice
+    assert bad == 2 and len(pooled) == 7 and len({r["id"] for r in pooled}) == 7
+    assert [r["rater"] for r in pooled] == ["ann"] * 3 + ["bob"] * 3 + ["cy"]  # in the files' order
+    row = tally(pooled)[("Q4_0", "Q4_1")]
+    assert row["wins"] == {"Q4_0": 2, "Q4_1": 5} and row["n"] == 7
+    assert pairs.preference(row, "Q4_1")["decided"] == 7
+    assert ratings.read_pooled([]) == ([], 0)

@@ -193,6 +193,25 @@ def read(path: str | os.PathLike | None = None) -> tuple[list[dict], int]:
     return good, bad + len(records) - len(good)
 
 
+def read_pooled(paths: list[str | os.PathLike]) -> tuple[list[dict], int]:
+    """The rating records of several files (a room's participants' ratings, collected), each
+    record once by its id (a file collected twice counts once), and the damaged lines skipped.
+
+    A 75 % preference in a blind A/B clears chance (its Wilson interval above 50 %) after 16
+    decided choices, a 65 % one after about 41: one pair of participants makes fewer in a
+    session, a room many more.
+    """
+    seen, out, bad = set(), [], 0
+    for path in paths:
+        records, damaged = read(path)
+        bad += damaged
+        for r in records:
+            if r.get("id") not in seen:
+                seen.add(r.get("id"))
+                out.append(r)
+    return out, bad
+
+
 def neutralise(value) -> str:
     """Make a cell inert in spreadsheets: `"=HYPERLINK(...)"` -> `"'=HYPERLINK(...)"`."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
