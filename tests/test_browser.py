@@ -58,6 +58,7 @@ def test_the_paint_log_measures_what_the_reader_sees(browser, page):
     ctx.close()
     assert got["tokens"] > 8 and got["paints"] >= 2
     assert got["first_paint_ms"] > 0 and got["painted_tps"] > 0
+    assert 0 < got["seen_tps"] < got["tokens"] / (got["first_paint_ms"] / 1e3)  # the wait counts
     assert got["engine_ttft_ms"] > 0 and got["engine_decode_tps"] > 0
 
 

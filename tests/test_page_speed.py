@@ -59,6 +59,9 @@ def test_painted_speed_and_first_paint_from_a_paint_log():
     # 400 of 440 characters painted over 2.0 s after the first paint: 100 of 110 tokens -> 50 t/s
     assert got["painted_tps"] == pytest.approx(110 * 400 / 440 / 2.0)
     assert got["paints"] == 3
+    # What the reader lives: all 110 tokens from Ask (50 ms) to the last text paint (2300 ms).
+    assert got["seen_tps"] == pytest.approx(110 / 2.25) and got["last_paint_ms"] == pytest.approx(2250.0)
+    assert got["seen_tps"] < got["painted_tps"]  # the wait before the first paint counts
 
 
 def test_a_short_answer_in_one_piece_gives_its_first_paint_but_no_speed():
@@ -68,5 +71,6 @@ def test_a_short_answer_in_one_piece_gives_its_first_paint_but_no_speed():
     ]
     got = page_speed.painted(paints, asked=50.0, tokens=9, speed=False)
     assert got["first_paint_ms"] == pytest.approx(370.0) and got["painted_tps"] is None
+    assert got["seen_tps"] is None and got["last_paint_ms"] == pytest.approx(370.0)
     with pytest.raises(page_speed.KitError, match="one piece"):
         page_speed.painted(paints, asked=50.0, tokens=9)
