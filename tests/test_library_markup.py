@@ -68,6 +68,10 @@ def test_markdown_to_blocks():
         ("```python\n# comment\n```\n\n# Real", ("Real", [("", "# comment")])),
         ("  ```\n# code\n  ```", ("", [("", "# code")])),
         ("\t```\n# Heading", ("Heading", [("", "```")])),
+        ("   ```\n# code\n   ```", ("", [("", "# code")])),
+        # four spaces indent code: such a line neither opens a fence nor closes one
+        ("    ```\n# H", ("H", [("", "```")])),
+        ("```\n# in code\n    ```\n# still code\n```", ("", [("", "# in code ``` # still code")])),
         ("X```\n# H", ("H", [("", "X```")])),
         ("```\n[a](b) *x* &amp;\n```", ("", [("", "[a](b) *x* &amp;")])),  # code is kept as written
         ("# a #\u00a0\n\nx", ("a #", [("a #", "x")])),  # no closing sequence before a no-break space
