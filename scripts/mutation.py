@@ -74,6 +74,12 @@ def mutmut(where: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     # would otherwise hand them whichever checkout it was installed from).
     # It must exist before Python starts: a missing path entry is cached as one to skip.
     (where / "mutants" / "src").mkdir(parents=True, exist_ok=True)
+    # A child started in the package's parent folder (the ZIM readers: cwd=PACKAGE_PARENT) runs
+    # mutmut's trampolines too; while mutmut collects which tests reach which function they
+    # read mutmut's settings from the working folder, and without any stop the child with
+    # "Could not figure out where the code to mutate is". What a child reaches is not counted
+    # (tests must reach the function in their own process); this only lets the child run.
+    (where / "mutants" / "src" / "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["research"]\n')
     env["PYTHONPATH"] = str(where / "mutants" / "src")
     return subprocess.run(
         [sys.executable, "-m", "mutmut", *args], cwd=where, env=env, text=True, capture_output=True, **kwargs

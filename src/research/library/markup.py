@@ -113,7 +113,8 @@ def markdown_to_blocks(text: str, deadline: float | None = None) -> tuple[str, l
     for n, line in enumerate(text.split("\n")):
         if n % 1024 == 0:
             check_deadline(deadline)
-        mark = line.lstrip(" ")[:3]
+        indented = line.lstrip(" ")
+        mark = indented[:3] if len(line) - len(indented) <= 3 else ""  # four spaces: code, no fence
         if mark in ("```", "~~~") and (not fence or mark == fence):
             fence = "" if fence else mark  # code is text; a `#` inside it starts no section
             continue
