@@ -164,3 +164,13 @@ def test_html_to_blocks():
 )
 def test_html_nesting_attributes_and_trailing_text(page, expected):
     assert m.html_to_blocks(page, time.monotonic() + 2) == expected
+
+
+def test_comments_holding_a_tag_end_and_long_tags():
+    """A comment ends at `-->`, not at the first `>` inside it; a tag of up to 400 characters in
+    Markdown goes whole (an anchor's long href is no word of the page)."""
+    assert m.html_to_blocks("<p><!-- a > b -->text</p>") == ("", [("", "text")])
+    assert m.markdown_to_blocks("keep <!-- a > b --> this") == ("", [("", "keep this")])
+    href = "https://example.org/" + "a" * 100
+    assert m.markdown_to_blocks(f'<a href="{href}">words</a> only') == ("", [("", "words only")])
+    assert m.markdown_to_blocks("__strong__ and _em_ here") == ("", [("", "strong and em here")])
