@@ -235,8 +235,8 @@ def abstention(
 
 
 def includes_chance(m: dict) -> bool:
-    """Whether a row's AUROC interval holds 0.5: on these answers it sorts no better than a coin
-    can be ruled out, however far its point lies from 0.5 (above or below)."""
+    """Whether a row's AUROC interval holds 0.5: on these answers a sort no better than a coin
+    cannot be ruled out, however far the point lies from 0.5, above or below."""
     lo, hi = m.get("auroc_ci", (np.nan, np.nan))
     return bool(lo <= 0.5 <= hi)
 
@@ -284,7 +284,7 @@ def format_report(
     for name, m in rep.items():
         lines.append(row(name + ("*" if len(hows) > 1 and not _calibrated(m) else ""), m))
     if baselines:
-        lines.append("baselines, no signal of the model (5-fold cross-validation on the same answers):")
+        lines.append(f"baselines, no signal of the model ({FOLDS}-fold cross-validation, the same answers):")
         lines += [row(name, m) for name, m in baselines.items()]
     if any(includes_chance(m) for m in [*rep.values(), *(baselines or {}).values()]):
         lines.append("~: the AUROC's 95 % interval holds 0.5: not told from a coin on these answers")
@@ -390,7 +390,7 @@ def tuned_elsewhere(
     model_sha256: str | None = None,
     seed: int = 0,
 ) -> dict | None:
-    """ "Answer only when sure" with its threshold tuned on one half of the answers and judged on the
+    """Answer only when sure, with the threshold tuned on one half of the answers and judged on the
     other, so the figure quoted is not the best of several on the answers that picked it.
 
     Cost per question: `wrong_cost` for a wrong answer stated as a fact, 1 for an unanswered one.
