@@ -153,6 +153,7 @@ def test_measures():
         "acc@50": 0.5,
         "acc@80": pytest.approx(2 / 3),
         "ece": pytest.approx(0.45),
+        "brier": pytest.approx((0.01 + 0.64 + 0.49 + 0.04) / 4),
     }
     ranked = cal.measures([0.9, 0.8, 0.3, 0.2], [1, 0, 1, 0], scores=[0.1, 0.2, 0.3, 0.4])
     assert (
@@ -173,8 +174,8 @@ def test_intervals_by_hand():
     assert got["ece"] == 0.0
     lo, hi = got["ece_ci"]
     assert lo == 0.0 and hi == pytest.approx(0.25, abs=0.03)
-    assert set(got) == {"n", "accuracy", "auroc", "acc@50", "acc@80", "ece"} | {
-        f"{k}_ci" for k in ("accuracy", "auroc", "acc@50", "acc@80", "ece")
+    assert set(got) == {"n", "accuracy", "auroc", "acc@50", "acc@80", "ece", "brier"} | {
+        f"{k}_ci" for k in ("accuracy", "auroc", "acc@50", "acc@80", "ece", "brier")
     }
 
 
@@ -419,11 +420,22 @@ def test_the_logistic_function_is_clipped_at_30():
     assert cal._sigmoid(np.array([0.0])).tolist() == [0.5]
 
 
+def test_brier_rewards_telling_answers_apart_where_the_ece_does_not():
+    """A constant at the share right is perfectly calibrated (ECE 0) yet scores share x (1 - share);
+    probabilities that sort the answers score lower."""
+    y = [1, 1, 0, 0]
+    assert cal.ece([0.5] * 4, y) == 0.0 and cal.brier([0.5] * 4, y) == pytest.approx(0.25)
+    assert cal.brier([0.8, 0.8], [1, 0]) == pytest.approx(0.34)
+    assert cal.brier([0.9, 0.7, 0.3, 0.1], y) == pytest.approx(0.05)
+
+
 def test_one_answer_is_enough_to_measure():
     assert cal.accuracy_at([0.7], [1], 0.5) == 1.0
     assert cal.ece([0.7], [1]) == pytest.approx(0.3)
     got = cal.measures([], [])
-    assert got["n"] == 0 and all(math.isnan(got[k]) for k in ("accuracy", "auroc", "acc@50", "acc@80", "ece"))
+    assert got["n"] == 0 and all(
+        math.isnan(got[k]) for k in ("accuracy", "auroc", "acc@50", "acc@80", "ece", "brier")
+    )
 
 
 def test_risk_coverage_sorts_by_score():

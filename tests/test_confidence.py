@@ -502,3 +502,60 @@ def test_the_nested_choice_judges_the_best_method_on_answers_it_was_not_chosen_o
     four = selective.selected(noise, bootstrap=50, repeats=4)
     lo, hi = four["auroc_range"]
     assert lo <= first <= hi and lo < hi and len(four["chosen"]) == 4 * 5
+
+
+def test_baselines_read_no_signal_of_the_model_and_stand_under_the_methods():
+    """A constant at the share right: AUROC 0.5, ECE 0, Brier share x (1 - share). A topic or
+    difficulty label that decides the answer sorts perfectly. The table marks an AUROC whose
+    interval holds 0.5 and says so in the targets."""
+    recs = [
+        {
+            "id": f"q{i}",
+            "answer": "word " * (1 + i % 3),
+            "topic": "sport" if i % 2 else "art",
+            "difficulty": "easy" if i % 2 else "hard",
+            "scores": {"contains": bool(i % 2)},
+        }
+        for i in range(40)
+    ]
+    b = selective.baselines(recs, bootstrap=50)
+    assert list(b) == ["constant", "length", "difficulty", "topic"]
+    assert b["constant"]["auroc"] == 0.5 and b["constant"]["ece"] < 0.01
+    assert b["constant"]["brier"] == pytest.approx(0.25, abs=0.01)
+    assert b["topic"]["auroc"] == b["difficulty"]["auroc"] == 1.0 and b["topic"]["brier"] < 0.1
+    assert "difficulty" not in selective.baselines([dict(r, difficulty=None) for r in recs], bootstrap=50)
+    assert selective.baselines(recs[:5]) == {}  # too few answers to hold any out
+    text = selective.format_report({"free": b["constant"] | {"cost": "free"}}, None, None, b)
+    lines = text.splitlines()
+    assert "Brier" in lines[1] and any(line.startswith("baselines") for line in lines)
+    assert any(line.startswith("topic ") and "1.00 [1.00-1.00] " in line for line in lines)
+    assert "0.50 [0.50-0.50]~" in text and "~: the AUROC's 95 % interval holds 0.5" in text
+    assert "holds chance" in text.splitlines()[-1]
+
+
+def test_the_threshold_is_tuned_on_one_half_and_its_cost_taken_on_the_other():
+    """Half the answers tune the threshold, the other half score it: a threshold that only the tuning
+    half favours is still scored on answers that did not pick it."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(40):
+        right = bool(i % 2)
+        sig = {"mean_logprob": float(right) + float(rng.normal())}
+        scores = {"contains": right, "hallucinated": not right}
+        recs.append({"id": f"q{i}", "scores": scores, "confidence": {"signals": sig}})
+    got = selective.tuned_elsewhere(recs, "mean_logprob", [0.3, 0.5, 0.7], 3)
+    assert got["n_tune"] == got["n_scored"] == 20 and got["threshold"] in (0.3, 0.5, 0.7)
+    assert got["tuning"][got["threshold"]] == min(got["tuning"].values())
+    assert got["answer_all"] == pytest.approx(3 * 0.5)  # half wrong, each stated as a fact, 3 each
+    held = selective.held_out(recs, "mean_logprob")
+    tune = calibration.folds(held["y"], 2) == 0
+    kept = held["p"][~tune] >= got["threshold"]
+    wrong = held["y"][~tune] == 0
+    assert got["cost"] == pytest.approx((3 * (wrong & kept).sum() + (~kept).sum()) / 20)
+    assert selective.tuned_elsewhere(recs, "lexical", [0.5], 3) is None  # no such signal here
+    row = selective.table_row(selective.report(recs, bootstrap=50), selective.baselines(recs, 50), "free")
+    assert row == {}  # the free method's signals are not in these records
+    row = selective.table_row(
+        selective.report(recs, bootstrap=50), selective.baselines(recs, 50), "mean_logprob"
+    )
+    assert row["answers"] == 40 and "AUROC length" in row and row["Brier constant"].startswith("0.25")

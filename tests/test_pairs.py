@@ -34,3 +34,24 @@ def test_no_choices_yet_says_so():
     pref = pairs.preference(None, "a")
     assert pref["decided"] == 0
     assert pairs.verdict(pref, "a", "b").startswith("no decided blind choices")
+
+
+def test_the_sign_test_counts_only_the_questions_that_differ():
+    assert pairs.sign_test({"only_a": 0, "only_b": 5}) == 2 / 2**5  # 0-5 or 5-0 of five
+    assert pairs.sign_test({"only_a": 1, "only_b": 1}) == 1.0
+    assert pairs.sign_test({"only_a": 0, "only_b": 0}) == 1.0
+    assert pairs.sign_test({"only_a": 2, "only_b": 8}) == (1 + 10 + 45) * 2 / 2**10
+
+
+def test_a_paired_verdict_answers_from_the_numbers():
+    same = {"n": 15, "identical": 3, "both_right": 9, "only_a": 2, "only_b": 1, "both_wrong": 3}
+    text = pairs.paired_verdict(same, "A", "B", "contain a reference")
+    assert "9 contain a reference with both, 2 only with A, 1 only with B" in text
+    assert "+7% for A" in text and text.endswith("no difference these questions can show")
+    apart = dict(same, only_a=0, only_b=6, both_right=6)
+    assert pairs.paired_verdict(apart, "A", "B", "contain a reference").endswith(
+        "more contain a reference with B, beyond chance"
+    )
+    a = [{"id": 1, "answer": "x", "scores": {"contains": False, "hallucinated": True}}]
+    b = [{"id": 1, "answer": "y", "scores": {"contains": False, "hallucinated": False}}]
+    assert pairs.compare(a, b, key="hallucinated")["only_a"] == 1

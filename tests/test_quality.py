@@ -306,6 +306,43 @@ def test_kld_equals_llama_perplexitys(kld_rows, corpus, q4_0, tmp_path, llama_pe
 
 
 @pytest.mark.model
+def test_kld_by_hand_from_llama_cpp_pythons_own_logits_equals_compares(kld_rows, corpus, q4_0):
+    """Notebook 02's check: KL divergence by hand from logits read through llama-cpp-python's public
+    API (research.selection.table.scored_logprobs) is compare()'s within 0.1 %, over the same positions,
+    and the logits are real. Read from `Llama.scores` without logits_all, as notebook 02 once did, every
+    row is zeros: uniform distributions, KL 0, top tokens 0, 1, 2, and a check against the kit's
+    kl_divergence() of the same arrays passed all the same."""
+    from research.selection import table
+
+    (_, _, q4), _ = kld_rows
+    text = quality.load_corpus(corpus)
+    pairs = zip(
+        table.scored_logprobs(None, text, N_CTX, CHUNKS, threads=2),
+        table.scored_logprobs(q4_0, text, N_CTX, CHUNKS, threads=2),
+        strict=True,
+    )
+    kl, same = [], 0
+    for (log_p, targets), (log_q, targets_q) in pairs:
+        assert np.array_equal(targets, targets_q) and log_p.shape == (N_CTX // 2 - 1, log_p.shape[1])
+        for lp in (log_p, log_q):  # no row anywhere near uniform (log 1/n_vocab, about -10.8)
+            assert lp.max(axis=1).min() > -np.log(lp.shape[1]) + 1
+        kl.append(np.where(log_p > -16, np.exp(log_p) * (log_p - log_q), 0).sum(axis=1))
+        same += int(np.sum(log_p.argmax(axis=1) == log_q.argmax(axis=1)))
+    kl = np.concatenate(kl)
+    assert len(kl) == q4["n_tokens_scored"]
+    assert kl.mean() == pytest.approx(q4["kld_mean"], rel=1e-3)
+    assert 100 * same / len(kl) == pytest.approx(q4["same_top_pct"], abs=1)
+
+
+@pytest.mark.model
+def test_scored_logprobs_refuses_too_short_a_text():
+    from research.selection import table
+
+    with pytest.raises(KitError, match="fewer than 2 chunks of 128"):
+        next(table.scored_logprobs(None, "Only a few words.", 128, 2, threads=2))
+
+
+@pytest.mark.model
 def test_too_short_a_corpus_on_the_real_model():
     with pytest.raises(KitError, match=r"one chunk needs 128"):
         quality.perplexity(None, "Only a few words.", n_ctx=128, threads=2)

@@ -87,6 +87,14 @@ def ece(probs, labels, bins: int = ECE_BINS) -> float:
     return float(np.abs(gap).sum() / len(p))
 
 
+def brier(probs, labels) -> float:
+    """Brier score: the mean squared gap between probability and outcome, 0 at best. A constant at
+    the share right scores share x (1 - share): unlike the ECE, which such a predictor gets near 0,
+    it rewards only probabilities that tell answers apart. `brier([0.8, 0.8], [1, 0])` -> 0.34."""
+    p, y = np.asarray(probs, float), np.asarray(labels, float)
+    return float(np.mean((p - y) ** 2)) if len(p) else float("nan")
+
+
 def reliability(probs, labels, bins: int = ECE_BINS) -> list[dict]:
     """The reliability diagram's points: per bin, its mean confidence, accuracy and size."""
     p, y = np.asarray(probs, float), np.asarray(labels, float)
@@ -167,9 +175,10 @@ def out_of_fold(X, y, k: int = FOLDS, seed: int = 0, l2: float = L2) -> np.ndarr
 
 
 def measures(probs, labels, scores=None) -> dict:
-    """AUROC, accuracy at 50 % and 80 % coverage, overall accuracy and ECE of held-out answers.
+    """AUROC, accuracy at 50 % and 80 % coverage, overall accuracy, ECE and Brier score of held-out
+    answers.
 
-    `scores` rank the answers (default: the probabilities); the ECE is always of `probs`.
+    `scores` rank the answers (default: the probabilities); the ECE and Brier are always of `probs`.
     """
     p, y = np.asarray(probs, float), np.asarray(labels, float)
     s = p if scores is None else np.asarray(scores, float)
@@ -177,6 +186,7 @@ def measures(probs, labels, scores=None) -> dict:
     for c in COVERAGES:
         out[f"acc@{int(c * 100)}"] = accuracy_at(s, y, c)
     out["ece"] = ece(p, y)
+    out["brier"] = brier(p, y)
     return out
 
 

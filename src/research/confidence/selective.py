@@ -127,7 +127,7 @@ def selected(records: list[dict], bootstrap: int = BOOTSTRAP, repeats: int = REP
         runs.append(measures(p, y))
         first = first or with_intervals(p, y, n=bootstrap)
     out = dict(first)
-    for k in ("auroc", "acc@50", "acc@80", "accuracy", "ece"):
+    for k in ("auroc", "acc@50", "acc@80", "accuracy", "ece", "brier"):
         mean = float(np.mean([r[k] for r in runs]))
         lo, hi = first[k + "_ci"]
         out[k], out[k + "_ci"] = mean, (lo + mean - first[k], hi + mean - first[k])
@@ -164,6 +164,50 @@ def report(records: list[dict], model_sha256: str | None = None, bootstrap: int 
     return out
 
 
+def _label_rates(labels: list, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Each answer's probability from the share right, in the other folds, of answers with its label
+    (one pseudo-answer at those folds' share right keeps a label seen once or never from 0 or 1)."""
+    p = np.empty(len(y))
+    for f in np.unique(fold):
+        train, test = fold != f, fold == f
+        base = y[train].mean()
+        for i in np.flatnonzero(test):
+            same = train & np.array([label == labels[i] for label in labels])
+            p[i] = (y[same].sum() + base) / (same.sum() + 1)
+    return p
+
+
+def baselines(records: list[dict], bootstrap: int = BOOTSTRAP) -> dict:
+    """Trivial predictors of a right answer that read no signal of the model, held out as report()'s
+    methods are (FOLDS-fold cross-validation), for its table: a method is worth its cost only where it
+    beats them. "constant": each fold's share right of the other folds, ranking no answer above
+    another (AUROC 0.5), with an ECE near 0: why the Brier score stands beside the ECE; "length": a
+    logistic fit on the answer's length in words; "difficulty" and "topic": the share right of the
+    question's label in the other folds, where the answers carry two labels or more. Rows as
+    report()'s, without the curve."""
+    from research.confidence.calibration import folds
+
+    scored = [r for r in records if r.get("scores") is not None]
+    y = np.array([float(r["scores"]["contains"]) for r in scored])
+    if len(y) < 2 * FOLDS or y.sum() < 2 or (1 - y).sum() < 2:
+        return {}
+    fold = folds(y, FOLDS)
+    words = [[float(len((r.get("answer") or "").split()))] for r in scored]
+    probs = {"constant": out_of_fold(np.zeros((len(y), 1)), y), "length": out_of_fold(words, y)}
+    for key in ("difficulty", "topic"):
+        labels = [r.get(key) for r in scored]
+        if len({label for label in labels if label is not None}) >= 2:
+            probs[key] = _label_rates(labels, y, fold)
+    # The constant ranks no answer above another: each fold's share right differs from the next by
+    # the fold's own answers, and ranking by it put the constant's AUROC at 0.43 on notebook 04's 20.
+    ranks = {"constant": np.zeros(len(y))}
+    return {
+        name: with_intervals(p, y, ranks.get(name), n=bootstrap)
+        | {"mean_p": float(p.mean()), "cost": "none", "how": f"{FOLDS}-fold cross-validation"}
+        for name, p in probs.items()
+    }
+
+
 def abstention(
     records: list[dict], method: str, below: float, model_sha256: str | None = None
 ) -> dict | None:
@@ -190,8 +234,21 @@ def abstention(
     }
 
 
-def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = None) -> str:
+def includes_chance(m: dict) -> bool:
+    """Whether a row's AUROC interval holds 0.5: on these answers a sort no better than a coin
+    cannot be ruled out, however far the point lies from 0.5, above or below."""
+    lo, hi = m.get("auroc_ci", (np.nan, np.nan))
+    return bool(lo <= 0.5 <= hi)
+
+
+def format_report(
+    rep: dict, costs: dict | None = None, chosen: dict | None = None, baselines: dict | None = None
+) -> str:
     """The method table with intervals, then the issue's targets and the cost of each method.
+
+    Beside each ECE its Brier score (a near-constant probability has a small ECE, not a small Brier),
+    an AUROC whose interval holds 0.5 marked "~" (indistinguishable from chance), and under the
+    methods the trivial `baselines` (baselines()) judged the same way.
 
     The targets are judged on the truest figure the records allow: the kit's chosen method
     (confidence.CHOSEN) when its saved calibration was fitted on other questions (nothing about
@@ -211,19 +268,26 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
     lines = [
         f"confidence, on held-out answers ({how}; right = contains a reference, "
         f"{any_m['accuracy']:.1%} of {any_m['n']}), 95 % bootstrap intervals:",
-        f"{'method':17} {'cost':10} {'AUROC':>19} {'acc@50%':>19} {'acc@80%':>19} {'ECE':>19}",
+        f"{'method':17} {'cost':10} {'AUROC':>19} {'acc@50%':>19} {'acc@80%':>19} {'ECE':>19} {'Brier':>19}",
     ]
 
     def cell(m, k, fmt):
-        lo, hi = m[k + "_ci"]
-        return f"{format(m[k], fmt)} [{format(lo, fmt)}-{format(hi, fmt)}]".rjust(19)
+        return with_ci(m, k, fmt).rjust(19)
+
+    def row(name, m):
+        auroc = cell(m, "auroc", ".2f")[1:] + ("~" if includes_chance(m) else " ")
+        return (
+            f"{name:17} {m['cost']:10} {auroc} {cell(m, 'acc@50', '.1%')} "
+            f"{cell(m, 'acc@80', '.1%')} {cell(m, 'ece', '.3f')} {cell(m, 'brier', '.3f')}"
+        )
 
     for name, m in rep.items():
-        mark = "*" if len(hows) > 1 and not _calibrated(m) else ""
-        lines.append(
-            f"{name + mark:17} {m['cost']:10} {cell(m, 'auroc', '.2f')} {cell(m, 'acc@50', '.1%')} "
-            f"{cell(m, 'acc@80', '.1%')} {cell(m, 'ece', '.3f')}"
-        )
+        lines.append(row(name + ("*" if len(hows) > 1 and not _calibrated(m) else ""), m))
+    if baselines:
+        lines.append(f"baselines, no signal of the model ({FOLDS}-fold cross-validation, the same answers):")
+        lines += [row(name, m) for name, m in baselines.items()]
+    if any(includes_chance(m) for m in [*rep.values(), *(baselines or {}).values()]):
+        lines.append("~: the AUROC's 95 % interval holds 0.5: not told from a coin on these answers")
     best = best_method(rep)
     b = rep[best]
     best = f"{best}, the best of {len(rep)} on these same answers: it flatters" if len(rep) > 1 else best
@@ -248,6 +312,8 @@ def format_report(rep: dict, costs: dict | None = None, chosen: dict | None = No
             f"{fixed['acc@50']:.1%} = {fixed['acc@50'] / fixed['accuracy']:.2f} x overall"
         )
         b, best = fixed, f"{confidence.CHOSEN}, chosen beforehand"
+    if includes_chance(b):
+        best += f"; its interval, {b['auroc_ci'][0]:.2f}-{b['auroc_ci'][1]:.2f}, holds chance"
     lines.append(
         f"targets: best AUROC {b['auroc']:.2f} ({best}; target 0.80: {_met(b['auroc'] >= 0.8)}); "
         f"accuracy at 50 % coverage {b['acc@50'] / b['accuracy']:.2f} x overall "
@@ -314,6 +380,73 @@ def _met(ok: bool) -> str:
 def abstention_table(records: list[dict], method: str, thresholds, model_sha256: str | None = None) -> list:
     """abstention() at each threshold: what each "answer only when sure" setting buys."""
     return [row for t in thresholds if (row := abstention(records, method, t, model_sha256))]
+
+
+def tuned_elsewhere(
+    records: list[dict],
+    method: str,
+    thresholds,
+    wrong_cost: float,
+    model_sha256: str | None = None,
+    seed: int = 0,
+) -> dict | None:
+    """Answer only when sure, with the threshold tuned on one half of the answers and judged on the
+    other, so the figure quoted is not the best of several on the answers that picked it.
+
+    Cost per question: `wrong_cost` for a wrong answer stated as a fact, 1 for an unanswered one.
+    The halves are stratified by right and wrong; the probabilities are held out as abstention()'s.
+    Returns the cost of each threshold on the tuning half ("tuning"), the cheapest ("threshold"), its
+    cost on the other half ("cost") against answering everything there ("answer_all"), the halves'
+    sizes ("n_tune", "n_scored") and "how". None when the records lack the method's signals."""
+    from research.confidence.calibration import folds
+
+    got = held_out(records, method, model_sha256)
+    if got is None:
+        return None
+    by_id = {r.get("id"): r for r in records}
+    halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
+    tune = folds(got["y"], 2, seed) == 0
+
+    def cost(part, below):
+        kept = got["p"][part] >= below
+        return float((wrong_cost * (halluc[part] & kept).sum() + (~kept).sum()) / part.sum())
+
+    tuning = {t: cost(tune, t) for t in thresholds}
+    best = min(tuning, key=tuning.get)
+    return {
+        "tuning": tuning,
+        "threshold": best,
+        "cost": cost(~tune, best),
+        "answer_all": cost(~tune, 0.0),
+        "n_tune": int(tune.sum()),
+        "n_scored": int((~tune).sum()),
+        "how": got["how"],
+    }
+
+
+def with_ci(m: dict, key: str, fmt: str = ".2f") -> str:
+    """A report() row's figure with its 95 % interval, for tables: `0.72 [0.44-0.94]`."""
+    lo, hi = m[key + "_ci"]
+    return f"{format(m[key], fmt)} [{format(lo, fmt)}-{format(hi, fmt)}]"
+
+
+def table_row(rep: dict, base: dict, method: str) -> dict:
+    """One line of a notebook's confidence table: `method`'s figures in a report() with their 95 %
+    intervals (AUROC marked "~" where its interval holds 0.5), and the baselines() beside them (the
+    AUROC of each label or length, the Brier score of the constant). Empty without the method."""
+    m = rep.get(method)
+    if m is None:
+        return {}
+    row = {"answers": m["n"], "right": round(m["accuracy"], 3)}
+    row[f"AUROC {method}"] = with_ci(m, "auroc") + ("~" if includes_chance(m) else "")
+    row |= {f"Brier {method}": with_ci(m, "brier", ".3f"), f"ECE {method}": with_ci(m, "ece", ".3f")}
+    row["mean confidence"] = round(m["mean_p"], 3)
+    for name, b in base.items():
+        if name == "constant":
+            row["Brier constant"] = with_ci(b, "brier", ".3f")
+        else:
+            row[f"AUROC {name}"] = with_ci(b, "auroc") + ("~" if includes_chance(b) else "")
+    return row | {"held out by": m["how"]}
 
 
 def chosen_beforehand(rep: dict) -> str | None:

@@ -9,12 +9,15 @@ could not tell which file is better.
 
 from __future__ import annotations
 
+import math
+
 from research.evaluation.run import wilson
 
 
-def compare(run_a: list[dict], run_b: list[dict]) -> dict:
+def compare(run_a: list[dict], run_b: list[dict], key: str = "contains") -> dict:
     """Paired outcomes of two runs (research.evaluation.run.run records) on their common questions:
-    {"n", "identical", "both_right", "only_a", "only_b", "both_wrong"} by the `contains` score.
+    {"n", "identical", "both_right", "only_a", "only_b", "both_wrong"} by the `key` score ("right"
+    meaning that score is true: for "hallucinated", hallucinated).
 
     `compare([{"id": 1, "answer": "Paris", "scores": {"contains": True}}],
     [{"id": 1, "answer": "Paris.", "scores": {"contains": True}}])` -> n 1, both_right 1.
@@ -27,10 +30,39 @@ def compare(run_a: list[dict], run_b: list[dict]) -> dict:
             continue
         out["n"] += 1
         out["identical"] += a["answer"].strip() == b["answer"].strip()
-        ra, rb = bool(a["scores"]["contains"]), bool(b["scores"]["contains"])
-        key = "both_right" if ra and rb else "only_a" if ra else "only_b" if rb else "both_wrong"
-        out[key] += 1
+        ra, rb = bool(a["scores"][key]), bool(b["scores"][key])
+        outcome = "both_right" if ra and rb else "only_a" if ra else "only_b" if rb else "both_wrong"
+        out[outcome] += 1
     return out
+
+
+def sign_test(paired: dict) -> float:
+    """Exact two-sided McNemar test (a sign test on the questions where only one run scores): the
+    chance of a split at least this uneven if both runs were equally good. The questions both runs
+    score alike say nothing about which is better. `sign_test({"only_a": 0, "only_b": 5})` -> 0.0625."""
+    b, c = paired["only_a"], paired["only_b"]
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
+
+
+def paired_verdict(paired: dict, name_a: str, name_b: str, what: str) -> str:
+    """One sentence on compare()'s outcomes of two runs: on how many questions answers `what` with
+    both and with only one, the paired difference, and the sign test's answer (p < 0.05: beyond
+    chance; else no difference shown)."""
+    n, b, c = paired["n"], paired["only_a"], paired["only_b"]
+    if not n:
+        return f"no common questions between {name_a} and {name_b}"
+    p = sign_test(paired)
+    line = (
+        f"of the same {n} questions, {paired['both_right']} {what} with both, {b} only with {name_a}, "
+        f"{c} only with {name_b} ({(b - c) / n:+.0%} for {name_a}; exact sign test on the {b + c} that "
+        f"differ: p = {p:.2f})"
+    )
+    if p < 0.05:
+        return line + f": more {what} with {name_a if b > c else name_b}, beyond chance"
+    return line + ": no difference these questions can show"
 
 
 def preference(tally_row: dict | None, name: str) -> dict:

@@ -367,7 +367,10 @@ def format_summary(summary: dict) -> str:
         lines.append(
             "\n"
             + selective.format_report(
-                summary["confidence"], summary.get("costs"), summary.get("confidence_selected")
+                summary["confidence"],
+                summary.get("costs"),
+                summary.get("confidence_selected"),
+                summary.get("confidence_baselines"),
             )
         )
     a = summary.get("abstention")
@@ -385,7 +388,8 @@ def confidence_report(
     records: list[dict], model_sha256: str | None, abstain_below: float | None = None, method: str = ""
 ) -> dict:
     """The confidence part of a run's summary: each method on held-out answers
-    (research.confidence.selective.report), what the signals cost per answer, and with `abstain_below`
+    (research.confidence.selective.report) beside trivial baselines (selective.baselines), what
+    the signals cost per answer, and with `abstain_below`
     what "answer only when sure" gives with `method` (default: the kit's chosen method where it
     was fixed and calibrated on other questions, else the best-ranking one)."""
     rep = selective.report(records, model_sha256)
@@ -396,6 +400,7 @@ def confidence_report(
         if values:
             costs[key] = sum(values) / len(values)
     out = {"confidence": rep, "costs": costs, "confidence_selected": selective.selected(records)}
+    out["confidence_baselines"] = selective.baselines(records)
     if abstain_below is not None and rep:
         method = method or selective.chosen_beforehand(rep) or selective.best_method(rep)
         out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)

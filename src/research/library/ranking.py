@@ -14,7 +14,8 @@ def tokenize(texts: list[str], progress: bool = False):
 
 
 def query_terms(query: str) -> list[str]:
-    """`query_terms("What is the capital of Zorbia?")` -> ["capital", "zorbia"]."""
+    """`query_terms("What is the capital of Zorbia?")` -> ["what", "capital", "zorbia"]: bm25s's
+    English stop words (the, is, of...) go, question words (what, how, does) stay."""
     import bm25s
 
     return bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from research import paths
 from research.engine import memory
+from research.errors import KitError
 from research.models import quantize
 from research.models.catalog import catalog, resolve
 from research.models.gguf import read_gguf
@@ -178,22 +179,53 @@ def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def next_token_logprobs(model, text: str, n_tokens: int = 64, threads: int | None = None):
-    """The log-probabilities a model gives the token after the first `n_tokens` tokens of `text`
-    (BOS first, as llama-perplexity tokenizes), and those tokens: the two distributions notebook
-    02 compares by hand before research.measure.quality computes KL divergence over every position."""
+def scored_logprobs(model, text: str, n_ctx: int = 512, n_chunks: int | None = 1, threads: int | None = None):
+    """Per chunk, the log-probabilities at the positions research.measure.quality scores (the second
+    half of each `n_ctx`-token chunk, from an empty cache, BOS first) and the token after each, read
+    through llama-cpp-python's public API rather than the kit's engine: a `Llama` loaded with
+    `logits_all=True`, whose `eval()` then keeps every position's logits in `scores`. Notebook 02
+    computes KL divergence by hand from these and checks it against quality.compare().
+
+    Without logits_all (the engine never sets it), `eval()` fills no row of `scores`: read there,
+    every distribution is uniform (KL 0, top tokens 0, 1, 2). `n_chunks` None: every whole chunk
+    of the text, as quality.compare(). Yields (log-probs of shape (n_ctx/2 - 1, n_vocab), next tokens).
+    """
+    import llama_cpp
     import numpy as np
 
-    from research.engine import Engine, EngineConfig
+    from research import device
     from research.measure.quality import log_softmax
 
-    engine = Engine.load(model, EngineConfig(n_ctx=512, n_threads=threads, token_signals=False))
+    threads = threads or device.default_threads()
+    # flash_attn as the engine (EngineConfig): without it llama.cpp sums attention in another
+    # order, and the KL divergence of Q4_0 moved by 1 % on notebook 02's chunks.
+    llm = llama_cpp.Llama(
+        str(resolve(model).path),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=True,
+        logits_all=True,
+        verbose=False,
+    )
     try:
-        llm = engine.backend.llm
-        tokens = llm.tokenize(text.encode(), add_bos=True, special=False)[:n_tokens]
-        llm.reset()
-        llm.eval(tokens)
-        logits = np.array(llm.scores[len(tokens) - 1], dtype=np.float32)
-        return log_softmax(logits[None])[0], tokens
+        tokens, first = llm.tokenize(text.encode(), add_bos=True, special=False), n_ctx // 2
+        whole = len(tokens) // n_ctx
+        if whole == 0 or (n_chunks or 0) > whole:
+            raise KitError(
+                f"the text holds {len(tokens)} tokens, fewer than {n_chunks or 1} chunks of {n_ctx}"
+            )
+        add_bos = tokens[0] == llm.token_bos()
+        for c in range(n_chunks or whole):
+            chunk = tokens[c * n_ctx : (c + 1) * n_ctx]
+            if add_bos:  # as llama-perplexity: every chunk starts with BOS
+                chunk[0] = llm.token_bos()
+            llm.reset()  # eval() then clears the KV cache from position 0
+            llm.eval(chunk)
+            yield (
+                log_softmax(np.array(llm.scores[first : n_ctx - 1], dtype=np.float32)),
+                np.array(chunk[first + 1 :]),
+            )
     finally:
-        engine.close()
+        llm.close()
