@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeBackend
 
 from research import confidence, jsonl
-from research.confidence import calibration, selective
+from research.confidence import calibration, selective, tables
 from research.engine import Engine, Sampling, Stats, conversation
 from research.engine.prompts import STOPS, ChatFormat
 from research.engine.signals import token_signals
@@ -278,7 +278,7 @@ def test_a_sampled_calibration_is_held_out_only_for_as_many_samples(tmp_path):
     two = evaluate.run(engine, other, tmp_path / "b.jsonl", progress=False, extra=("samples",), samples=2)
     assert selective.report(two, engine.sha256)["eigv"]["how"].startswith(f"calibration {cal.id}")
     # the table says which rows were held out by the saved calibration and which cross-validated
-    rows = selective.format_report(selective.report(two, engine.sha256)).splitlines()
+    rows = tables.format_report(selective.report(two, engine.sha256)).splitlines()
     assert "* 5-fold cross-validation, where none applies" in rows[0]
     names = [r.split()[0] for r in rows[2:] if r.split()]
     assert "eigv" in names and "lexical*" in names  # lexical: no calibration of it here
@@ -494,7 +494,7 @@ def test_the_nested_choice_judges_the_best_method_on_answers_it_was_not_chosen_o
     nested = selective.selected(noise, bootstrap=50)["auroc"]
     best_of_many = max(m["auroc"] for m in selective.report(noise, bootstrap=50).values())
     assert nested < best_of_many and abs(nested - 0.5) < 0.1
-    text = selective.format_report(selective.report(noise, bootstrap=50), None, selective.selected(noise, 50))
+    text = tables.format_report(selective.report(noise, bootstrap=50), None, selective.selected(noise, 50))
     assert "nested 5-fold cross-validation" in text and "targets: best AUROC" in text
     assert selective.selected(noise[:5]) is None  # too few answers to choose and judge
     # repeated with other folds: one figure per repetition, their mean reported with their range
@@ -525,7 +525,7 @@ def test_baselines_read_no_signal_of_the_model_and_stand_under_the_methods():
     assert b["topic"]["auroc"] == b["difficulty"]["auroc"] == 1.0 and b["topic"]["brier"] < 0.1
     assert "difficulty" not in selective.baselines([dict(r, difficulty=None) for r in recs], bootstrap=50)
     assert selective.baselines(recs[:5]) == {}  # too few answers to hold any out
-    text = selective.format_report({"free": b["constant"] | {"cost": "free"}}, None, None, b)
+    text = tables.format_report({"free": b["constant"] | {"cost": "free"}}, None, None, b)
     lines = text.splitlines()
     assert "Brier" in lines[1] and any(line.startswith("baselines") for line in lines)
     assert any(line.startswith("topic ") and "1.00 [1.00-1.00] " in line for line in lines)
@@ -553,9 +553,9 @@ def test_the_threshold_is_tuned_on_one_half_and_its_cost_taken_on_the_other():
     wrong = held["y"][~tune] == 0
     assert got["cost"] == pytest.approx((3 * (wrong & kept).sum() + (~kept).sum()) / 20)
     assert selective.tuned_elsewhere(recs, "lexical", [0.5], 3) is None  # no such signal here
-    row = selective.table_row(selective.report(recs, bootstrap=50), selective.baselines(recs, 50), "free")
+    row = tables.table_row(selective.report(recs, bootstrap=50), selective.baselines(recs, 50), "free")
     assert row == {}  # the free method's signals are not in these records
-    row = selective.table_row(
+    row = tables.table_row(
         selective.report(recs, bootstrap=50), selective.baselines(recs, 50), "mean_logprob"
     )
     assert row["answers"] == 40 and "AUROC length" in row and row["Brier constant"].startswith("0.25")

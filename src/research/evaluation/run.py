@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from research import confidence, jsonl, paths
-from research.confidence import selective
+from research.confidence import selective, tables
 from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
 from research.evaluation import rescore
@@ -366,7 +366,7 @@ def format_summary(summary: dict) -> str:
     if summary.get("confidence") is not None:
         lines.append(
             "\n"
-            + selective.format_report(
+            + tables.format_report(
                 summary["confidence"],
                 summary.get("costs"),
                 summary.get("confidence_selected"),
