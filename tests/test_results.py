@@ -56,7 +56,7 @@ def test_progress_bars_keep_their_last_state_and_lose_their_colours():
 
 
 def test_the_claims_page_names_the_claims_a_run_did_not_confront(tmp_path):
-    f = paper.Finding("ram", "3150 MB at 2048", "nb 02", "5 %", "contradicted", "the file")
+    f = paper.Finding("ram", "3150 MB at 2048", "nb 02", "5 %", "contradicted", "the file", "this machine")
     page = results.write_claims(tmp_path / "claims.md", [f]).read_text()
     assert "| ram |" in page and "**not decided**" in page
     assert "Not confronted in this run: termux-build, llama-cpp, orca-mini-3b" in page
