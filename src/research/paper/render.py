@@ -97,10 +97,11 @@ def execute(path: Path, params: dict, timeout: int = CELL_TIMEOUT):
 
 
 def _clean_text(text: str) -> str:
-    """Progress bars as the last state of each line, without colour codes; the checkout and the
-    home folder named as such, so renders from two machines compare."""
+    """Progress bars as the last state of each line, without colour codes; the Python environment,
+    the checkout and the home folder named as such, so renders from two machines (or from a
+    checkout that uses another's environment) compare."""
     lines = [line.rsplit("\r", 1)[-1] for line in _ANSI.sub("", text).split("\n")]
-    text = "\n".join(lines)
+    text = "\n".join(lines).replace(sys.prefix, "<venv>")
     return text.replace(str(paths.REPO_ROOT), "<checkout>").replace(str(Path.home()), "~")
 
 
