@@ -131,6 +131,11 @@ def test_a_phone_owner_s_figure_from_an_s21_decides_the_speed_verdict():
     # Another phone's figure is shown, and leaves the verdict to the projection.
     other = paper.speed_finding(5.41, 5.3, check, "nb", phone=paper.phone_run(30.0, None, "Pixel 8"))
     assert other.verdict == "not decided" and "Pixel 8" in other.kit and "does not decide" in other.why
+    named = paper.speed_finding(
+        5.41, 5.3, check, "nb", phone=paper.phone_run(6.1, None, "Samsung Galaxy S21")
+    )
+    assert named.verdict == "reproduced"
+    assert not paper.is_papers_phone("Galaxy S21 Ultra")
     for bad in (-1, 0, "fast"):
         with pytest.raises(KitError, match="llama-bench's t/s"):
             paper.phone_run(bad)

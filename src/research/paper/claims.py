@@ -266,11 +266,20 @@ def phone_run(
     for name, v in (("tg", tg_tps), ("pp", pp_tps)):
         if v is not None and not (isinstance(v, (int, float)) and 0 < v < 10_000):
             raise KitError(
-                f"your phone's {name} figure must be llama-bench's t/s, a number above 0; got {v!r}"
+                f"your phone's {name} figure must be llama-bench's t/s, a number above 0 and below 10,000; "
+                f"got {v!r}"
             )
     if not str(phone).strip():
         raise KitError("say which phone the figure was measured on (MY_PHONE: 'galaxy-s21' or its name)")
     return PhoneRun(float(tg_tps), None if pp_tps is None else float(pp_tps), str(phone).strip())
+
+
+def is_papers_phone(phone: str) -> bool:
+    """Whether a phone's name or id is the paper's Galaxy S21: `is_papers_phone("Samsung Galaxy S21")`
+    -> True; `is_papers_phone("Galaxy S21 Ultra")` -> False (another phone, with another memory)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", phone.lower()).strip("-").removeprefix("samsung-") == PAPERS_PHONE
 
 
 def paper_model_runs(check: list[dict]) -> list[dict]:
@@ -337,7 +346,7 @@ def speed_finding(
         "differ more than the projection allows, and the run is a measurement where the projection is not."
         for r in papers
     )
-    if phone is not None and phone.phone == PAPERS_PHONE:
+    if phone is not None and is_papers_phone(phone.phone):
         ok = phone.tg_tps >= threshold
         verdict = "reproduced" if ok else "contradicted"
         why = (
