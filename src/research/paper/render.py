@@ -259,8 +259,8 @@ def claims_block(findings: list, shaped_result: dict | None) -> str:
             f"{shaped_result.get('measured_at')}; "
             "[docs/results/orca_mini_3b_shaped.json](docs/results/orca_mini_3b_shaped.json)): "
             + "; ".join(parts)
-            + ". This machine is not a phone: the speeds show what the shape costs here, beside "
-            "the projection.",
+            + ". Recorded on that machine, not in the run that rendered the notebooks; a PC is not a "
+            "phone: the speeds show what the shape costs there, beside the projection.",
         ]
     return "\n".join(lines)
 
