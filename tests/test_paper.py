@@ -80,6 +80,12 @@ def test_ram_is_judged_on_the_engine_s_own_memory_without_the_kit_s_python_runti
     assert f"{2528.8 - runtime - paper.PAPER_RAM_MB[1]:.0f} MB above 2.3 GiB" in over.why
     # That the paper's 2.2 GB is the file is a hypothesis, said as one.
     assert "A hypothesis, not measured: the paper's 2.2 GB is the file, 2284 MB" in over.why
+    # A runtime measured in the process of the peaks replaces the constant, and says so; the
+    # phone's prediction holds the constant, so loses the constant.
+    own = paper.ram_finding({512: 2400.0}, {512: 2640.0}, 2284.0, "nb", "this run", runtime_mb=70.0)
+    assert "the engine's own: 2330 MB at 512" in own.kit and own.verdict == "consistent within error"
+    assert f"predicted for the phone: {2640 - runtime:.0f} MB" in own.kit
+    assert "runtime: measured before loading, this run" in own.measured
     # Without a measured peak, a prediction does not decide.
     predicted_only = paper.ram_finding({}, {512: 2640.0, 2048: 3150.0}, 2284.0, "nb", HERE)
     assert predicted_only.verdict == "not decided" and "predicted only" in predicted_only.measured

@@ -189,17 +189,21 @@ def ram_finding(
     where: str,
     measured: str,
     model_errors: list[float] | None = None,
-    runtime_mb: float = RUNTIME_MB,
+    runtime_mb: float | None = None,
 ) -> Finding:
     """~2.2 GB of RAM against the peak memory of Q5_0: `peaks` measured in a fresh process of the
     kit ({n_ctx: MB}, empty when not measured; `measured` says where), `predicted` for the phone by
     the memory model ({n_ctx: MB}). Both count the kit's Python runtime (`runtime_mb`), which
     llama-cli on a phone does not have: the verdict takes the engine's own memory, the peak less
-    that runtime. `model_errors`: the memory model's relative errors against the peaks measured on
-    files of the paper model's shape ((predicted - measured) / measured), the band of the prediction."""
+    that runtime: `runtime_mb` when measured in the process of the peaks (before it loaded the model),
+    else the kit's constant RUNTIME_MB. `model_errors`: the memory model's relative errors against the
+    peaks measured on files of the paper model's shape ((predicted - measured) / measured), the band of
+    the prediction."""
     lo, hi = PAPER_RAM_MB
+    runtime_source = f"measured before loading, {measured}" if runtime_mb is not None else RUNTIME_SOURCE
+    runtime_mb = RUNTIME_MB if runtime_mb is None else runtime_mb
     engine = {c: v - runtime_mb for c, v in peaks.items()}
-    phone = {c: v - runtime_mb for c, v in predicted.items()}
+    phone = {c: v - RUNTIME_MB for c, v in predicted.items()}  # the prediction holds the constant
     kit = (
         f"Q5_0, the kit's process at its peak (measured in a fresh process, files of its shape, random "
         f"weights): {_at(peaks)}; less the kit's Python runtime ({runtime_mb:.0f} MB, which llama-cli "
@@ -243,7 +247,7 @@ def ram_finding(
         )
     else:
         verdict, why = "not decided", "the peaks straddle the band without falling inside it"
-    source = f"peaks: {measured}; runtime: {RUNTIME_SOURCE}" if peaks else "nowhere: predicted only"
+    source = f"peaks: {measured}; runtime: {runtime_source}" if peaks else "nowhere: predicted only"
     return Finding("ram", kit, where, band, verdict, why, source + "; phone: predicted, not measured")
 
 

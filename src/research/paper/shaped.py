@@ -250,6 +250,8 @@ def summary_rows(result: dict) -> list[dict]:
                 row[f"predicted_{m['n_ctx']}_mb"] = m["predicted_mb"]
                 row[f"measured_{m['n_ctx']}_mb"] = m["measured_mb"]
                 row[f"error_{m['n_ctx']}"] = m["error"]
+                if m.get("measured_runtime_mb") is not None:  # records before 2026-12-07 lack it
+                    row[f"runtime_{m['n_ctx']}_mb"] = m["measured_runtime_mb"]
         for b in result["bench"]:
             if Path(b["model_filename"]).name == Path(f["path"]).name:
                 row[f"{b['backend']}_{b['test'][:2]}_tps"] = b["avg_ts"]
