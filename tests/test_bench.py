@@ -195,3 +195,12 @@ def test_compare_runs_on_another_architecture(tmp_path, llama_tools):
     repacks = device.cpu_kind() != "other"  # Q4_K is repacked on x86 with AVX2 and on ARM
     assert kit["load_mode"] == ("none" if repacks else "mmap") and kit["model_type"].startswith("qwen2")
     assert res["page"]["peak_rss_mb"] > res["memory"]["file_mb"]
+
+
+def test_the_bench_table_gives_each_file_s_size_in_the_kit_s_mb(tmp_path):
+    """The file's size, as every table of the kit gives it, not llama-bench's tensor bytes."""
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"\0" * (3 * 2**20))
+    row = {"model_filename": str(f), "model_size": 10**6, "backend": "kit", "n_threads": 2, "test": "tg16"}
+    table = bench.format_rows([row | {"avg_ts": 10.0, "stddev_ts": 0.5}]).splitlines()
+    assert "file MB" in table[0] and table[1].split()[1] == "3.0"

@@ -12,7 +12,7 @@ def test_the_orca_speed_figure_carries_both_error_bands_and_the_threshold():
         {"type": "Q5_0", "bits_per_weight": 5.59, "phone_tps": 5.41},
     ]
     error = {"median": 0.22, "max": 0.57, "n": 9}
-    ax = figures.orca_speed(rows, error, 5.3, {"Q5_0": 1.7}).axes[0]
+    ax = figures.orca_speed(rows, error, 5.3, {"Q5_0": 1.7}, "recorded 2026-11-30 on AMD EPYC").axes[0]
     median = next(c for c in ax.collections if "median" in c.get_label())
     (_, q5_segment) = median.get_segments()
     lo, hi = projection.band(5.41, 0.22)
@@ -20,7 +20,7 @@ def test_the_orca_speed_figure_carries_both_error_bands_and_the_threshold():
     threshold = next(line for line in ax.get_lines() if "reading speed" in line.get_label())
     assert threshold.get_ydata()[0] == 5.3
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "measured here (x86, 2 threads)" in labels
+    assert "recorded 2026-11-30 on AMD EPYC (a PC, not a phone)" in labels
 
 
 def test_the_pareto_figure_never_offers_the_reference_as_a_choice():

@@ -55,8 +55,14 @@ def test_progress_bars_keep_their_last_state_and_lose_their_colours():
     assert results._clean_text("\x1b[31m10%\r50%\r100%\x1b[0m done") == "100% done"
 
 
+def test_the_python_environment_is_named_not_shown():
+    import sys
+
+    assert results._clean_text(f"file: {sys.prefix}/lib/m.gguf") == "file: <venv>/lib/m.gguf"
+
+
 def test_the_claims_page_names_the_claims_a_run_did_not_confront(tmp_path):
-    f = paper.Finding("ram", "3150 MB at 2048", "nb 02", "5 %", "contradicted", "the file")
+    f = paper.Finding("ram", "3150 MB at 2048", "nb 02", "5 %", "contradicted", "the file", "this machine")
     page = results.write_claims(tmp_path / "claims.md", [f]).read_text()
     assert "| ram |" in page and "**not decided**" in page
     assert "Not confronted in this run: termux-build, llama-cpp, orca-mini-3b" in page

@@ -53,6 +53,7 @@ def test_summary_rows_join_memory_and_speed_by_file():
                 "predicted_mb": 2500.0,
                 "measured_mb": 2450.0,
                 "error": 0.02,
+                "measured_runtime_mb": 61.0,
             },
             {"model": "/y/b.gguf", "n_ctx": 512, "predicted_mb": 1.0, "measured_mb": 1.0, "error": 0.0},
         ],
@@ -63,6 +64,7 @@ def test_summary_rows_join_memory_and_speed_by_file():
     }
     (row,) = shaped.summary_rows(result)
     assert row["measured_512_mb"] == 2450.0 and row["predicted_512_mb"] == 2500.0
+    assert row["runtime_512_mb"] == 61.0  # the process before it loaded the model
     assert row["kit_tg_tps"] == 1.5 and row["llama-bench_pp_tps"] == 20.0
 
 

@@ -173,7 +173,10 @@ def _disk(folders: dict[str, Path]) -> Check:
     found = "; ".join(parts) or "no folder could be read"
     if low:
         return Check(
-            "disk", "warn", found, f"a catalog model needs 1-2.5 GB: free at least {LOW_DISK // MB} MB"
+            "disk",
+            "warn",
+            found,
+            f"most catalog models take 1,000-2,500 MB: free at least {LOW_DISK // MB:,} MB",
         )
     return Check("disk", "ok", found)
 

@@ -25,6 +25,7 @@ from research.library import sources as src
 from research.library import zim
 from research.library.ranking import title_of, tokenize
 from research.library.store import FORMAT, Library, _locked, check_name, libraries_dir
+from research.units import MB
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _build(
     report.files = sum(1 for e in entries if not e.get("error"))
     report.passages = len(texts)
     report.seconds = time.perf_counter() - t0
-    report.index_mb = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / 2**20
+    report.index_mb = sum(p.stat().st_size for p in final.rglob("*") if p.is_file()) / MB
     return report
 
 
@@ -212,7 +213,7 @@ def _digest(path: Path, roots: list[Path], size: int, kind: str) -> str:
     and read through its own index) or a file that cannot be opened (its reader says why)."""
     import hashlib
 
-    if kind == "zim" or size > src.MAX_PDF_MB * 2**20:
+    if kind == "zim" or size > src.MAX_PDF_MB * MB:
         return ""
     try:
         with files.opened(path, roots) as fd, open(fd, "rb", closefd=False) as f:

@@ -39,6 +39,7 @@ from research.errors import KitError
 from research.files import clean, shown
 from research.library import zim
 from research.library.ranking import query_terms, title_of
+from research.units import MB
 
 #: The index layout and chunking; a library of another format is read again from its files.
 #: 2: paths from the chosen folders, the title once per file, short sections sharing passages.
@@ -291,7 +292,7 @@ class Library:
             "zims": sum(1 for f in self.files if f["kind"] == "zim" and not f.get("error")),
             "skipped": sum(1 for f in self.files if f.get("error")),
             "passages": m["passages"],
-            "index_mb": self.size_bytes() / 2**20,
+            "index_mb": self.size_bytes() / MB,
             "updated": m["updated"],
             "roots": m["roots"],
         }

@@ -68,6 +68,9 @@ def compare(models, n_ctx: int = 4096, kv_type: str = "f16") -> list[dict]:
                 **{f"{k}_mb": v / MB for k, v in est.as_dict().items() if k != "load"},
                 "predicted_mb": est.total / MB,
                 "measured_mb": got["peak_mb"],
+                # The same process before it loaded the model: Python with llama_cpp and NumPy, which
+                # llama-cli does not have; the engine's own memory is the peak less this.
+                "measured_runtime_mb": got["runtime_mb"],
                 "error": est.total / MB / got["peak_mb"] - 1,
                 "predicted_answering_mb": est.answering / MB,
                 "measured_answering_mb": got["answer_peak_mb"],

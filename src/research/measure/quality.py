@@ -192,8 +192,8 @@ class Reference:
             need, free = n * per * (scorer.n_vocab * 2 + 8), shutil.disk_usage(folder).free
             if need > free:
                 raise KitError(
-                    f"the reference log-probs need {need / 1e9:.1f} GB in {folder}, which has "
-                    f"{free / 1e9:.1f} GB free; score fewer chunks or keep them on another disk"
+                    f"the reference log-probs need {need / MB:,.0f} MB in {folder}, which has "
+                    f"{free / MB:,.0f} MB free; score fewer chunks or keep them on another disk"
                 )
             codes = np.lib.format.open_memmap(
                 folder / "codes.npy", "w+", np.uint16, (n * per, scorer.n_vocab)

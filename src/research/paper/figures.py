@@ -274,10 +274,12 @@ def orca_memory(
     measured: list[dict],
     budget_mb: float,
     paper_mb: tuple[float, float],
+    measured_label: str = "measured",
 ) -> Figure:
-    """Orca-Mini-3B's peak memory by type: predicted for the phone at each context, measured here on
-    files of its shape, against the budget and the paper's figure read as a band (lo, hi) MB, as
-    the paper's RAM verdict reads it (research.paper.claims.PAPER_RAM_MB). `predicted`: {n_ctx: orca_rows}."""
+    """Orca-Mini-3B's peak memory by type: predicted for the phone at each context, measured on
+    files of its shape (`measured_label` says where and when), against the budget and the paper's
+    figure read as a band (lo, hi) MB, as the paper's RAM verdict reads it
+    (research.paper.claims.PAPER_RAM_MB). `predicted`: {n_ctx: orca_rows}."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     types = [r["type"] for r in next(iter(predicted.values()))]
@@ -295,11 +297,12 @@ def orca_memory(
                 marker="D",
                 color="black",
                 zorder=3,
-                label="measured here (random weights, same shape)" if k == 0 else None,
+                label=f"{measured_label} (random weights, same shape)" if k == 0 else None,
             )
     ax.axhline(budget_mb, color="red", ls="--", label=f"budget {budget_mb:.0f} MB")
     lo, hi = paper_mb
-    ax.axhspan(lo, hi, color="purple", alpha=0.15, label=f"the paper's ~2.2 GB, read as {lo:.0f}-{hi:.0f} MB")
+    label = f"the paper's ~2.2 GB, read as 2.1-2.3 GB or GiB: {lo:.0f}-{hi:.0f} MB"
+    ax.axhspan(lo, hi, color="purple", alpha=0.15, label=label)
     ax.set_xticks(range(len(types)), types)
     ax.set(ylabel="peak MB", title="Orca-Mini-3B: peak memory by type and context")
     ax.legend(fontsize=7)
@@ -307,10 +310,15 @@ def orca_memory(
 
 
 def orca_speed(
-    rows: list[dict], error: dict, threshold: float, measured: dict[str, float] | None = None
+    rows: list[dict],
+    error: dict,
+    threshold: float,
+    measured: dict[str, float] | None = None,
+    measured_label: str = "measured",
 ) -> Figure:
     """Projected S21 decode speed of Orca-Mini-3B by type with the projection's median and largest
-    error as bars, the reading-speed threshold, and (when given) speeds measured here."""
+    error as bars, the kit's reading-speed threshold, and (when given) speeds measured on files of
+    its shape on a PC (`measured_label` says where and when)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     xs = list(range(len(rows)))
@@ -336,9 +344,11 @@ def orca_speed(
                 marker="s",
                 color="green",
                 zorder=3,
-                label="measured here (x86, 2 threads)",
+                label=f"{measured_label} (a PC, not a phone)",
             )
-    ax.axhline(threshold, color="red", ls="--", label=f"reading speed {threshold:g} t/s")
+    ax.axhline(
+        threshold, color="red", ls="--", label=f"reading speed {threshold:g} t/s (the kit's threshold)"
+    )
     ax.set_xticks(xs, [f"{r['type']}\n{r['bits_per_weight']:.2f} b/w" for r in rows], fontsize=8)
     ax.set(ylabel="decode tokens/s", title="Orca-Mini-3B decode speed: projection and its error")
     ax.legend(fontsize=7)

@@ -9,7 +9,7 @@ quantizes it with llama.cpp to the paper's types, measures peak memory in a fres
 the contexts asked and decode speed on this machine, and keeps the figures as JSON. The answers
 of such a file are noise: quality and answers stay untestable without the real weights.
 
-It takes minutes and gigabytes (the F16 source is 6.9 GB, Q8_0 3.6 GB), so notebook 02 runs it
+It takes minutes and gigabytes (the F16 source is 6,535 MB, Q8_0 3,473 MB), so notebook 02 runs it
 only with ORCA_SHAPED = True; the rendered results (docs/results) carry the recorded figures.
 """
 
@@ -82,7 +82,7 @@ def write_random_llama(
 ) -> Path:
     """Write a loadable F16 GGUF ("llama" architecture) of this shape with random weights.
 
-    Tensors are written one at a time, so the process holds one tensor (at most 0.4 GB here), not
+    Tensors are written one at a time, so the process holds one tensor (at most 391 MB here), not
     the whole model. No chat template: like Orca-Mini-3B's GGUF files, the format comes from the
     catalog (orca-mini). Returns the path.
     """
@@ -144,7 +144,7 @@ def orca_shaped(
 ) -> list:
     """Orca-Mini-3B-shaped files quantized to `types` in `out_dir`: research.models.quantize.QuantResult list.
 
-    Files already there are reused. The 6.9 GB F16 source is deleted afterwards unless
+    Files already there are reused. The 6,535 MB F16 source is deleted afterwards unless
     `keep_source`, and is not written at all when every type exists already.
     """
     out = Path(out_dir).expanduser()
@@ -158,7 +158,7 @@ def orca_shaped(
             for p, t in zip(wanted, qtypes, strict=True)
         ]
     if not source.exists():
-        progress(f"writing {source.name} ({n_params(**ORCA_MINI_3B) * 2 / 1e9:.1f} GB of random F16 weights)")
+        progress(f"writing {source.name} ({n_params(**ORCA_MINI_3B) * 2 / MB:,.0f} MB of random F16 weights)")
         t0 = time.perf_counter()
         part = source.with_name(source.name + ".part")
         write_random_llama(part, **ORCA_MINI_3B, progress=progress)
@@ -250,6 +250,8 @@ def summary_rows(result: dict) -> list[dict]:
                 row[f"predicted_{m['n_ctx']}_mb"] = m["predicted_mb"]
                 row[f"measured_{m['n_ctx']}_mb"] = m["measured_mb"]
                 row[f"error_{m['n_ctx']}"] = m["error"]
+                if m.get("measured_runtime_mb") is not None:  # records before 2026-12-07 lack it
+                    row[f"runtime_{m['n_ctx']}_mb"] = m["measured_runtime_mb"]
         for b in result["bench"]:
             if Path(b["model_filename"]).name == Path(f["path"]).name:
                 row[f"{b['backend']}_{b['test'][:2]}_tps"] = b["avg_ts"]
