@@ -317,7 +317,8 @@ def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
     d, a = summary["decoy"]["all"], summary["always"]["all"]
     assert (d["gained"], d["lost"], d["lookups"]) == (0, 1, 0.0)
     assert (a["gained"], a["lost"]) == (1, 1) and a["p_paired"] == 1.0
-    assert summary["paired"]["always vs decoy"] == {"n": 2, "only_first": 1, "only_second": 0, "p": 1.0}
+    assert d["vs always"] == {"n": 2, "only_first": 1, "only_second": 0, "p": 1.0}
+    assert set(summary) == {"never", "always", "decoy"}  # the modes, and only them
     table = library_eval.format_summary(summary)
     assert "decoy" in table and "paired, always vs decoy on the same 2 questions" in table
     with pytest.raises(KitError, match="unknown mode"):

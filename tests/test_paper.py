@@ -4,6 +4,7 @@ import pytest
 
 from research.errors import KitError
 from research.paper import claims as paper
+from research.paper import speed as speed_claim
 
 
 def test_the_ten_claims_each_belong_to_a_notebook_of_the_paper_s_steps():
@@ -103,20 +104,23 @@ def _check() -> list[dict]:
 
 def test_speed_inside_its_error_band_is_not_decided_and_outside_it_is():
     check = _check()
-    error = paper.projection.loo_error(check)
+    error = speed_claim.projection.loo_error(check)
     # The case: 5.4 t/s projected against 5.3, inside the median band.
-    close = paper.speed_finding(5.41, 5.3, check, "nb")
+    close = speed_claim.speed_finding(5.41, 5.3, check, "nb")
     assert close.verdict == "not decided" and "+2%" in close.kit
-    lo, hi = paper.projection.band(5.41, error["median"])
+    lo, hi = speed_claim.projection.band(5.41, error["median"])
     assert f"{lo:.1f}-{hi:.1f} t/s" in close.band
-    assert paper.speed_finding(5.3 * (1 + error["median"]) + 0.1, 5.3, check, "nb").verdict == (
+    assert speed_claim.speed_finding(5.3 * (1 + error["median"]) + 0.1, 5.3, check, "nb").verdict == (
         "consistent within error"
     )
-    assert paper.speed_finding(5.3 * (1 - error["median"]) - 0.1, 5.3, check, "nb").verdict == "contradicted"
+    assert (
+        speed_claim.speed_finding(5.3 * (1 - error["median"]) - 0.1, 5.3, check, "nb").verdict
+        == "contradicted"
+    )
 
 
 def test_the_speed_row_counts_runs_and_phones_and_says_whose_threshold_it_is():
-    close = paper.speed_finding(5.41, 5.3, _check(), "nb", 7.2, "recorded in r.json")
+    close = speed_claim.speed_finding(5.41, 5.3, _check(), "nb", 7.2, "recorded in r.json")
     assert "over 9 published runs on 3 phones, none an S21" in close.band
     assert "the kit's threshold, not the paper's" in close.why and "Brysbaert 2019" in close.why
     assert "a file of its shape on x86: 7.2 t/s" in close.kit and "x86: recorded in r.json" in close.measured
@@ -128,23 +132,27 @@ def test_the_speed_row_counts_runs_and_phones_and_says_whose_threshold_it_is():
 
 def test_a_phone_owner_s_figure_from_an_s21_decides_the_speed_verdict():
     check = _check()
-    assert paper.phone_run(None) is None  # the notebook's default: nothing entered
-    fast = paper.speed_finding(5.41, 5.3, check, "nb", phone=paper.phone_run(6.1, 21.0))
+    assert speed_claim.phone_run(None) is None  # the notebook's default: nothing entered
+    fast = speed_claim.speed_finding(5.41, 5.3, check, "nb", phone=speed_claim.phone_run(6.1, 21.0))
     assert fast.verdict == "reproduced" and "6.1 t/s decode, 21.0 t/s prompt" in fast.kit
     assert "MY_PHONE_TG_TPS" in fast.measured
-    slow = paper.speed_finding(9.0, 5.3, check, "nb", phone=paper.phone_run(4.2, None, "galaxy-s21"))
+    slow = speed_claim.speed_finding(
+        9.0, 5.3, check, "nb", phone=speed_claim.phone_run(4.2, None, "galaxy-s21")
+    )
     assert slow.verdict == "contradicted" and "4.2 t/s decode is below 5.3" in slow.why
     # Another phone's figure is shown, and leaves the verdict to the projection.
-    other = paper.speed_finding(5.41, 5.3, check, "nb", phone=paper.phone_run(30.0, None, "Pixel 8"))
+    other = speed_claim.speed_finding(
+        5.41, 5.3, check, "nb", phone=speed_claim.phone_run(30.0, None, "Pixel 8")
+    )
     assert other.verdict == "not decided" and "Pixel 8" in other.kit and "does not decide" in other.why
-    named = paper.speed_finding(
-        5.41, 5.3, check, "nb", phone=paper.phone_run(6.1, None, "Samsung Galaxy S21")
+    named = speed_claim.speed_finding(
+        5.41, 5.3, check, "nb", phone=speed_claim.phone_run(6.1, None, "Samsung Galaxy S21")
     )
     assert named.verdict == "reproduced"
-    assert not paper.is_papers_phone("Galaxy S21 Ultra")
+    assert not speed_claim.is_papers_phone("Galaxy S21 Ultra")
     for bad in (-1, 0, "fast"):
         with pytest.raises(KitError, match="llama-bench's t/s"):
-            paper.phone_run(bad)
+            speed_claim.phone_run(bad)
 
 
 def test_the_offline_row_is_reproduced_by_a_count_of_zero_and_contradicted_by_one():

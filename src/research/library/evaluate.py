@@ -258,7 +258,9 @@ def _mode_record(mode: str, a: dict, threshold: float) -> dict:
 
 
 def summarize(records: list[dict]) -> dict:
-    """Per mode, and per mode and question set: accuracy, gained, lost, net, citations, cost."""
+    """Per mode, and per mode and question set: accuracy, gained, lost, net, citations, cost; the
+    keys are the modes only. A mode compared with another (PAIRS) keeps that comparison in its
+    "all" block, under "vs always" (paired())."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     closed: dict[str, bool] = {}
     for r in records:
@@ -272,7 +274,8 @@ def summarize(records: list[dict]) -> dict:
             if r.get("closed_right") is None and r["id"] in closed:
                 r["closed_right"] = closed[r["id"]]
         out.setdefault(mode, {})[qset] = _block(recs)
-    out["paired"] = paired(records)
+    for (a, b), c in paired(records).items():
+        out[b]["all"][f"vs {a}"] = c
     return out
 
 
@@ -283,7 +286,7 @@ PAIRS = (("always", "unsure"), ("always", "decoy"))
 
 def paired(records: list[dict]) -> dict:
     """Two modes on the same questions: right only with the first, only with the second, and the
-    exact McNemar p-value of the difference. {"always vs unsure": {"n", "only_first", ...}}."""
+    exact McNemar p-value of the difference. {("always", "unsure"): {"n", "only_first", ...}}."""
     right = {(r["mode"], r["id"]): bool(r["right"]) for r in records}
     out = {}
     for a, b in PAIRS:
@@ -291,7 +294,7 @@ def paired(records: list[dict]) -> dict:
         if ids:
             first = sum(right[(a, i)] and not right[(b, i)] for i in ids)
             second = sum(right[(b, i)] and not right[(a, i)] for i in ids)
-            out[f"{a} vs {b}"] = {
+            out[(a, b)] = {
                 "n": len(ids),
                 "only_first": first,
                 "only_second": second,
@@ -363,12 +366,13 @@ def format_summary(summary: dict) -> str:
         "decoy: a control, the passages of another question (none holding the answer): what passages",
         "cost as prompt noise alone.",
     ]
-    for name, c in summary.get("paired", {}).items():
-        a, b = name.split(" vs ")
-        lines.append(
-            f"paired, {name} on the same {c['n']} questions: right only with {a} {c['only_first']}, "
-            f"only with {b} {c['only_second']}, exact McNemar p = {c['p']:.2f}"
-        )
+    for a, b in PAIRS:
+        c = summary.get(b, {}).get("all", {}).get(f"vs {a}")
+        if c:
+            lines.append(
+                f"paired, {a} vs {b} on the same {c['n']} questions: right only with {a} "
+                f"{c['only_first']}, only with {b} {c['only_second']}, exact McNemar p = {c['p']:.2f}"
+            )
     lines += targets(summary)
     return "\n".join(lines)
 
