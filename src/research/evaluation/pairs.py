@@ -9,9 +9,7 @@ could not tell which file is better.
 
 from __future__ import annotations
 
-import math
-
-from research.evaluation.run import wilson
+from research.evaluation.run import mcnemar, wilson
 
 
 def compare(run_a: list[dict], run_b: list[dict], key: str = "contains") -> dict:
@@ -40,11 +38,7 @@ def sign_test(paired: dict) -> float:
     """Exact two-sided McNemar test (a sign test on the questions where only one run scores): the
     chance of a split at least this uneven if both runs were equally good. The questions both runs
     score alike say nothing about which is better. `sign_test({"only_a": 0, "only_b": 5})` -> 0.0625."""
-    b, c = paired["only_a"], paired["only_b"]
-    n = b + c
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
+    return mcnemar(paired["only_a"], paired["only_b"])
 
 
 def paired_verdict(paired: dict, name_a: str, name_b: str, what: str) -> str:

@@ -81,13 +81,14 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
 def _closed_right(records: list[dict]) -> None:
     """A library record's closed_right from the closed-book ("never") record of its question and
     setting, when the file holds it (an "unsure" record that did not look up is that answer)."""
-    closed = {}
-    for r in records:
-        if r.get("mode") == "never":
-            closed[(r.get("id"), *(json.dumps(r.get(f)) for f in _LIBRARY_SETTING))] = r["right"]
+
+    def setting(r: dict) -> tuple:
+        return (r.get("id"), *(json.dumps(r.get(f)) for f in _LIBRARY_SETTING))
+
+    closed = {setting(r): r["right"] for r in records if r.get("mode") == "never"}
     for i, r in enumerate(records):
         if r.get("mode") not in (None, "never"):
-            found = closed.get((r.get("id"), *(json.dumps(r.get(f)) for f in _LIBRARY_SETTING)))
+            found = closed.get(setting(r))
             if found is not None and r.get("closed_right") != found:
                 records[i] = r | {"closed_right": found}
         elif r.get("mode") == "never" and r.get("closed_right") not in (None, r["right"]):

@@ -113,12 +113,11 @@ def run(
     }
     keys = {m: _key(meta["run"], setting, m) for m in modes}
     done = jsonl.done(out, "key", keys.values())
-    for k, was, now in zip(
-        list(done), list(done.values()), rescore.rescore(list(done.values()))[0], strict=True
-    ):
+    resumed = list(done.values())
+    for was, now in zip(resumed, rescore.rescore(resumed)[0], strict=True):
         if now is not was:  # scored by other code than this: scored again, and written
             jsonl.append(now, out)
-            done[k] = now
+            done[(now["key"], now["id"])] = now
     records = []
     for i, q in enumerate(
         tqdm(questions, desc=f"{library}: {engine.model_id}", unit="q", disable=not progress)
@@ -128,9 +127,7 @@ def run(
             continue
         answers = _answer(engine, q, library, modes, grounding, system, sampling)
         if "decoy" in modes:
-            answers["decoy"] = _decoy(
-                engine, q, decoy_for(questions, i), library, grounding, system, sampling
-            )
+            answers["decoy"] = _decoy(engine, q, decoy_for(questions, i), library_obj, grounding, sampling)
         for m in modes:
             rec = {
                 "key": keys[m],
@@ -206,11 +203,11 @@ def decoy_for(questions: list[dict], i: int) -> dict:
     return pool[(at + max(1, len(pool) // 2)) % len(pool)]
 
 
-def _decoy(engine, q, decoy, library, grounding, system, sampling) -> dict:
+def _decoy(engine, q, decoy, library: lib.Library, grounding, sampling) -> dict:
     """Question `q` answered with the passages `decoy` retrieves, less any holding q's answer."""
     refs = q["references"]
     t = time.perf_counter()
-    hits = lib.open_library(library).search(decoy["question"], grounding.k * 2)
+    hits = library.search(decoy["question"], grounding.k * 2)
     hits = [h for h in hits if not score(h.text, refs)["contains"]][: grounding.k]
     sources = grounded.fit(engine, q["question"], hits, None, sampling.max_tokens, grounding.margin_tokens)
     engine.reset()
