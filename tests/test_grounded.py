@@ -237,6 +237,19 @@ def test_passage_text_for_the_route(lib):
 # ---- gained and lost ----
 
 
+#: One question only the library answers (the ferry), one the model knows (France).
+FERRY_AND_FRANCE = [
+    {"id": "q1", "question": "What is the newest ferry?", "references": ["Marigold Dawn"], "set": "library"},
+    {"id": "q2", "question": "What is the capital of France?", "references": ["Paris"], "set": "qa"},
+]
+
+
+def with_france(lib: str, tmp_path) -> None:
+    """The library with a passage about France that does not hold its capital."""
+    (tmp_path / "docs" / "france.txt").write_text("Lyon is a large city of France, on the Rhone.")
+    library_build.update(lib, progress=False)
+
+
 def test_eval_counts_gained_lost_citations_and_resumes(lib, tmp_path):
     grounded.register_confidence("scripted")(lambda q, a, s: 0.9 if "France" in q else 0.1)
 
@@ -245,18 +258,9 @@ def test_eval_counts_gained_lost_citations_and_resumes(lib, tmp_path):
             return "Paris" if "France" in prompt else "The Titanic"
         return "Lyon [2]" if "France" in prompt else "Marigold Dawn [1]"  # the library misleads on France
 
-    (tmp_path / "docs" / "france.txt").write_text("Lyon is a large city of France, on the Rhone.")
-    library_build.update(lib, progress=False)
+    with_france(lib, tmp_path)
     e = engine(reply)
-    questions = [
-        {
-            "id": "q1",
-            "question": "What is the newest ferry?",
-            "references": ["Marigold Dawn"],
-            "set": "library",
-        },
-        {"id": "q2", "question": "What is the capital of France?", "references": ["Paris"], "set": "qa"},
-    ]
+    questions = FERRY_AND_FRANCE
     out = tmp_path / "runs.jsonl"
     records, summary = library_eval.run(
         e, questions, lib, out=out, grounding=Grounding(confidence="scripted"), progress=False
@@ -292,17 +296,8 @@ def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
             return "Paris" if "France" in prompt else "The Titanic"
         return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
 
-    (tmp_path / "docs" / "france.txt").write_text("Lyon is a large city of France, on the Rhone.")
-    library_build.update(lib, progress=False)
-    questions = [
-        {
-            "id": "q1",
-            "question": "What is the newest ferry?",
-            "references": ["Marigold Dawn"],
-            "set": "library",
-        },
-        {"id": "q2", "question": "What is the capital of France?", "references": ["Paris"], "set": "qa"},
-    ]
+    with_france(lib, tmp_path)
+    questions = FERRY_AND_FRANCE
     assert library_eval.decoy_for(questions, 0)["id"] == "q2"  # alone in its set: from the others
     four = [{"id": c} for c in "abcd"]
     assert [library_eval.decoy_for(four, i)["id"] for i in range(4)] == list("cdab")

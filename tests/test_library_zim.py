@@ -45,6 +45,19 @@ ARTICLES = [
 ]
 
 
+#: What reading the `wiki` archive gives, line by line, written out by hand: its entry count, each
+#: article with its passages (3, a redirect, and 5, an image, passed over), and how many could not
+#: be read.
+READ_WIKI = [
+    {"entries": 6},
+    {"i": 0, "e": "A/Alpha", "d": "Alpha", "p": [["Alpha head", "Alpha text."]]},
+    {"i": 1, "e": "A/Beta", "d": "A/Beta", "p": [["", "Beta text."]]},
+    {"i": 2, "e": "A/Notes", "d": "Notes", "p": [["", "Plain notes here."]]},
+    {"i": 4, "e": "A/Typed", "d": "Typed", "p": [["", "Typed text."]]},
+    {"unreadable": 0},
+]
+
+
 def make_zim(
     path: Path, entries, fulltext: bool, title: str | None = "  Test\n wiki ", redirect=True
 ) -> Path:
@@ -263,14 +276,7 @@ def test_probe_reads_a_sample_spread_over_the_archive(big, tmp_path, monkeypatch
 def test_read_prints_every_article_then_the_unreadable_count(wiki, monkeypatch, capsys):
     zim._read(str(wiki), 600)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines == [
-        {"entries": 6},
-        {"i": 0, "e": "A/Alpha", "d": "Alpha", "p": [["Alpha head", "Alpha text."]]},
-        {"i": 1, "e": "A/Beta", "d": "A/Beta", "p": [["", "Beta text."]]},
-        {"i": 2, "e": "A/Notes", "d": "Notes", "p": [["", "Plain notes here."]]},
-        {"i": 4, "e": "A/Typed", "d": "Typed", "p": [["", "Typed text."]]},
-        {"unreadable": 0},
-    ]
+    assert lines == READ_WIKI
     seen = []
     real = zim._article
 
@@ -632,14 +638,7 @@ def test_articles_in_a_child(wiki, tmp_path, monkeypatch):
         return real(cmd, what, **kwargs)
 
     monkeypatch.setattr(zim.child, "stream_lines", spy)
-    assert list(zim.articles(wiki, [wiki.parent], 40)) == [
-        {"entries": 6},
-        {"i": 0, "e": "A/Alpha", "d": "Alpha", "p": [["Alpha head", "Alpha text."]]},
-        {"i": 1, "e": "A/Beta", "d": "A/Beta", "p": [["", "Beta text."]]},
-        {"i": 2, "e": "A/Notes", "d": "Notes", "p": [["", "Plain notes here."]]},
-        {"i": 4, "e": "A/Typed", "d": "Typed", "p": [["", "Typed text."]]},
-        {"unreadable": 0},
-    ]
+    assert list(zim.articles(wiki, [wiki.parent], 40)) == READ_WIKI
     (cmd, what, kwargs) = given[0]
     assert cmd[0] == "read" and cmd[2] == "40" and what == "reading the ZIM file"
     assert kwargs == {
