@@ -4,6 +4,8 @@ import datetime
 import json
 from pathlib import Path
 
+from research.qa.scoring import score
+
 QA = Path(__file__).resolve().parents[1] / "data" / "qa"
 FIELDS = {"id", "question", "answer", "aliases", "topic", "difficulty", "time_sensitive", "as_of", "source"}
 
@@ -72,3 +74,39 @@ def test_the_fresh_held_out_set_is_whole_and_asks_nothing_the_kits_set_asks():
         words = f" {row['question'].lower()} "
         assert all(f" {ref.lower()} " not in words for ref in [row["answer"], *row["aliases"]]), row["id"]
         assert not row["time_sensitive"] and row["as_of"] is None and row["source"].strip(), row["id"]
+
+
+def test_the_query_style_set_is_whole_and_asks_nothing_the_other_sets_ask():
+    """data/queries: NQ-open's style (lower case, no question mark), hard or medium, no id or
+    question of the older sets, and no reference inside its own question."""
+    queries = load(str(QA.parent / "queries" / "*.jsonl"))
+    older = Rows(
+        [
+            *load(str(QA / "*.jsonl")),
+            *load(str(QA.parent / "heldout" / "*.jsonl")),
+            *load(str(QA.parent / "longtail" / "*.jsonl")),
+            *load(str(QA.parent / "library" / "questions.jsonl")),
+        ]
+    )
+    assert len(queries) == 150 and queries.column_names == list(load(str(QA / "*.jsonl"))[0])
+    assert len(set(queries["id"])) == len(queries)
+    assert len({q.lower().strip() for q in queries["question"]}) == len(queries)
+    assert not set(queries["id"]) & set(older["id"])
+    asked = {q.lower().strip().rstrip("?") for q in older["question"]}
+    kinds = {"ent": "culture", "rel": "culture", "cul": "culture", **{p: t for t, p in PREFIX.items()}}
+    for row in queries:
+        assert list(row) == queries.column_names, row["id"]
+        prefix = row["id"].split("-")[1]
+        assert row["id"].startswith("q-") and kinds[prefix] == row["topic"], row["id"]
+        question = row["question"]
+        assert question == question.lower().strip() and not question.endswith("?"), row["id"]
+        assert question not in asked, row["id"]
+        assert row["difficulty"] in {"medium", "hard"}, row["id"]
+        assert row["answer"].strip() and row["answer"] not in row["aliases"], row["id"]
+        references = [row["answer"], *row["aliases"]]
+        words = f" {question} "
+        assert all(f" {ref.lower()} " not in words for ref in references), row["id"]
+        # and on the kit's own normalization: the question scored as its own answer is wrong
+        assert not score(question, references, question)["contains"], row["id"]
+        assert not row["time_sensitive"] and row["as_of"] is None, row["id"]
+        assert row["source"].startswith("Wikipedia: "), row["id"]
