@@ -29,6 +29,13 @@ class FakeBackend:
         self.logprobs = list(logprobs) if logprobs is not None else None
         self.trace: list[tuple[float, float]] = []
         self.signal_s = 0.0
+        # The question-side signals, as llama_backend reads them while the prompt is evaluated:
+        # each character of the watched span gets log-probability -3 if upper case (a name the
+        # "model" finds rare), else -0.5.
+        self.watch: tuple[int, int] | None = None
+        self.question_trace: list[float] = []
+        self.question_s = 0.0
+        self.decode_s = self.sample_s = 0.0  # a script decodes and samples in no time
         self.n_ctx, self.n_threads, self.delay = n_ctx, 1, delay
         # The rest of research.engine.types.Backend, as a small CPU build of llama.cpp would say it.
         self.n_batch = self.n_ubatch = 512
@@ -63,6 +70,8 @@ class FakeBackend:
         answer = self.answers[self.calls % len(self.answers)]
         lp = self.logprobs[self.calls % len(self.logprobs)] if self.logprobs else None
         self.trace = []
+        start, end = self.watch or (0, 0)
+        self.question_trace = [-3.0 if chr(t).isupper() else -0.5 for t in tokens[max(1, start) : end]]
         if answer == ECHO:  # an answer that names its own question: a mix-up shows at once
             question = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
             answer = f"You asked: {question}"

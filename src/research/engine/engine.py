@@ -142,6 +142,10 @@ class Engine:
             prompt_format=self.format.name,
             warning=self.format.warning if self.format.name != before else None,
         )
+        question = str(messages[-1]["content"])
+        watch = hasattr(b, "watch")  # a backend that can read the question-side signals
+        if watch:
+            b.watch = signals.question_span(tokens, question, b.token_bytes)
         device.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # Benchmarks generate a fixed number of tokens as llama-bench does: a model that ends its
@@ -187,16 +191,33 @@ class Engine:
         decode_s = t_last - t_first
         stats.decode_tps = (sampled - 1) / decode_s if decode_s > 0 else 0.0
         stats.peak_rss_mb = device.peak_rss_mb()
+        stats.step_parts = {"steps": sampled - 1, "wall_s": decode_s, **self._step_parts()}
         trace = b.trace
         if trace:
             # The token that completed a stop string is not part of the answer shown.
             n = len(pieces) - (1 if scanner.stopped and len(pieces) > 1 else 0)
             texts = [p.decode("utf-8", "replace") for p in pieces[:n]]
-            stats.signals = signals.token_signals(trace[:n], texts, str(messages[-1]["content"]))
+            stats.signals = signals.token_signals(trace[:n], texts, question)
             stats.signal_s = b.signal_s
+            if watch and b.watch and stats.signals:
+                self._add_question_signals(tokens, stats)
         cost.stop()
         stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats
+
+    def _step_parts(self) -> dict:
+        """The backend's seconds in llama_decode, its sampler chain and the free signals over the
+        last answer's decode steps (Stats.step_parts)."""
+        b = self.backend
+        return {"decode_s": b.decode_s, "sample_s": b.sample_s, "signal_s": b.signal_s}
+
+    def _add_question_signals(self, tokens: Sequence[int], stats: Stats) -> None:
+        """The question-side signals the backend read while evaluating the prompt, into `stats`."""
+        b = self.backend
+        start, end = b.watch
+        asked = [b.token_bytes(t).decode("utf-8", "replace") for t in tokens[start:end]]
+        stats.signals |= signals.question_signals(b.question_trace, asked) or {}
+        stats.signal_s += b.question_s
 
     def answer(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> tuple[str, Stats]:
         """The whole answer and its Stats (no streaming)."""

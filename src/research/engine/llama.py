@@ -157,7 +157,17 @@ class LlamaBackend:
         #: computing them (signal_s), so their cost can be set against decode time.
         self.trace: list[tuple[float, float]] = []
         self.signal_s = 0.0
+        #: The question-side signals' input (research.engine.signals.question_signals): set `watch`
+        #: to a span of the next generate()'s prompt tokens (the question's, found by
+        #: signals.question_span), and prompt evaluation also keeps the rows of logits that predict
+        #: them; `question_trace` is then each such token's log-probability, `question_s` the
+        #: seconds spent reading them. None: prompt evaluation as llama-cpp-python does it.
+        self.watch: tuple[int, int] | None = None
+        self.question_trace: list[float] = []
+        self.question_s = 0.0
         self.prompt_eval_s = self.first_sample_s = 0.0  # the last generate()'s, set by it
+        # The last generate()'s seconds in llama_decode and in the sampler chain after the first token.
+        self.decode_s = self.sample_s = 0.0
         self.add_bos = self.llm._model.add_bos_token()
         self.bos_text = self._special_text(self.llm.token_bos())
         self.eos_text = self._special_text(self.llm.token_eos())
@@ -247,11 +257,16 @@ class LlamaBackend:
             keep = 0
         llm.n_tokens = keep
         t0 = time.perf_counter()
-        llm.eval(tokens[keep:])
+        self.question_trace, self.question_s = [], 0.0
+        if self.watch and self.signals:
+            self._eval_watching(llm, tokens, keep, self.watch)
+        else:
+            llm.eval(tokens[keep:])
         t1 = time.perf_counter()
         token = sampler.sample(llm._ctx, -1)
         self.prompt_eval_s, self.first_sample_s = t1 - t0, time.perf_counter() - t1
         self.trace, self.signal_s = [], 0.0
+        self.decode_s = self.sample_s = 0.0
         signal = self._token_signal if self.signals else None
         if signal:
             signal(token)
@@ -260,18 +275,59 @@ class LlamaBackend:
         # since the sampler reads them from the context. Positions follow the KV cache.
         decode, ctx, one = self._decode, llm._ctx.ctx, (self._token_t * 1)()
         batch = self._batch_get_one(one, 1)
+        clock = time.perf_counter
         while True:
             yield token
             if llm.n_tokens >= self.n_ctx:
                 return
             one[0] = token
+            t0 = clock()
             if decode(ctx, batch) != 0:
                 raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
+            t1 = clock()
             llm.input_ids[llm.n_tokens] = token  # what cached_prefix compares the next prompt with
             llm.n_tokens += 1
             token = sampler.sample(llm._ctx, -1)
+            # Where a step's time goes (bench --compare prints it a token): llama.cpp's decode,
+            # the sampler chain, then the signals (signal_s) and the engine's own loop.
+            self.decode_s += t1 - t0
+            self.sample_s += clock() - t1
             if signal:
                 signal(token)
+
+    def _eval_watching(self, llm, tokens: Sequence[int], keep: int, span: tuple[int, int]) -> None:
+        """llm.eval(tokens[keep:]), also keeping the log-probability of each token in `span` (those
+        whose predicting row is evaluated now) in question_trace.
+
+        llama.cpp computes output rows only for the batch entries flagged for logits: here the
+        last one (for the sampler) and the row before each watched token. A row costs the output
+        layer's work for one token (49k x 576 multiply-adds for SmolLM2), and its log-softmax the
+        same NumPy pass as a decoded token's signal.
+        """
+        import numpy as np
+
+        wanted = range(max(span[0], keep + 1, 1), min(span[1], len(tokens)))
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        rest, batch, ctx = tokens[keep:], llm._batch, llm._ctx.ctx
+        for i in range(0, len(rest), llm.n_batch):
+            chunk = rest[i : i + llm.n_batch]
+            n_past = llm.n_tokens
+            batch.set_batch(batch=chunk, n_past=n_past, logits_all=False)
+            rows = [j for j in range(len(chunk)) if n_past + j + 1 in wanted]
+            for j in rows:  # row j predicts the token after it
+                batch.batch.logits[j] = True
+            llm._ctx.decode(batch)
+            llm.input_ids[n_past : n_past + len(chunk)] = chunk
+            llm.n_tokens += len(chunk)
+            t = time.perf_counter()
+            z = self._z
+            for j in rows:
+                x = np.ctypeslib.as_array(self._logits_ith(ctx, j), shape=(self.n_vocab,))
+                top = float(x.max())
+                np.subtract(x, top, out=z)
+                np.exp(z, out=z)
+                self.question_trace.append(float(x[tokens[n_past + j + 1]]) - top - math.log(float(z.sum())))
+            self.question_s += time.perf_counter() - t
 
     def teacher_force(self, tokens: Sequence[int], forced: Sequence[int]) -> list[tuple[float, float]]:
         """The (log-probability, entropy) trace of `forced` tokens after the prompt `tokens`, fed

@@ -72,3 +72,93 @@ def token_signals(trace: Sequence[tuple[float, float]], texts: Sequence[str], qu
         "answer_min_logprob": min(lp[i] for i in answer),
         "answer_mean_entropy": sum(ent[i] for i in answer) / len(answer),
     }
+
+
+#: Bytes of prompt read back from its end at most to find the question in it: the question and
+#: the format's few tokens after it ("<|im_end|>\n<|im_start|>assistant\n").
+_TAIL = 256
+
+
+#: Question tokens whose log-probabilities are read at most, the last ones: each costs an output row
+#: of logits in prompt evaluation, so a pasted page of text must not cost one per token. A
+#: factual question is 8-30 tokens; the longest of the kit's 929 is 41.
+QUESTION_MAX_TOKENS = 48
+
+
+def question_span(tokens: Sequence[int], question: str, piece) -> tuple[int, int] | None:
+    """The prompt tokens that spell the question: (start, end) indices into `tokens`, found as the
+    last occurrence of its bytes in the prompt's tail (`piece(token)` -> the token's bytes, control
+    tokens empty). Tokens that straddle the question's first or last byte count. None when the
+    question is not in the prompt as it was written (a template that rewrote it).
+
+    With tokens "user", "\\n", "Who", " wrote", "?", "<end>", question "Who wrote?" -> (2, 5).
+    A question longer than QUESTION_MAX_TOKENS gives its last ones.
+    """
+    want = question.strip().encode()[-16 * QUESTION_MAX_TOKENS :]  # a long one's tail: bounded work
+    if not want:
+        return None
+    pieces: list[bytes] = []
+    size, i = 0, len(tokens)
+    while i > 0 and size < len(want) + _TAIL:
+        i -= 1
+        pieces.append(piece(tokens[i]))
+        size += len(pieces[-1])
+    pieces.reverse()
+    at = b"".join(pieces).rfind(want)
+    if at < 0:
+        return None
+    start = end = None
+    pos = 0
+    for k, p in enumerate(pieces):
+        if start is None and pos + len(p) > at:
+            start = k
+        pos += len(p)
+        if start is not None and pos >= at + len(want):
+            end = k + 1
+            break
+    return max(i + start, i + end - QUESTION_MAX_TOKENS), i + end
+
+
+#: The question-side signals, read while the prompt is evaluated: how familiar the question's
+#: words are to the model, before it writes a word (Mallen et al. 2023: small models are right
+#: mostly about what is often written about).
+QUESTION = (
+    "q_mean_surprisal",
+    "q_max_surprisal",
+    "q_content_surprisal",
+    "q_max_word_surprisal",
+    "q_tokens_per_word",
+    "q_inword_surprisal",
+)
+
+
+def question_signals(logprobs: Sequence[float], texts: Sequence[str]) -> dict | None:
+    """The question-side signals from its tokens' log-probabilities in the prompt and their texts.
+
+    `logprobs` may miss the question's first tokens (those whose predicting row was cached, or the
+    prompt's first token): they are matched to the last texts. In nats: "q_mean_surprisal" over
+    all its tokens, "q_max_surprisal" the least expected token, "q_content_surprisal" the mean over
+    the tokens of its content words (not stop words), "q_max_word_surprisal" the least expected
+    content word (its tokens' surprisals summed: a rare name split into pieces adds up), and
+    "q_tokens_per_word" how many pieces the tokenizer cut its words into (rare words take more), and
+    "q_inword_surprisal" the mean surprisal of the pieces after a content word's first: how well
+    the model completes the question's own names once begun (0 when no word has a second piece).
+    None without any log-probability.
+    """
+    n = min(len(logprobs), len(texts))
+    if n == 0:
+        return None
+    surprisal = [-float(x) for x in logprobs[len(logprobs) - n :]]
+    texts = list(texts[len(texts) - n :])
+    words = [(w, idx) for w, idx in _words(texts) if norm_word(w)]
+    content = [(w, idx) for w, idx in words if norm_word(w) not in STOP_WORDS] or words
+    content_tokens = [i for _, idx in content for i in idx] or list(range(n))
+    inword = [surprisal[i] for _, idx in content for i in idx[1:]]
+    return {
+        "q_mean_surprisal": sum(surprisal) / n,
+        "q_max_surprisal": max(surprisal),
+        "q_content_surprisal": sum(surprisal[i] for i in content_tokens) / len(content_tokens),
+        "q_max_word_surprisal": max((sum(surprisal[i] for i in idx) for _, idx in content), default=0.0),
+        "q_tokens_per_word": n / max(1, len(words)),
+        "q_inword_surprisal": sum(inword) / len(inword) if inword else 0.0,
+    }

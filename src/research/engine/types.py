@@ -125,6 +125,12 @@ class Stats:
     # spent reading them while decoding, to set against decode time.
     signals: dict | None = None
     signal_s: float = 0.0
+    # Where the decode steps' time went (bench --compare prints it a token): {"steps", "wall_s"
+    # (first to last token), "decode_s" (llama_decode), "sample_s" (the sampler chain),
+    # "signal_s" (the answer's free signals)}; the rest of wall_s is the engine's own loop
+    # (detokenization, stop strings) and whoever reads the stream. None from a backend that
+    # does not time its parts.
+    step_parts: dict | None = None
 
     def line(self) -> str:
         """One line of figures, as the CLI and the page show them."""
@@ -151,7 +157,10 @@ class Backend(Protocol):
 
     The figures of the last generate() (prompt_eval_s, first_sample_s) and the free confidence
     signals it kept (trace: per token, its log-probability and the entropy of its distribution;
-    signal_s: the seconds spent on them) are read after it; control_texts are the vocabulary's
+    signal_s: the seconds spent on them) are read after it, and the question-side ones likewise
+    (watch: the prompt tokens of the question, set before it; question_trace: their
+    log-probabilities; question_s: the seconds spent; decode_s and sample_s: the seconds in the
+    model's decode steps and its sampler after the first token); control_texts are the vocabulary's
     control-token texts (prompt_tokens breaks them in content when it has to).
     """
 
@@ -169,6 +178,11 @@ class Backend(Protocol):
     control_texts: frozenset[str]
     trace: list[tuple[float, float]]
     signal_s: float
+    watch: tuple[int, int] | None
+    decode_s: float
+    sample_s: float
+    question_trace: list[float]
+    question_s: float
     prompt_eval_s: float
     first_sample_s: float
 

@@ -79,6 +79,7 @@ def kit_once(engine: Engine, pp: int, tg: int, rep: int) -> dict[str, float]:
         "cpu_s": stats.cpu_s,
         "energy_j": stats.energy_j,
         "tg_tokens": stats.completion_tokens,
+        "step_parts": stats.step_parts,
     }
 
 

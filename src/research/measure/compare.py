@@ -85,6 +85,7 @@ def compare(
         "llama_cpp_commit": commit,
         "tg_depth": depth,
         **_ratios(kit, lb),
+        "step_ms": step_ms(kit["parts"], lb["tg_depth"]),
         "rows": rows,
         "roofline": {
             "read_bandwidth_gbs": bandwidth,
@@ -130,10 +131,23 @@ def _ratios(kit: dict, lb: dict) -> dict:
     }
 
 
+def step_ms(parts: list[dict], reference_tps: list[float]) -> dict | None:
+    """Milliseconds a decode step, by part, summed over the repetitions: llama_decode, the sampler
+    chain, the free signals, and the rest of the engine's loop (detokenization, stop strings, the
+    reader of the stream), against llama-bench's whole step at the same depth. None without parts."""
+    if not parts:
+        return None
+    steps = sum(p["steps"] for p in parts)
+    out = {k: sum(p[k] for p in parts) * 1e3 / steps for k in ("wall_s", "decode_s", "sample_s", "signal_s")}
+    out["loop_s"] = out["wall_s"] - out["decode_s"] - out["sample_s"] - out["signal_s"]
+    out["llama_bench_s"] = 1e3 / statistics.fmean(reference_tps)
+    return {k.removesuffix("_s"): v for k, v in out.items()}
+
+
 def _interleaved(engine, exe, ref, threads: int, pp: int, tg: int, depth: int, reps: int, progress):
     """llama-bench and the kit's chat path, `reps` times each, interleaved: (llama-bench's figures,
     the kit's, the kit's last run)."""
-    lb, kit = {"pp": [], "tg": [], "tg_depth": []}, {"pp": [], "tg": []}
+    lb, kit = {"pp": [], "tg": [], "tg_depth": []}, {"pp": [], "tg": [], "parts": []}
     for rep in range(reps):
         # Alternate which side goes first (ABBA): a machine that speeds up or slows down over the
         # seconds of a pair then favours each side equally often instead of always the same one.
@@ -143,6 +157,8 @@ def _interleaved(engine, exe, ref, threads: int, pp: int, tg: int, depth: int, r
         one = one or kit_once(engine, pp, tg, rep)
         kit["pp"].append(one["pp"])
         kit["tg"].append(one["tg"])
+        if one.get("step_parts"):
+            kit["parts"].append(one["step_parts"])
         progress(
             f"  rep {rep + 1}/{reps}: llama-bench pp {lb['pp'][-1]:.1f} tg {lb['tg'][-1]:.1f} "
             f"tg@d{depth} {lb['tg_depth'][-1]:.1f} · kit pp {kit['pp'][-1]:.1f} tg {kit['tg'][-1]:.1f} t/s"
@@ -198,6 +214,13 @@ def format_compare(r: dict) -> str:
             f"{k['stddev_ts']:5.1f} {r[f'ratio_{key}']:7.1%}  ({min(pairs):.0%}-{max(pairs):.0%})"
         )
     roof, t, m, c = r["roofline"], r["ttft"], r["memory"], r["cold_start"]
+    if r.get("step_ms"):
+        s = r["step_ms"]
+        lines.append(
+            f"a decode step, ms: llama_decode {s['decode']:.3f} + sampler chain {s['sample']:.3f} + free "
+            f"signals {s['signal']:.3f} + the kit's loop {s['loop']:.3f} = {s['wall']:.3f} "
+            f"(llama-bench's whole step at the same depth: {s['llama_bench']:.3f})"
+        )
     lines += [
         f"(the chat path's answers start after its {r['tg_depth']}-token prompt: the tg ratio compares "
         f"llama-bench at that depth; the last line, against an empty context, is llama-bench's plain "
