@@ -88,7 +88,7 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
     import hashlib
 
     from research import confidence
-    from research.confidence import calibration, selective
+    from research.confidence import calibration, selective, transfer
 
     saved = []
     for name, method in confidence.METHODS.items():
@@ -108,7 +108,8 @@ def _calibrate(engine, records: list[dict], out) -> list[dict]:
         }
         if method.cost == "samples":  # how many were sampled, and how: eigv counts up to k + 1
             fitted_on["samples"] = first["confidence"]["settings"].get("samples")
-        cal = calibration.fit(name, method.signals, X, y, engine.sha256, fitted_on)
+        by_id = {r.get("id"): r for r in records}
+        cal = transfer.fit_sets(name, method.signals, [by_id[i] for i in ids], X, y, engine.sha256, fitted_on)
         saved.append({"id": cal.id, "path": str(calibration.save(cal)), "held_out": cal.held_out})
     return saved
 
@@ -126,6 +127,10 @@ def _signal_cost(args, questions: list[dict]) -> None:
         f"{off['tokens'] / off['decode_s']:.1f} t/s without ({len(asked)} questions x 2 rounds, "
         f"{on['tokens']} tokens each way): {got['overhead']:+.1%} decode time "
         f"(target at most 5 %); their own timer counts {got['timer_share']:.2%} of decode time"
+    )
+    print(
+        f"question-side signals: prompt evaluation {got['question_ms']:+.1f} ms a question = "
+        f"{got['question_share']:+.2%} of an answer's whole time without signals (target under 2 %)"
     )
 
 
@@ -248,7 +253,8 @@ def _confidence_options(s) -> None:
         "--method",
         help="confidence method for each record's probability and for --abstain-below (default: free for "
         "records; for abstention the kit's chosen method when its calibration was fitted on other "
-        "questions, else the best-ranking one); see research.confidence.methods.METHODS",
+        "questions, else the page's, free: never the best of the table on the answers it would judge); "
+        "see research.confidence.methods.METHODS",
     )
     s.add_argument(
         "--abstain-below",

@@ -10,7 +10,6 @@ decoding (research.engine.signals).
 May import: the base modules, research.qa, models, llamacpp, engine and ratings.
 """
 
-from research.confidence.calibration import of_signals, of_stats
 from research.confidence.methods import (
     AMONG_SAMPLES,
     BANDS,
@@ -23,6 +22,7 @@ from research.confidence.methods import (
     SAMPLED,
     SAMPLES,
     SURE,
+    UNLIKE,
     Confidence,
     Method,
     describe,
@@ -40,6 +40,7 @@ from research.confidence.sampled import (
     sampled_signals,
     signals_for,
 )
+from research.confidence.transfer import about, of_signals, of_stats
 
 __all__ = [
     "AMONG_SAMPLES",
@@ -56,6 +57,8 @@ __all__ = [
     "SAMPLED",
     "SAMPLES",
     "SURE",
+    "UNLIKE",
+    "about",
     "agreement_signals",
     "clusters",
     "describe",

@@ -125,8 +125,10 @@ class Logistic:
     weights: list[float] = field(default_factory=list)
     bias: float = 0.0
 
-    def fit(self, X, y, l2: float = L2) -> Logistic:
+    def fit(self, X, y, l2: float = L2, weights=None) -> Logistic:
+        """Fit on (X, y); `weights` per answer (mean 1), else all alike."""
         X, y = np.asarray(X, float), np.asarray(y, float)
+        u = np.ones(len(y)) if weights is None else np.asarray(weights, float)
         mean, scale = X.mean(0), X.std(0)
         scale[scale == 0] = 1.0
         Z = np.hstack([(X - mean) / scale, np.ones((len(X), 1))])
@@ -135,8 +137,8 @@ class Logistic:
         penalty[-1] = 0.0  # the intercept is not shrunk
         for _ in range(100):
             p = _sigmoid(Z @ w)
-            grad = Z.T @ (p - y) + penalty * w
-            hess = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(len(w))
+            grad = Z.T @ (u * (p - y)) + penalty * w
+            hess = (Z * (u * p * (1 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(len(w))
             step = np.linalg.solve(hess, grad)
             w -= step
             if np.abs(step).max() < 1e-8:
@@ -162,15 +164,17 @@ def folds(labels, k: int = FOLDS, seed: int = 0) -> np.ndarray:
     return fold
 
 
-def out_of_fold(X, y, k: int = FOLDS, seed: int = 0, l2: float = L2) -> np.ndarray:
-    """Each answer's probability from a logistic model fitted on the other folds only."""
+def out_of_fold(X, y, k: int = FOLDS, seed: int = 0, l2: float = L2, weights=None) -> np.ndarray:
+    """Each answer's probability from a logistic model fitted on the other folds only (with
+    `weights` per answer, as Logistic.fit)."""
     X, y = np.asarray(X, float), np.asarray(y, float)
+    u = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     fold = folds(y, k, seed)
     p = np.empty(len(y))
     for f in range(k):
         test = fold == f
         if test.any():
-            p[test] = Logistic(()).fit(X[~test], y[~test], l2).predict(X[test])
+            p[test] = Logistic(()).fit(X[~test], y[~test], l2, u[~test]).predict(X[test])
     return p
 
 
@@ -229,6 +233,10 @@ class Calibration:
     held_out: dict | None = None  # its cross-validated measures on the same answers, when known
     created: str = ""
     schema: int = 1
+    # From which probability "probably right" and "likely right" are said (None: never), and the
+    # question-side signals of the questions it was fitted on: research.confidence.transfer.
+    words: dict | None = None
+    support: dict | None = None
 
     @property
     def id(self) -> str:
@@ -252,22 +260,33 @@ class Calibration:
         m = d["model"]
         model = Logistic(tuple(m["names"]), m["mean"], m["scale"], m["weights"], m["bias"])
         return cls(
-            d["method"], d["model_sha256"], model, d["fitted_on"], d.get("held_out"), d.get("created", "")
+            d["method"],
+            d["model_sha256"],
+            model,
+            d["fitted_on"],
+            d.get("held_out"),
+            d.get("created", ""),
+            words=d.get("words"),
+            support=d.get("support"),
         )
 
 
-def fit(method: str, names: tuple[str, ...], X, y, model_sha256: str, fitted_on: dict) -> Calibration:
-    """A calibration of `method` fitted on all of (X, y), with its cross-validated measures."""
+def fit(
+    method: str, names: tuple[str, ...], X, y, model_sha256: str, fitted_on: dict, weights=None
+) -> Calibration:
+    """A calibration of `method` fitted on all of (X, y), with its cross-validated measures
+    (`weights` per answer: research.confidence.transfer weighs question sets alike)."""
     X, y = np.asarray(X, float), np.asarray(y, float)
     if len(y) < 2 * FOLDS or y.sum() < 2 or (1 - y).sum() < 2:
         raise KitError(
             f"too few labelled answers to calibrate ({len(y)}, {int(y.sum())} right): at least "
             f"{2 * FOLDS} with two right and two wrong"
         )
-    held = measures(out_of_fold(X, y), y)
+    held = measures(out_of_fold(X, y, weights=weights), y)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     fitted_on = {**fitted_on, "n": len(y), "right": int(y.sum())}
-    return Calibration(method, model_sha256, Logistic(names).fit(X, y), fitted_on, held, now)
+    model = Logistic(names).fit(X, y, weights=weights)
+    return Calibration(method, model_sha256, model, fitted_on, held, now)
 
 
 def folder(model_sha256: str, root: Path | None = None) -> Path:
@@ -340,7 +359,39 @@ def validate(d, model_sha256: str, method: str) -> Calibration:
     if not isinstance(d.get("created", ""), str):
         raise ValueError("its creation time is not a string")
     model = Logistic(tuple(names), mean, scale, weights, bias)
-    return Calibration(method, model_sha256, model, d["fitted_on"], d.get("held_out"), d.get("created", ""))
+    cal = Calibration(method, model_sha256, model, d["fitted_on"], d.get("held_out"), d.get("created", ""))
+    cal.words, cal.support = _words(d.get("words")), _support(d.get("support"))
+    return cal
+
+
+def _words(value) -> dict | None:
+    """A calibration's word bounds, checked: {"probably right": p or None, "likely right": ...}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {w for _, w in methods.BANDS}:
+        raise ValueError("its word bounds are not an object of the kit's words")
+    for v in value.values():
+        if v is not None:
+            _numbers([v], 1, "a word bound")
+            if not 0 <= v <= 1:
+                raise ValueError("a word bound lies outside 0-1")
+    return dict(value)
+
+
+def _support(value) -> dict | None:
+    """A calibration's support (research.confidence.transfer.support_of), checked."""
+    from research.engine.signals import QUESTION
+
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("names") != list(QUESTION):
+        raise ValueError("its support does not name the question-side signals")
+    n = len(QUESTION)
+    out = dict(value)
+    out["mean"] = _numbers(value.get("mean"), n, "the support's mean")
+    out["scale"] = _numbers(value.get("scale"), n, "the support's scale", positive=True)
+    (out["limit"],) = _numbers([value.get("limit")], 1, "the support's limit", positive=True)
+    return out
 
 
 def damaged(model_sha256: str, method: str) -> Path | None:
@@ -376,20 +427,3 @@ def load(model_sha256: str, method: str) -> Calibration | None:
         _DAMAGED.pop((model_sha256, method), None)
         return cal
     return None
-
-
-# The confidence shown with an answer.
-def of_signals(signals: dict | None, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
-    """The calibrated confidence of an answer with these signals, from the saved calibration of
-    this model file and method (load); uncalibrated when there is none."""
-    cal = load(model_sha256, method) if model_sha256 else None
-    p = cal.probability(signals) if cal is not None and signals else None
-    bad = cal is None and model_sha256 and damaged(model_sha256, method)
-    words = methods.DAMAGED if bad else methods.label(p)
-    return methods.Confidence(p, method, cal.id if cal is not None and p is not None else None, words)
-
-
-def of_stats(stats, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
-    """The calibrated confidence of an answer just streamed, from its Stats (the page calls this
-    with `engine.sha256`); free methods only, as only those are in the Stats."""
-    return of_signals(getattr(stats, "signals", None), model_sha256, method)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from research.engine.signals import QUESTION
 from research.registry import Registry
 
 #: The free signals, in the order of a calibration's features.
@@ -64,6 +65,19 @@ register_method(
 )
 register_method("entropy", ["mean_entropy"], "free", "mean entropy of the distributions the tokens came from")
 register_method("free", FREE, "free", "all free signals in one logistic model")
+register_method(
+    "question",
+    QUESTION,
+    "free",
+    "how unexpected the question's own words are to the model, read while the prompt is evaluated: "
+    "known before any answer is written (research.engine.signals.question_signals)",
+)
+register_method(
+    "free_question",
+    FREE + QUESTION,
+    "free",
+    "the answer's free signals and the question's in one logistic model",
+)
 register_method(
     "lexical",
     ["lexical_agreement"],
@@ -138,20 +152,36 @@ BANDS = (
 DAMAGED = "not calibrated (its saved calibration is damaged)"
 
 
-def describe(p: float | None) -> tuple[str, float | None]:
+#: The words of an answer to a question unlike those its calibration was fitted on
+#: (research.confidence.transfer.unlike): no number, which would be a guess.
+UNLIKE = "unknown: unlike the questions its confidence was measured on, check this"
+
+
+def describe(p: float | None, bounds: dict | None = None, unlike: bool = False) -> tuple[str, float | None]:
     """Words and number for a calibrated confidence: `describe(0.82)` -> ("likely right", 0.82).
 
-    None (no calibration for this model yet) -> ("not calibrated", None).
+    None (no calibration for this model yet) -> ("not calibrated", None). `bounds`: a
+    calibration's own bounds for "probably right" and "likely right" (None in them: never said;
+    research.confidence.transfer.word_bounds), where answers so worded were right often enough
+    on every question set it was judged on; an answer below them is "unsure". `unlike`: the
+    question is unlike those the calibration saw: UNLIKE, and no number.
     """
     if p is None or math.isnan(p):
         return "not calibrated", None
-    return next(words for bound, words in BANDS if p >= bound), p
+    if unlike:
+        return UNLIKE, None
+    for bound, words in BANDS:
+        if bounds and words in bounds:
+            bound = bounds[words] if bounds[words] is not None else math.inf
+        if p >= bound:
+            return words, p
+    return BANDS[-1][1], p
 
 
-def label(p: float | None) -> str:
+def label(p: float | None, bounds: dict | None = None, unlike: bool = False) -> str:
     """One phrase for the page and the terminal: `label(0.82)` -> "likely right, 82 %",
-    `label(0.3)` -> "unsure, check this: 30 %"."""
-    words, value = describe(p)
+    `label(0.3)` -> "unsure, check this: 30 %" (describe() says what `bounds` and `unlike` do)."""
+    words, value = describe(p, bounds, unlike)
     if value is None:
         return words
     return f"{words}{': ' if ',' in words else ', '}{round(value * 100)} %"
@@ -165,6 +195,7 @@ class Confidence:
     method: str
     calibration: str | None  # the calibration's id, None without one
     words: str
+    unlike: bool = False  # the question is unlike those the calibration saw (no number shown)
 
     def as_dict(self) -> dict:
         return {
@@ -172,9 +203,11 @@ class Confidence:
             "confidence_method": self.method,
             "calibration": self.calibration,
             "confidence_words": self.words,
+            "unlike": self.unlike,
         }
 
     def abstains(self, below: float | None) -> bool:
-        """Whether "answer only when sure" withholds this answer (below the threshold; an
+        """Whether "answer only when sure" withholds this answer (below the threshold, or to a
+        question unlike those its calibration saw, where its number cannot be trusted; an
         uncalibrated answer is never withheld: there is no number to judge it by)."""
-        return below is not None and self.p is not None and self.p < below
+        return below is not None and self.p is not None and (self.p < below or self.unlike)

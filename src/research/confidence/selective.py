@@ -21,6 +21,9 @@ from research.confidence.calibration import (
     with_intervals,
 )
 
+#: The words that say an answer is more likely right than wrong.
+CONFIDENT = ("probably right", "likely right")
+
 
 def labelled(
     records: list[dict], names: tuple[str, ...], key: str = "contains"
@@ -59,13 +62,58 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
         and not set(ids) & set(saved.fitted_on.get("question_ids", ()))
         and _same_samples(saved, records, confidence.METHODS[method].cost)
     ):
+        p, far, words = shown(saved, X, _signals_of(records, ids))
         return {
-            "p": saved.model.predict(X),
+            "p": p,
             "y": y,
             "ids": ids,
             "how": f"calibration {saved.id}, fitted on other questions",
+            "words": words,
+            "unlike": far,
         }
     return {"p": out_of_fold(X, y), "y": y, "ids": ids, "how": f"{FOLDS}-fold cross-validation"}
+
+
+def _signals_of(records: list[dict], ids: list) -> list[dict]:
+    by_id = {r.get("id"): r for r in records}
+    return [(by_id[i].get("confidence") or {}).get("signals") or {} for i in ids]
+
+
+def shown(cal, X, signals: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """What the page shows for answers with these rows of `cal`'s signals (X) and these signals:
+    each one's probability, whether its question is unlike cal's (transfer.unlike) and its words."""
+    from research.confidence import methods
+    from research.confidence.transfer import unlike
+
+    p = cal.model.predict(X)
+    far = np.array([unlike(cal, s) for s in signals], bool)
+    return p, far, [methods.describe(q, cal.words, f)[0] for q, f in zip(p, far, strict=True)]
+
+
+def judged(cal, records: list[dict]) -> dict:
+    """A saved calibration `cal` applied as it is to scored records: their share right, its mean
+    probability (and over the answers shown with a number), AUROC, ECE and Brier score, the
+    answers worded "probably right" or "likely right" and how many of them were right, and the
+    share of questions unlike its own. Empty when the records lack its signals."""
+    from research.confidence.calibration import auroc, brier, ece
+
+    X, y, ids = labelled(records, tuple(cal.model.names))
+    if not len(y):
+        return {}
+    p, far, words = shown(cal, X, _signals_of(records, ids))
+    said = np.array([w in CONFIDENT for w in words])
+    return {
+        "answers": len(y),
+        "right": float(y.mean()),
+        "mean confidence": float(p.mean()),
+        "mean of numbers shown": float(p[~far].mean()) if (~far).any() else float("nan"),
+        "AUROC": auroc(p, y),
+        "ECE": ece(p, y),
+        "Brier": brier(p, y),
+        "worded probably/likely right": int(said.sum()),
+        "of them right": int(y[said].sum()),
+        "unlike its questions": float(far.mean()),
+    }
 
 
 def _same_samples(saved, records: list[dict], cost: str) -> bool:
@@ -140,13 +188,20 @@ def selected(records: list[dict], bootstrap: int = BOOTSTRAP, repeats: int = REP
     }
 
 
-def report(records: list[dict], model_sha256: str | None = None, bootstrap: int = BOOTSTRAP) -> dict:
-    """Per method whose signals the records carry: AUROC, accuracy at 50 % and 80 % coverage,
-    ECE, each with a 95 % interval, on held-out answers (held_out), and the risk-coverage curve."""
+def report(
+    records: list[dict], model_sha256: str | None = None, bootstrap: int = BOOTSTRAP, only=None
+) -> dict:
+    """Per method whose signals the records carry (or of `only`'s): AUROC, accuracy at 50 % and
+    80 % coverage, ECE, each with a 95 % interval, on held-out answers (held_out), and the
+    risk-coverage curve. Where a saved calibration was applied, also how its words did: the
+    answers worded "probably right" or "likely right" and how many of those were right
+    ("worded"), and the share of questions unlike those it was fitted on ("unlike")."""
     from research.confidence import methods as confidence
 
     out = {}
     for name, method in confidence.METHODS.items():
+        if only is not None and name not in only:
+            continue
         got = held_out(records, name, model_sha256)
         if got is None:
             continue
@@ -161,6 +216,10 @@ def report(records: list[dict], model_sha256: str | None = None, bootstrap: int 
             "coverage": steps.round(2).tolist(),
             "risk_coverage": curve,
         }
+        if "words" in got:
+            said = np.array([w in CONFIDENT for w in got["words"]])
+            out[name]["worded"] = {"n": int(said.sum()), "right": int(got["y"][said].sum())}
+            out[name]["unlike"] = float(got["unlike"].mean())
     return out
 
 

@@ -19,7 +19,11 @@ def includes_chance(m: dict) -> bool:
 
 
 def format_report(
-    rep: dict, costs: dict | None = None, chosen: dict | None = None, baselines: dict | None = None
+    rep: dict,
+    costs: dict | None = None,
+    chosen: dict | None = None,
+    baselines: dict | None = None,
+    by_set: dict | None = None,
 ) -> str:
     """The method table with intervals, then the issue's targets and the cost of each method.
 
@@ -70,6 +74,7 @@ def format_report(
         f"(target 1.5: {_met(b['acc@50'] >= 1.5 * b['accuracy'])})"
     )
     lines += drift_lines(rep)
+    lines += words_lines(rep, by_set)
     if costs:
         lines.append("cost: " + "; ".join(costs_lines(costs)))
     return "\n".join(lines)
@@ -138,6 +143,57 @@ def drift_lines(rep: dict) -> list[str]:
             )
         out.append(line)
     return out
+
+
+#: A hard question set, for the targets of a confidence that transfers: the model right less often.
+HARD = 0.15
+#: What answers worded "probably right" or "likely right" must be right at least, on every set.
+WORDED = 0.5
+
+
+def words_lines(rep: dict, by_set: dict | None = None) -> list[str]:
+    """How the page's words did where its saved calibration was applied as it is: the answers
+    worded "probably right" or "likely right" and how many were right (target: at least half),
+    the share of questions unlike the calibration's; then, per question set, its share right, the
+    mean confidence, the AUROC and the worded answers, with the targets of a set where the model
+    is right less than HARD of the time (mean confidence within DRIFT of the share right,
+    worded answers right at least WORDED, AUROC at least 0.75)."""
+    from research.confidence import methods as confidence
+
+    out = []
+    m = rep.get(confidence.DEFAULT)
+    if m is not None and "worded" in m:
+        out.append(
+            f"words, {confidence.DEFAULT}: {_worded(m)}; "
+            f"{m['unlike']:.1%} of the questions unlike its calibration's"
+        )
+    for name, b in (by_set or {}).items():
+        how = "its calibration, fitted on other questions" if calibrated(b) else "cross-validated"
+        line = (
+            f"  set {name}: {b['n']} answers, {b['accuracy']:.1%} right, mean confidence {b['mean_p']:.1%}, "
+            f"AUROC {b['auroc']:.2f} ({how})"
+        )
+        if "worded" in b:
+            line += f"; {_worded(b)}"
+        if b["accuracy"] < HARD and calibrated(b):
+            w = b.get("worded") or {"n": 0, "right": 0}
+            ok = (
+                abs(b["mean_p"] - b["accuracy"]) <= DRIFT,
+                w["n"] == 0 or w["right"] >= WORDED * w["n"],
+                b["auroc"] >= 0.75,
+            )
+            line += (
+                f"; hard-set targets: mean within {DRIFT * 100:.0f} points {_met(ok[0])}, worded right "
+                f"{WORDED:.0%} {_met(ok[1])}, AUROC 0.75 {_met(ok[2])}"
+            )
+        out.append(line)
+    return out
+
+
+def _worded(m: dict) -> str:
+    w = m["worded"]
+    share = f" ({w['right'] / w['n']:.0%})" if w["n"] else ""
+    return f"worded probably or likely right {w['n']}, of them right {w['right']}{share}"
 
 
 def costs_lines(costs: dict) -> list[str]:

@@ -194,7 +194,12 @@ def input_file(text: str) -> str:
 
 
 def questions_file(text: str) -> str:
-    """An argparse type: an input_file, or what evaluate.load_questions reads otherwise (hf:NAME, globs)."""
+    """An argparse type: an input_file, or what evaluate.load_questions reads otherwise (hf:NAME,
+    globs), or several of them separated by commas (each question then names its set)."""
+    if "," in text and not Path(text).expanduser().is_file():
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            questions_file(part)
+        return text
     return text if text.startswith("hf:") or "*" in text else input_file(text)
 
 

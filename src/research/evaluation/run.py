@@ -132,7 +132,8 @@ def run(
             meta = {"label": label or engine.model_id, **now}
         jsonl.append(record, out)
         mine[q["id"]] = record
-    return [mine[q["id"]] for q in asked if q["id"] in mine]
+    # A record answered before its question came in a named set learns the set's name here.
+    return [mine[q["id"]] | ({"set": q["set"]} if q.get("set") else {}) for q in asked if q["id"] in mine]
 
 
 def _answered(engine, q: dict, meta: dict, before, system, sampling, extra, samples, method) -> dict:
@@ -144,6 +145,7 @@ def _answered(engine, q: dict, meta: dict, before, system, sampling, extra, samp
         "references": q["references"],
         "topic": q["topic"],
         "difficulty": q.get("difficulty"),
+        **({"set": q["set"]} if q.get("set") else {}),
         **meta,
     }
     t = time.perf_counter()
@@ -371,6 +373,7 @@ def format_summary(summary: dict) -> str:
                 summary.get("costs"),
                 summary.get("confidence_selected"),
                 summary.get("confidence_baselines"),
+                summary.get("confidence_by_set"),
             )
         )
     a = summary.get("abstention")
@@ -391,7 +394,9 @@ def confidence_report(
     (research.confidence.selective.report) beside trivial baselines (selective.baselines), what
     the signals cost per answer, and with `abstain_below`
     what "answer only when sure" gives with `method` (default: the kit's chosen method where it
-    was fixed and calibrated on other questions, else the best-ranking one)."""
+    was fixed and calibrated on other questions, else the page's, confidence.DEFAULT); with
+    records from several question sets, the page's method on each set apart
+    ("confidence_by_set")."""
     rep = selective.report(records, model_sha256)
     spent = [r["confidence"]["costs"] for r in records if r.get("confidence")]
     costs = {}
@@ -401,8 +406,21 @@ def confidence_report(
             costs[key] = sum(values) / len(values)
     out = {"confidence": rep, "costs": costs, "confidence_selected": selective.selected(records)}
     out["confidence_baselines"] = selective.baselines(records)
+    sets = sorted({r.get("set") for r in records if r.get("set")})
+    if len(sets) > 1:  # the page's method on each question set apart: where it transfers, where not
+        out["confidence_by_set"] = {
+            s: got[confidence.DEFAULT]
+            for s in sets
+            if (
+                got := selective.report(
+                    [r for r in records if r.get("set") == s], model_sha256, only=[confidence.DEFAULT]
+                )
+            )
+        }
     if abstain_below is not None and rep:
-        method = method or selective.chosen_beforehand(rep) or selective.best_method(rep)
+        # Fixed before these answers: the kit's chosen method where its calibration was fitted on
+        # other questions, else the page's; never the best of the table on these same answers.
+        method = method or selective.chosen_beforehand(rep) or confidence.DEFAULT
         out["abstention"] = selective.abstention(records, method, abstain_below, model_sha256)
     return out
 

@@ -51,6 +51,11 @@ class Columns:
 def load_questions(path: str | None = None, columns: Columns = Columns()) -> list[dict]:
     """Questions as dicts (id, question, references, topic, difficulty) from JSONL/CSV/Parquet."""
     path = path or default_questions()
+    if "," in path and not Path(path).is_file():  # several sets: each question names its own
+        rows = []
+        for part in filter(None, (p.strip() for p in path.split(","))):
+            rows += [q | {"set": set_name(part)} for q in load_questions(part, columns)]
+        return interleave(rows)
     if path.startswith("hf:"):
         return _rows_from(_from_hub(path[3:]), path, columns)
     suffix = Path(path).suffix.lower()
@@ -75,6 +80,17 @@ def load_questions(path: str | None = None, columns: Columns = Columns()) -> lis
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
             raise KitError(f"cannot read {f} as {suffix[1:]}: {type(e).__name__}: {str(e)[:200]}") from None
     return _rows_from(rows, path, columns)
+
+
+def set_name(spec: str) -> str:
+    """The name a question set goes by in records and calibrations: its folder's for a pattern of
+    files in one folder or a file named questions (`data/longtail/*.jsonl` -> "longtail",
+    `data/library/questions.jsonl` -> "library"), else the file's name without its suffix, or
+    the hub set's name."""
+    if spec.startswith("hf:"):
+        return spec[3:]
+    p = Path(spec)
+    return p.parent.name if ("*" in p.name or p.stem == "questions") and p.parent.name else p.stem
 
 
 def read_rows(path: Path) -> list[dict]:
