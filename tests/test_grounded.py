@@ -438,3 +438,45 @@ def test_the_page_keeps_a_sure_closed_book_answer_in_unsure_mode(lib, monkeypatc
     assert len(sure) == 1 and sure[0][-1]["content"].startswith("Paris")  # shown, not generated again
     assert "not consulted" in sure[0][-1]["content"] and host.answer_record(sure[0][-1])["answer"] == "Paris"
     assert unsure[-1][-1]["content"].startswith("Marigold Dawn") and "retrieval" in unsure[-1][-1]["content"]
+
+
+def test_unfamiliar_looks_up_what_the_question_alone_says_the_model_does_not_know(lib, tmp_path):
+    """ "unfamiliar" decides before any answer, from the question-side signals' calibration: the
+    question less likely answered right than the average of its calibration's is looked up, and
+    its time counts the closed-book prompt, not the closed-book answer."""
+    from research.confidence import calibration
+    from research.engine.signals import QUESTION
+
+    def reply(prompt):
+        passages = system_of(prompt)
+        if "Passages:" not in passages:
+            return "Paris" if "France" in prompt else "The Titanic"
+        return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
+
+    with_france(lib, tmp_path)
+    e = engine(reply)
+    e.backend.logprobs = [-0.5]  # answers carry signals, and so their questions' (tests/fakes.py)
+    e.__dict__["sha256"] = "fake-unfamiliar"
+    # The fake reads capitals as rare: "France" is the least expected word of one question (5.5
+    # nats), "newest" of the other (3.0); this calibration calls the first familiar.
+    weights = [2.0 if k == "q_max_word_surprisal" else 0.0 for k in QUESTION]
+    model = calibration.Logistic(QUESTION, [4.25] * len(QUESTION), [1.0] * len(QUESTION), weights, 0.0)
+    cal = calibration.Calibration("question", e.sha256, model, {"n": 50}, {"mean_p": 0.5})
+    calibration.save(cal)
+    records, summary = library_eval.run(
+        e, FERRY_AND_FRANCE, lib, ["never", "always", "unfamiliar"], out=tmp_path / "u.jsonl", progress=False
+    )
+    by = {(r["mode"], r["id"]): r for r in records}
+    assert by[("unfamiliar", "q1")]["looked_up"] and not by[("unfamiliar", "q2")]["looked_up"]
+    assert by[("unfamiliar", "q1")]["familiar"] < 0.5 < by[("unfamiliar", "q2")]["familiar"]
+    u = summary["unfamiliar"]["all"]
+    assert (u["gained"], u["lost"], u["lookups"]) == (1, 0, 0.5)
+    assert u["vs always"]["only_second"] == 1  # Paris kept where "always" lost it to Lyon's passage
+    grounded_only = by[("always", "q1")]["time_s"]
+    assert grounded_only < by[("unfamiliar", "q1")]["time_s"] < grounded_only + by[("never", "q1")]["time_s"]
+    # without a calibration of the question-side signals, every question is looked up
+    (calibration.folder(e.sha256) / "question.json").unlink()
+    again, _ = library_eval.run(
+        e, FERRY_AND_FRANCE, lib, ["unfamiliar"], out=tmp_path / "v.jsonl", progress=False
+    )
+    assert all(r["looked_up"] and r["familiar"] is None for r in again)

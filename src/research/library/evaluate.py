@@ -33,11 +33,18 @@ from research.hashing import short_key
 from research.library import grounded
 from research.library import store as lib
 from research.library.grounded import MODES, Grounding
+from research.qa.questions import set_name
 
-#: The evaluation's modes: the lookup modes and "decoy", a control the page never uses: passages
-#: the library gives for another question of the set (none holding this question's answer), so
-#: that what passages cost as prompt noise is measured apart from what wrong passages cost.
-EVAL_MODES = (*MODES, "decoy")
+#: The evaluation's modes: the lookup modes, "unfamiliar" and "decoy". "unfamiliar" looks up when
+#: the question alone, before any answer, is more likely to be answered wrong than right: the
+#: calibrated probability of the "question" method (research.engine.signals.QUESTION, read while
+#: the closed-book prompt is evaluated) less than the average question's of that calibration
+#: (_familiarity), Mallen et al. 2023's adaptive retrieval with the model's own familiarity in
+#: place of an entity's popularity; its time counts the prompt's evaluation, not the closed-book
+#: answer. "decoy", a control the page never uses: passages the library
+#: gives for another question of the set (none holding this question's answer), so that what
+#: passages cost as prompt noise is measured apart from what wrong passages cost.
+EVAL_MODES = (*MODES, "unfamiliar", "decoy")
 
 
 def default_questions() -> list[str]:
@@ -47,18 +54,12 @@ def default_questions() -> list[str]:
     return [str(data / "library" / "questions.jsonl"), str(data / "qa" / "*.jsonl")]
 
 
-def set_name(path: str) -> str:
-    """`set_name("data/library/questions.jsonl")` -> "library"; `"data/qa/*.jsonl"` -> "qa"."""
-    p = Path(path)
-    return p.parent.name if "*" in p.name or p.stem == "questions" else p.stem
-
-
 def load(files: list[str], limit: int | None = None) -> list[dict]:
     """Questions of each file (the first `limit` of each), tagged with their set's name."""
     out = []
     for f in files:
         name = set_name(f)
-        out += [{**q, "set": name} for q in evaluate.load_questions(f)[: limit or None]]
+        out += [{"set": name, **q} for q in evaluate.load_questions(f)[: limit or None]]
     return out
 
 
@@ -156,7 +157,7 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
     """The closed-book answer (with its confidence) and the grounded one, as far as `modes` need."""
     refs = q["references"]
     a: dict = {}
-    if "never" in modes or "unsure" in modes:
+    if {"never", "unsure", "unfamiliar"} & set(modes):
         t = time.perf_counter()
         engine.reset()  # what the last question left cached changes greedy answers (evaluate.run)
         text, stats = engine.answer(conversation(q["question"], system), sampling)
@@ -164,11 +165,14 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
             "answer": text.strip(),
             "right": bool(score(text, refs)["contains"]),
             "time_s": time.perf_counter() - t,
+            "prompt_s": stats.ttft_s,  # what deciding from the question alone costs
             "prompt_tokens": stats.prompt_tokens,
             "confidence": grounded.closed_book_confidence(engine, grounding, q["question"], text, stats),
+            **_familiarity(engine, stats.signals),
         }
-    unsure = "closed" in a and a["closed"]["confidence"] < grounding.threshold
-    if "always" in modes or ("unsure" in modes and unsure):
+    closed = a.get("closed") or {}
+    unsure = "unsure" in modes and closed["confidence"] < grounding.threshold
+    if "always" in modes or unsure or ("unfamiliar" in modes and _unfamiliar(closed, grounding.threshold)):
         t = time.perf_counter()
         g = grounded.ground(engine, library, q["question"], "always", sampling=sampling, grounding=grounding)
         engine.reset()
@@ -238,20 +242,52 @@ def _mode_record(mode: str, a: dict, threshold: float) -> dict:
             "decoy_question": d["decoy_question"],
             "sources": d["sources"],
         }
-    looked_up = mode == "always" or (mode == "unsure" and closed["confidence"] < threshold)
+    looked_up = (
+        mode == "always"
+        or (mode == "unsure" and closed["confidence"] < threshold)
+        or (mode == "unfamiliar" and _unfamiliar(closed, threshold))
+    )
     used = ground if looked_up else closed
+    # What came before the lookup: the whole closed-book answer ("unsure"), or its prompt alone
+    # ("unfamiliar" decides from the question's own signals).
+    before = {"unsure": "time_s", "unfamiliar": "prompt_s"}.get(mode) if looked_up else None
+    spent_before = (closed.get(before) or 0.0) if before else 0.0
     rec = {
         "answer": used["answer"],
         "right": used["right"],
         "closed_right": closed["right"] if closed else None,
         "looked_up": looked_up,
         "confidence": closed["confidence"] if closed else None,
-        "time_s": used["time_s"] + (closed["time_s"] if mode == "unsure" and looked_up else 0.0),
+        "time_s": used["time_s"] + spent_before,
         "prompt_tokens": used["prompt_tokens"],
     }
+    if mode == "unfamiliar":
+        rec["familiar"] = closed.get("familiar")
     if looked_up:
         rec |= {k: ground[k] for k in ground if k not in rec}
     return rec
+
+
+def _familiarity(engine, signals) -> dict:
+    """What "unfamiliar" decides by: the question-side probability of a right answer (the
+    "question" method's calibration) and the mean of that probability over the answers the
+    calibration was fitted on. The question alone seldom makes a small model likely right (the
+    bundled model's stays under 50 %), so a question is unfamiliar when it is less likely to be
+    answered right than the average question the calibration saw."""
+    from research.confidence import calibration
+
+    cal = calibration.load(engine.sha256, "question")
+    if cal is None or not signals:
+        return {"familiar": None, "familiar_below": None}
+    return {"familiar": cal.probability(signals), "familiar_below": (cal.held_out or {}).get("mean_p")}
+
+
+def _unfamiliar(closed: dict, threshold: float) -> bool:
+    """Whether "unfamiliar" looks a question up: its question-side probability of a right answer
+    below the average of its calibration's questions (`threshold` where that is not recorded),
+    or unknown (no calibration of the "question" method for this model)."""
+    p, below = closed.get("familiar"), closed.get("familiar_below")
+    return p is None or p < (below if below is not None else threshold)
 
 
 def summarize(records: list[dict]) -> dict:
@@ -278,7 +314,7 @@ def summarize(records: list[dict]) -> dict:
 
 #: Modes compared question by question: does asking only when unsure lose less than always
 #: asking, and do the library's passages lose more than another question's (prompt noise)?
-PAIRS = (("always", "unsure"), ("always", "decoy"))
+PAIRS = (("always", "unsure"), ("always", "unfamiliar"), ("always", "decoy"))
 
 
 def paired(records: list[dict]) -> dict:
