@@ -205,6 +205,7 @@ def _status(engine, lit=page_text.literal) -> str:
         f"{info.file_size / MB:.0f} MB · context {engine.backend.n_ctx} · "
         f"{engine.backend.n_threads} threads · format {lit(engine.format.name)}"
     )
+    text += f"\n\n{lit(chat.confidence.about(engine.sha256))}"  # the numbers' ground, in one line
     return text + (f"\n\n⚠️ {lit(engine.warning)}" if engine.warning else "")
 
 

@@ -23,6 +23,14 @@ SHOWN = re.compile(
 )
 
 
+def shipped():
+    from research.confidence import calibration
+    from research.hashing import cached_sha256
+    from research.models.catalog import resolve
+
+    return calibration.load(cached_sha256(resolve(None).path), confidence.DEFAULT)
+
+
 def figures(message) -> tuple[str, int]:
     """The confidence words and percentage at the head of an answer's figures line."""
     m = SHOWN.search(text(message))
@@ -34,7 +42,8 @@ def test_each_answer_shows_its_calibrated_confidence_in_words_and_number(page):
     client = page.client()
     history, _ = client.predict(*ask_args(SURE), api_name="/ask")
     words, percent = figures(history[-1])
-    assert confidence.label(percent / 100).startswith(words)  # the words match the number
+    bounds = shipped().words  # the words start where the shipped calibration says they may
+    assert confidence.label(percent / 100, bounds).startswith(words)  # the words match the number
     assert "Paris" in answer_text(history[-1])
     sure_p = percent
     lows = [figures(client.predict(*ask_args(q), api_name="/ask")[0][-1])[1] for q in DOUBTFUL]
@@ -67,3 +76,31 @@ def test_answer_only_when_sure_withholds_and_shows_the_answer_on_request(page):
     q = next(q for q in DOUBTFUL if figures(plain[q])[1] < confidence.SURE * 100)
     history, _ = client.predict(*ask_args(q), api_name="/ask")
     assert answer_text(history[-1]) == answer_text(plain[q])  # off again: every answer shown
+
+
+#: A question of no language the model saw: its words are unlike every question the shipped
+#: calibration was fitted on (checked: far beyond the farthest 1 % of theirs).
+UNLIKE = "Qxzv blorptangle frumious zzyzx wug?"
+
+
+def test_a_question_unlike_the_calibrations_shows_words_and_no_number(page):
+    client = page.client()
+    history, _ = client.predict(*ask_args(UNLIKE), api_name="/ask")
+    shown = text(history[-1])
+    assert (
+        confidence.UNLIKE in shown and not SHOWN.search(shown) and not re.search(r"check this: \d+ %", shown)
+    )
+    client.predict(True, api_name="/answer_only_when_sure")  # unknown is not sure: withheld
+    try:
+        history, _ = client.predict(*ask_args(UNLIKE), api_name="/ask")
+        assert answer_text(history[-1]).strip() == chat.NOT_SURE
+    finally:
+        client.predict(False, api_name="/answer_only_when_sure")
+
+
+def test_the_model_line_says_on_what_the_confidence_was_fitted(page):
+    status = page.client().predict("smollm2-135m-q4_1", "", api_name="/load_model")
+    cal = shipped()
+    n, sets = cal.fitted_on["n"], len(cal.fitted_on["sets"])
+    assert f"confidence (free) fitted on {n} answers of this model to {sets} question sets" in status
+    assert "longtail 200, 4 % right" in status and "'probably right' from" in status
