@@ -105,3 +105,24 @@ def test_docs_claims_is_what_the_committed_findings_render(tmp_path):
     assert (ROOT / "docs" / "claims.md").read_text() == rendered, (
         "docs/claims.md differs from docs/results/claims: run `make results` (or render.write_claims)"
     )
+
+
+def test_the_readme_s_cross_validated_confidence_rows_are_the_shipped_calibration_s():
+    """README, "Confidence on questions unlike the kit's": each set's share right and the
+    three-set calibration's held-out mean confidence and AUROC there are those the shipped
+    calibration of the page's method recorded (its held_out.by_set)."""
+    import json
+
+    from research.confidence import DEFAULT
+
+    folder = ROOT / "data" / "calibrations"
+    (cal_file,) = folder.glob(f"*/{DEFAULT}.json")
+    by_set = json.loads(cal_file.read_text())["held_out"]["by_set"]
+    text = README.read_text()
+    labels = {"longtail": "data/longtail", "heldout": "data/heldout", "qa": "the kit's 310"}
+    for name, b in by_set.items():
+        head = f"| {labels[name]} ({b['accuracy'] * 100:.1f} %) |"
+        assert head in text, head
+        row = text.split(head, 1)[1].split("\n", 2)[1]
+        want = f"| | three sets, 5-fold cross-validated | {b['mean_p'] * 100:.1f} % | {b['auroc']:.2f} |"
+        assert row.startswith(want), (row, want)
