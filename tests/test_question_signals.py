@@ -34,11 +34,12 @@ def test_the_question_is_found_in_the_prompt_by_its_bytes_the_last_time_it_occur
     assert question_span(list(range(5)), "Who wrote?", pieces(toks2)) == (1, 4)
     assert question_span(list(range(5)), "Who read?", pieces(toks2)) is None  # rewritten: none
     assert question_span(list(range(5)), "   ", pieces(toks2)) is None
-    # a pasted page: only its last QUESTION_MAX_TOKENS tokens are read (each costs a row of logits)
-    long = ["user", "\n"] + [f" w{i}" for i in range(500)] + ["", "assistant"]
-    question = "".join(long[2:502]).strip()
-    start, end = question_span(list(range(len(long))), question, pieces(long))
-    assert (start, end) == (502 - QUESTION_MAX_TOKENS, 502)
+    # a pasted page is no factual question: its signals are not read (each token costs a row of
+    # logits); one of QUESTION_MAX_TOKENS tokens still is
+    for n, got in ((500, None), (QUESTION_MAX_TOKENS, (2, 2 + QUESTION_MAX_TOKENS))):
+        long = ["user", "\n"] + [f" w{i}" for i in range(n)] + ["", "assistant"]
+        question = "".join(long[2 : 2 + n]).strip()
+        assert question_span(list(range(len(long))), question, pieces(long)) == got
 
 
 def test_question_signals_from_known_surprisals():
@@ -87,18 +88,36 @@ def test_prompt_evaluation_reads_the_questions_own_log_probabilities_as_a_full_e
     assert len(got) == span[1] - span[0] and all(x < 0 for x in got)
     assert set(QUESTION) <= set(stats.signals)
 
+    # the answer's first tokens, as the decode loop samples them, with their signals
+    b.watch = None
+    bundled.reset()
+    steps, answered = b.generate(tokens, evaluate.SETTINGS), []
+    for t in steps:
+        answered.append(t)
+        if len(answered) == 6:
+            break
+    steps.close()
+    trace = list(b.trace[:6])
+
     full = llama_cpp.Llama(
         str(bundled.ref.path), n_ctx=512, n_threads=2, logits_all=True, flash_attn=True, verbose=False
     )
     try:
-        full.eval(tokens)
-        rows = np.asarray(full.scores[: len(tokens)], dtype=np.float64)
+        full.eval(tokens + answered)
+        rows = np.asarray(full.scores[: len(tokens) + 6], dtype=np.float64)
     finally:
         full.close()
     top = rows.max(1, keepdims=True)
     logprobs = rows - top - np.log(np.exp(rows - top).sum(1, keepdims=True))
     want = [logprobs[i - 1, tokens[i]] for i in range(*span)]
     assert np.allclose(got, want, atol=0.05), (got, want)
+    # the free signals of the answer's tokens (log-probability, entropy), read in place between
+    # decode steps, are those of the full evaluation's rows
+    at = range(len(tokens) - 1, len(tokens) + 5)
+    want_lp = [logprobs[i, answered[k]] for k, i in enumerate(at)]
+    want_h = [float(-(np.exp(logprobs[i]) * logprobs[i]).sum()) for i in at]
+    assert np.allclose([lp for lp, _ in trace], want_lp, atol=0.05), (trace, want_lp)
+    assert np.allclose([h for _, h in trace], want_h, atol=0.05), (trace, want_h)
 
     b.watch = None  # the engine sets it again at every answer: switch the backend's reading off
     bundled.backend.signals = False

@@ -79,9 +79,10 @@ def token_signals(trace: Sequence[tuple[float, float]], texts: Sequence[str], qu
 _TAIL = 256
 
 
-#: Question tokens whose log-probabilities are read at most, the last ones: each costs an output row
-#: of logits in prompt evaluation, so a pasted page of text must not cost one per token. A
-#: factual question is 8-30 tokens; the longest of the kit's 929 is 41.
+#: The longest question whose question-side signals are read: each of its tokens costs an output
+#: row of logits in prompt evaluation (2-3 % of a 512-token prompt's time for 48 rows), and a
+#: longer text (a pasted page, a benchmark's prompt) is no factual question of the kind the
+#: calibrations saw. A factual question is 8-30 tokens; the longest of the kit's 929 is 41.
 QUESTION_MAX_TOKENS = 48
 
 
@@ -92,10 +93,10 @@ def question_span(tokens: Sequence[int], question: str, piece) -> tuple[int, int
     question is not in the prompt as it was written (a template that rewrote it).
 
     With tokens "user", "\\n", "Who", " wrote", "?", "<end>", question "Who wrote?" -> (2, 5).
-    A question longer than QUESTION_MAX_TOKENS gives its last ones.
+    None too for a question longer than QUESTION_MAX_TOKENS: its signals are not read.
     """
-    want = question.strip().encode()[-16 * QUESTION_MAX_TOKENS :]  # a long one's tail: bounded work
-    if not want:
+    want = question.strip().encode()
+    if not want or len(want) > 64 * QUESTION_MAX_TOKENS:  # far too long to be short enough
         return None
     pieces: list[bytes] = []
     size, i = 0, len(tokens)
@@ -116,7 +117,7 @@ def question_span(tokens: Sequence[int], question: str, piece) -> tuple[int, int
         if start is not None and pos >= at + len(want):
             end = k + 1
             break
-    return max(i + start, i + end - QUESTION_MAX_TOKENS), i + end
+    return (i + start, i + end) if end - start <= QUESTION_MAX_TOKENS else None
 
 
 #: The question-side signals, read while the prompt is evaluated: how familiar the question's
