@@ -480,3 +480,16 @@ def test_unfamiliar_looks_up_what_the_question_alone_says_the_model_does_not_kno
         e, FERRY_AND_FRANCE, lib, ["unfamiliar"], out=tmp_path / "v.jsonl", progress=False
     )
     assert all(r["looked_up"] and r["familiar"] is None for r in again)
+
+
+def test_an_answer_to_a_question_unlike_the_calibrations_counts_as_unsure(monkeypatch):
+    """The page says "unknown, check this" there: "only when unsure" looks it up, whatever the number."""
+    from research import confidence
+
+    far = confidence.Confidence(0.95, "free", "c", confidence.UNLIKE, unlike=True)
+    monkeypatch.setattr(confidence, "of_stats", lambda *_: far)
+    e = engine(lambda p: "Paris")
+    assert grounded.closed_book_confidence(e, Grounding(), "q?", "Paris", None) == 0.0
+    near = confidence.Confidence(0.95, "free", "c", "likely right, 95 %")
+    monkeypatch.setattr(confidence, "of_stats", lambda *_: near)
+    assert grounded.closed_book_confidence(e, Grounding(), "q?", "Paris", None) == 0.95

@@ -213,11 +213,11 @@ def test_a_calibration_keeps_its_bounds_and_support_and_refuses_damaged_ones(tmp
     bad["support"]["scale"][0] = 0.0
     with pytest.raises(ValueError, match="scale"):
         calibration.validate(bad, "sha", "mean_logprob")
-    bad = json.loads(path.read_text()) | {"words": {"probably right": 7}}
-    with pytest.raises(ValueError, match="0-1"):
+    bad = json.loads(path.read_text()) | {"words": {"probably right": 7, "likely right": None}}
+    with pytest.raises(ValueError, match="outside 0.5-1"):
         calibration.validate(bad, "sha", "mean_logprob")
     bad = json.loads(path.read_text()) | {"words": {"surely right": 0.5}}
-    with pytest.raises(ValueError, match="words"):
+    with pytest.raises(ValueError, match="word bounds"):
         calibration.validate(bad, "sha", "mean_logprob")
 
 
@@ -299,3 +299,92 @@ def test_abstention_never_picks_the_best_method_on_the_answers_it_judges(tmp_pat
     got = evaluate.confidence_report(records, engine.sha256, abstain_below=0.5)["abstention"]
     assert got["method"] == confidence.DEFAULT and not math.isnan(got["answered"])
     assert tables.HARD == 0.15
+
+
+def _saved(tmp_path, **change) -> dict:
+    """A valid calibration file's contents with `change` merged into it."""
+    names = ("mean_logprob",)
+    X, y = np.array([[-0.1], [-2.0]] * 10), np.array([1.0, 0.0] * 10)
+    cal = calibration.fit("mean_logprob", names, X, y, "sha", {"sets": {"qa": {"n": 20, "right": 10}}})
+    cal.words = {"probably right": 0.6, "likely right": 0.8}
+    d = json.loads(calibration.save(cal, tmp_path).read_text())
+    for key, value in change.items():
+        if key in ("fitted_on", "held_out"):
+            d[key] = {**d[key], **value}
+        else:
+            d[key] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fitted_on": {"sets": ["qa"]}},
+        {"fitted_on": {"sets": {"qa": 5}}},
+        {"fitted_on": {"sets": {"qa": {"n": "10", "right": 1}}}},
+        {"fitted_on": {"sets": {"qa": {"n": 10, "right": 11}}}},
+        {"fitted_on": {"sets": {"x" * 41: {"n": 10, "right": 1}}}},
+        {"fitted_on": {"n": 10**4000}},
+        {"held_out": {"mean_p": "x"}},
+        {"held_out": {"mean_p": 1.5}},
+        {"words": {"probably right": 0.0, "likely right": None}},  # "probably right, 3 %"
+        {"words": {"likely right": 0.9}},  # one key: the other would fall back to 50 %
+        {"words": {"probably right": None, "likely right": 0.8}},  # likely where probably is never said
+        {"words": {"probably right": 0.8, "likely right": 0.76}},  # inverted
+    ],
+)
+def test_a_calibration_whose_ground_or_words_say_more_than_they_may_is_refused(tmp_path, change):
+    with pytest.raises(ValueError):
+        calibration.validate(_saved(tmp_path, **change), "sha", "mean_logprob")
+
+
+def test_the_model_line_survives_any_calibration_load_lets_by(tmp_path, monkeypatch):
+    good = calibration.validate(_saved(tmp_path), "sha", "mean_logprob")
+    assert transfer.fitted_line(good).startswith("confidence (mean_logprob) fitted on 20 answers")
+    broken = calibration.Calibration("free", "sha", good.model, {"sets": ["qa"]})
+    monkeypatch.setattr(transfer, "load", lambda *_: broken)
+    assert transfer.about("sha") == "not calibrated"
+
+
+def test_comma_separated_sets_refuse_what_would_mix_their_records(tmp_path):
+    from research.errors import KitError
+
+    for name in ("easy", "hard"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            json.dumps({"id": "1", "question": f"{name}?", "answer": "x"})
+        )
+    with pytest.raises(KitError, match="question id '1' is in both 'easy' and 'hard'"):
+        load_questions(f"{tmp_path}/easy.jsonl,{tmp_path}/hard.jsonl")
+    with pytest.raises(KitError, match="two question sets named 'easy'"):
+        load_questions(f"{tmp_path}/easy.jsonl,{tmp_path}/easy.jsonl")
+    with pytest.raises(KitError, match="names no question set"):
+        load_questions(" , ")
+
+
+def test_the_question_signals_are_of_this_answer_alone(bundled):
+    """Asked again with its question cached, a question reads the same signals (the cached copy is
+    evaluated again); after the answer nothing is watched (P(True), teacher forcing); a question
+    after others in a conversation reads none (its words are predictable from them)."""
+    b = bundled.backend
+    messages = conversation("What is the capital city of the Kingdom of Bhutan?")
+    bundled.reset()
+    _, first = bundled.answer(messages, evaluate.SETTINGS)
+    assert b.watch is None
+    _, again = bundled.answer(messages, evaluate.SETTINGS)  # the same prompt, all of it cached
+    q = {k: first.signals[k] for k in QUESTION}
+    assert q == pytest.approx({k: again.signals[k] for k in QUESTION})
+    turn2 = [
+        *messages,
+        {"role": "assistant", "content": "Thimphu."},
+        {"role": "user", "content": "And of Nepal?"},
+    ]
+    _, later = bundled.answer(turn2, evaluate.SETTINGS)
+    assert later.signals and not set(QUESTION) & set(later.signals)
+
+
+def test_the_terminal_says_no_number_for_a_question_unlike_the_calibrations():
+    from research.cli import commands
+
+    conf = confidence.Confidence(0.95, "free", "c", confidence.UNLIKE, unlike=True)
+    said = commands._withheld(conf, 0.5)
+    assert confidence.UNLIKE in said and "%" not in said

@@ -138,6 +138,8 @@ def _confidence_line(conf) -> str:
 
 
 def _withheld(conf, below: float) -> str:
+    if conf.unlike:  # its number is no guide: none is said
+        return f"withheld, {conf.words}; the model's answer was"
     return f"withheld, {conf.p:.0%} likely right is below {below:.0%}; the model's answer was"
 
 
@@ -172,9 +174,8 @@ def _interactive(engine, sampling, system, abstain_below=None) -> None:
                     conf = _confidence(engine, item)
                     if conf.abstains(abstain_below):
                         withheld = "".join(answer)
-                        print(
-                            f"{NOT_SURE} ({conf.p:.0%} likely right; /show shows its answer anyway)", end=""
-                        )
+                        why = conf.words if conf.unlike else f"{conf.p:.0%} likely right"
+                        print(f"{NOT_SURE} ({why}; /show shows its answer anyway)", end="")
                     elif abstain_below is not None:
                         print(clean("".join(answer)), end="")
                     print(f"\n[{_confidence_line(conf)} · {item.line()}]", file=sys.stderr)

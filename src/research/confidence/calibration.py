@@ -24,6 +24,7 @@ import numpy as np
 
 from research import files, paths
 from research.confidence import methods
+from research.confidence.fields import check_numbers, check_sets, check_support, check_words
 from research.errors import KitError
 from research.hashing import short_key
 
@@ -314,18 +315,6 @@ MAX_FEATURES = 64
 _DAMAGED: dict[tuple[str, str], Path] = {}
 
 
-def _numbers(value, n: int, what: str, positive: bool = False) -> list[float]:
-    """`value` as `n` finite numbers (> 0 with `positive`); ValueError naming `what` otherwise."""
-    if not isinstance(value, list) or len(value) != n:
-        raise ValueError(f"{what} is not a list of {n} numbers")
-    for v in value:
-        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not number or (positive and v <= 0):
-            kind = "finite positive" if positive else "finite"
-            raise ValueError(f"{what} holds {str(v)[:20]!r}, not a {kind} number")
-    return [float(v) for v in value]
-
-
 def validate(d, model_sha256: str, method: str) -> Calibration:
     """A calibration read from a file, checked before any answer uses it: a JSON object of this
     model file and method, its signal names known, its weights finite and of one shape.
@@ -350,48 +339,25 @@ def validate(d, model_sha256: str, method: str) -> Calibration:
     if unknown:
         raise ValueError(f"it reads signals the kit does not know ({', '.join(unknown[:3])})")
     n = len(names)
-    mean = _numbers(m.get("mean"), n, "mean")
-    scale = _numbers(m.get("scale"), n, "scale", positive=True)
-    weights = _numbers(m.get("weights"), n, "weights")
-    (bias,) = _numbers([m.get("bias")], 1, "bias")
+    mean = check_numbers(m.get("mean"), n, "mean")
+    scale = check_numbers(m.get("scale"), n, "scale", positive=True)
+    weights = check_numbers(m.get("weights"), n, "weights")
+    (bias,) = check_numbers([m.get("bias")], 1, "bias")
     if not isinstance(d.get("fitted_on"), dict) or not isinstance(d.get("held_out") or {}, dict):
         raise ValueError("what it was fitted on is not recorded as an object")
     if not isinstance(d.get("created", ""), str):
         raise ValueError("its creation time is not a string")
     model = Logistic(tuple(names), mean, scale, weights, bias)
+    check_sets(d["fitted_on"].get("sets"))
+    count = d["fitted_on"].get("n")
+    if count is not None and not (type(count) is int and 0 <= count < 10**9):
+        raise ValueError("the number of answers it was fitted on is not a whole number")
+    mean_p = (d.get("held_out") or {}).get("mean_p")
+    if mean_p is not None and not (check_numbers([mean_p], 1, "its held-out mean") and 0 <= mean_p <= 1):
+        raise ValueError("its held-out mean probability lies outside 0-1")
     cal = Calibration(method, model_sha256, model, d["fitted_on"], d.get("held_out"), d.get("created", ""))
-    cal.words, cal.support = _words(d.get("words")), _support(d.get("support"))
+    cal.words, cal.support = check_words(d.get("words")), check_support(d.get("support"))
     return cal
-
-
-def _words(value) -> dict | None:
-    """A calibration's word bounds, checked: {"probably right": p or None, "likely right": ...}."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {w for _, w in methods.BANDS}:
-        raise ValueError("its word bounds are not an object of the kit's words")
-    for v in value.values():
-        if v is not None:
-            _numbers([v], 1, "a word bound")
-            if not 0 <= v <= 1:
-                raise ValueError("a word bound lies outside 0-1")
-    return dict(value)
-
-
-def _support(value) -> dict | None:
-    """A calibration's support (research.confidence.transfer.support_of), checked."""
-    from research.engine.signals import QUESTION
-
-    if value is None:
-        return None
-    if not isinstance(value, dict) or value.get("names") != list(QUESTION):
-        raise ValueError("its support does not name the question-side signals")
-    n = len(QUESTION)
-    out = dict(value)
-    out["mean"] = _numbers(value.get("mean"), n, "the support's mean")
-    out["scale"] = _numbers(value.get("scale"), n, "the support's scale", positive=True)
-    (out["limit"],) = _numbers([value.get("limit")], 1, "the support's limit", positive=True)
-    return out
 
 
 def damaged(model_sha256: str, method: str) -> Path | None:
@@ -417,7 +383,7 @@ def load(model_sha256: str, method: str) -> Calibration | None:
         except (KitError, ValueError, RecursionError, MemoryError) as e:
             if _DAMAGED.get((model_sha256, method)) != path:
                 _DAMAGED[(model_sha256, method)] = path
-                why = " ".join(str(e).split())[:160]
+                why = files.clean(" ".join(str(e).split())[:160])  # a name read from the file
                 print(
                     f"warning: {files.shown(path)} is damaged ({why}); answers show no calibrated "
                     "confidence until it is deleted (python -m research eval --calibrate makes a new one)",

@@ -53,9 +53,11 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
 
     names = confidence.METHODS[method].signals
     X, y, ids = labelled(records, names)
-    if len(y) < 2 * FOLDS or y.sum() < 2 or (1 - y).sum() < 2:
+    if len(y) < 2 * FOLDS:
         return None
     saved = load(model_sha256, method) if model_sha256 else None
+    # A saved calibration is judged even where no answer (or every one) is right: the hard sets'
+    # case, where its mean probability against the share right says the most.
     if (
         saved is not None
         and tuple(saved.model.names) == names
@@ -71,6 +73,8 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
             "words": words,
             "unlike": far,
         }
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return None
     return {"p": out_of_fold(X, y), "y": y, "ids": ids, "how": f"{FOLDS}-fold cross-validation"}
 
 
@@ -277,7 +281,8 @@ def abstention(
     if got is None:
         return None
     by_id = {r.get("id"): r for r in records}
-    kept = got["p"] >= below
+    # as the page withholds them: below the threshold, or unlike the calibration's questions
+    kept = (got["p"] >= below) & ~got.get("unlike", np.zeros(len(got["p"]), bool))
     halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
     n = len(kept)
     return {
@@ -323,8 +328,10 @@ def tuned_elsewhere(
     halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
     tune = folds(got["y"], 2, seed) == 0
 
+    far = got.get("unlike", np.zeros(len(got["p"]), bool))
+
     def cost(part, below):
-        kept = got["p"][part] >= below
+        kept = (got["p"][part] >= below) & ~far[part]
         return float((wrong_cost * (halluc[part] & kept).sum() + (~kept).sum()) / part.sum())
 
     tuning = {t: cost(tune, t) for t in thresholds}

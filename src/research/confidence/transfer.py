@@ -159,7 +159,7 @@ def fitted_line(cal: Calibration | None) -> str:
     f = cal.fitted_on or {}
     sets = f.get("sets") or {}
     parts = [
-        f"{name} {s.get('n', 0)}, {round(100 * s.get('right', 0) / max(1, s.get('n', 0)))} % right"
+        f"{name[:40]} {s.get('n', 0)}, {round(100 * s.get('right', 0) / max(1, s.get('n', 0)))} % right"
         for name, s in list(sets.items())[:6]
     ]
     what = "rated answers" if f.get("source") == "ratings" else "answers"
@@ -175,7 +175,10 @@ def fitted_line(cal: Calibration | None) -> str:
 
 def about(model_sha256: str, method: str | None = None) -> str:
     """fitted_line() of the calibration the page and `research chat` use for this model file."""
-    return fitted_line(load(model_sha256, method or methods.DEFAULT) if model_sha256 else None)
+    try:
+        return fitted_line(load(model_sha256, method or methods.DEFAULT) if model_sha256 else None)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):  # a file load() let by
+        return methods.label(None)
 
 
 # The confidence shown with an answer.

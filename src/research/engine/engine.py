@@ -123,6 +123,8 @@ class Engine:
         try:
             yield from self._stream_locked(messages, sampling, cancel or threading.Event())
         finally:
+            if hasattr(self.backend, "watch"):  # for this answer only: not P(True)'s nor a forced one
+                self.backend.watch = None
             self._lock.release()
 
     def _stream_locked(self, messages, sampling: Sampling, cancel: threading.Event) -> Iterator[str | Stats]:
@@ -145,7 +147,10 @@ class Engine:
         question = str(messages[-1]["content"])
         watch = hasattr(b, "watch")  # a backend that can read the question-side signals
         if watch:
-            b.watch = signals.question_span(tokens, question, b.token_bytes)
+            # The first question of a conversation only: after others, its words are predictable
+            # from them, unlike any question the calibrations saw (each asked alone).
+            first = sum(m["role"] == "user" for m in messages) == 1
+            b.watch = signals.question_span(tokens, question, b.token_bytes) if first else None
         device.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # Benchmarks generate a fixed number of tokens as llama-bench does: a model that ends its

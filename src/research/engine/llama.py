@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from research import device
+from research.engine.llama_signals import SignalReader
 from research.engine.memory import KV_TYPES
 from research.errors import KitError
 
@@ -90,7 +91,7 @@ def last_llama_error() -> str:
     return lines[-1] if lines else ""
 
 
-class LlamaBackend:
+class LlamaBackend(SignalReader):
     """llama-cpp-python's Llama, used token by token through its native sampler chain."""
 
     PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
@@ -253,6 +254,8 @@ class LlamaBackend:
 
     def _generate(self, llm, tokens: Sequence[int], sampler) -> Iterator[int]:
         keep = self.cached_prefix(tokens)
+        if self.watch and self.signals:  # the question's rows are read only when evaluated now
+            keep = min(keep, max(0, self.watch[0] - 1))
         if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):  # recurrent models cannot drop a tail
             llm.reset()
             keep = 0
@@ -296,40 +299,6 @@ class LlamaBackend:
             if signal:
                 signal(token)
 
-    def _eval_watching(self, llm, tokens: Sequence[int], keep: int, span: tuple[int, int]) -> None:
-        """llm.eval(tokens[keep:]), also keeping the log-probability of each token in `span` (those
-        whose predicting row is evaluated now) in question_trace.
-
-        llama.cpp computes output rows only for the batch entries flagged for logits: here the
-        last one (for the sampler) and the row before each watched token. A row costs the output
-        layer's work for one token (49k x 576 multiply-adds for SmolLM2), and its log-softmax the
-        same NumPy pass as a decoded token's signal.
-        """
-        import numpy as np
-
-        wanted = range(max(span[0], keep + 1, 1), min(span[1], len(tokens)))
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-        rest, batch, ctx = tokens[keep:], llm._batch, llm._ctx.ctx
-        for i in range(0, len(rest), llm.n_batch):
-            chunk = rest[i : i + llm.n_batch]
-            n_past = llm.n_tokens
-            batch.set_batch(batch=chunk, n_past=n_past, logits_all=False)
-            rows = [j for j in range(len(chunk)) if n_past + j + 1 in wanted]
-            for j in rows:  # row j predicts the token after it
-                batch.batch.logits[j] = True
-            llm._ctx.decode(batch)
-            llm.input_ids[n_past : n_past + len(chunk)] = chunk
-            llm.n_tokens += len(chunk)
-            t = time.perf_counter()
-            z = self._z
-            for j in rows:
-                x = np.ctypeslib.as_array(self._logits_ith(ctx, j), shape=(self.n_vocab,))
-                top = float(x.max())
-                np.subtract(x, top, out=z)
-                np.exp(z, out=z)
-                self.question_trace.append(float(x[tokens[n_past + j + 1]]) - top - math.log(float(z.sum())))
-            self.question_s += time.perf_counter() - t
-
     def teacher_force(self, tokens: Sequence[int], forced: Sequence[int]) -> list[tuple[float, float]]:
         """The (log-probability, entropy) trace of `forced` tokens after the prompt `tokens`, fed
         one at a time through the same loop as generation (so a greedy answer forced again gives
@@ -362,43 +331,6 @@ class LlamaBackend:
             return [float(x[i]) - lse for i in ids]
         finally:
             steps.close()
-
-    def _token_signal(self, token: int) -> None:
-        """Append `token`'s log-probability and the entropy of its distribution to `trace`.
-
-        A log-softmax over the vocabulary in NumPy, on the logits llama.cpp keeps in the context
-        (the sampler has read them: the next decode step overwrites them). They are shifted by
-        their maximum in place, which changes no log-softmax (next_logprobs reads them after), and
-        the one work buffer holds the exponentials: two vocabulary-sized arrays touched instead of
-        three, and no NumPy view made anew each token (logits_view). About 0.05 ms for SmolLM2's
-        49,152 tokens with warm caches, 0.1-0.2 ms between decode steps.
-        """
-        import numpy as np
-
-        t = time.perf_counter()
-        x = self.logits_view()
-        np.subtract(x, x.max(), out=x)
-        e = self._e
-        np.exp(x, out=e)
-        total = float(e.sum())
-        lse = math.log(total)
-        self.trace.append((float(x[token]) - lse, lse - float(np.dot(e, x)) / total))
-        self.signal_s += time.perf_counter() - t
-
-    def logits_view(self):
-        """The last output row of logits in the context, as a NumPy array over llama.cpp's own
-        memory; the view is kept per address (a decode step writes the same row every time), so
-        that making it costs nothing after the first token."""
-        import numpy as np
-
-        ptr = self._logits_ith(self.llm._ctx.ctx, -1)
-        address = ctypes.cast(ptr, ctypes.c_void_p).value
-        view = self._views.get(address)
-        if view is None:
-            if len(self._views) > 8:  # buffers llama.cpp has since moved: forget them
-                self._views.clear()
-            view = self._views[address] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        return view
 
     def sampler(self, sampling: Sampling, seed: int):
         """llama.cpp's native sampler chain, in the order llama-cpp-python uses, made cheaper.

@@ -125,9 +125,11 @@ def closed_book_confidence(engine: Engine, grounding: Grounding, question: str, 
     if name == "calibrated":
         from research import confidence
 
-        p = confidence.of_stats(stats, engine.sha256).p
-        if p is not None:
-            return round(p, 3)
+        conf = confidence.of_stats(stats, engine.sha256)
+        if conf.unlike:  # a question unlike the calibration's: its number is no guide, so unsure
+            return 0.0
+        if conf.p is not None:
+            return round(conf.p, 3)
         name = "logprob"
     if name not in CONFIDENCE:
         raise KitError(

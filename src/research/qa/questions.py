@@ -51,11 +51,8 @@ class Columns:
 def load_questions(path: str | None = None, columns: Columns = Columns()) -> list[dict]:
     """Questions as dicts (id, question, references, topic, difficulty) from JSONL/CSV/Parquet."""
     path = path or default_questions()
-    if "," in path and not Path(path).is_file():  # several sets: each question names its own
-        rows = []
-        for part in filter(None, (p.strip() for p in path.split(","))):
-            rows += [q | {"set": set_name(part)} for q in load_questions(part, columns)]
-        return interleave(rows)
+    if "," in path and not Path(path).expanduser().is_file():  # several sets: each names its own
+        return _several(path, columns)
     if path.startswith("hf:"):
         return _rows_from(_from_hub(path[3:]), path, columns)
     suffix = Path(path).suffix.lower()
@@ -82,6 +79,30 @@ def load_questions(path: str | None = None, columns: Columns = Columns()) -> lis
     return _rows_from(rows, path, columns)
 
 
+def _several(spec: str, columns: Columns) -> list[dict]:
+    """The questions of comma-separated sets, each tagged with its set's name (set_name); KitError
+    for no set, two sets of one name, or a question id in two sets (records are keyed by id)."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    names = [set_name(p) for p in parts]
+    if not parts:
+        raise KitError(f"{spec!r} names no question set")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise KitError(f"two question sets named {twice[0]!r} in {spec[:120]!r}: each set needs its own name")
+    rows: list[dict] = []
+    seen: dict[str, str] = {}
+    for part, name in zip(parts, names, strict=True):
+        for q in load_questions(part, columns):
+            if q["id"] in seen:
+                raise KitError(
+                    f"question id {q['id'][:40]!r} is in both {seen[q['id']]!r} and {name!r}: records are "
+                    "keyed by id, so sets asked together need ids of their own"
+                )
+            seen[q["id"]] = name
+            rows.append(q | {"set": name})
+    return interleave(rows)
+
+
 def set_name(spec: str) -> str:
     """The name a question set goes by in records and calibrations: its folder's for a pattern of
     files in one folder or a file named questions (`data/longtail/*.jsonl` -> "longtail",
@@ -90,7 +111,8 @@ def set_name(spec: str) -> str:
     if spec.startswith("hf:"):
         return spec[3:]
     p = Path(spec)
-    return p.parent.name if ("*" in p.name or p.stem == "questions") and p.parent.name else p.stem
+    folder = p.parent.name if "*" not in p.parent.name else ""
+    return (folder if ("*" in p.name or p.stem == "questions") and folder else p.stem) or spec
 
 
 def read_rows(path: Path) -> list[dict]:
