@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from research.confidence import calibration as cal
+from research.confidence.transfer import of_signals as shown_of
+from research.confidence.transfer import of_stats as stats_of
 from research.errors import KitError
 
 
@@ -365,7 +367,7 @@ def test_a_damaged_file_is_named_once_and_costs_only_the_figure(home, capsys):
         "(python -m research eval --calibrate makes a new one)\n"
     )
     assert cal.damaged(SHA, "free") == path
-    shown = cal.of_signals({"mean_logprob": 0.5}, SHA)
+    shown = shown_of({"mean_logprob": 0.5}, SHA)
     assert shown.p is None and shown.words == "not calibrated (its saved calibration is damaged)"
     path.write_text(json.dumps(saved()))  # mended: used again, no longer damaged
     assert cal.load(SHA, "free") is not None and cal.damaged(SHA, "free") is None
@@ -382,21 +384,21 @@ def test_a_file_too_large_or_too_deep_is_damaged(home, capsys):
 
 def test_the_confidence_shown_with_an_answer(home):
     write(home / "home", saved())  # p = sigmoid(1.5 * (x - 0.5) / 2 - 0.5)
-    shown = cal.of_signals({"mean_logprob": 0.5}, SHA)
+    shown = shown_of({"mean_logprob": 0.5}, SHA)
     assert shown.p == pytest.approx(1 / (1 + math.exp(0.5)))
     assert shown.method == "free" and shown.calibration == cal.load(SHA, "free").id
     assert shown.words == "unsure, check this: 38 %"
-    missing = cal.of_signals({"n_tokens": 3}, SHA)
+    missing = shown_of({"n_tokens": 3}, SHA)
     assert missing.p is None and missing.calibration is None and missing.words == "not calibrated"
     for nothing in (
-        cal.of_signals(None, SHA),
-        cal.of_signals({"mean_logprob": 0.5}, ""),
-        cal.of_signals({}, SHA),
+        shown_of(None, SHA),
+        shown_of({"mean_logprob": 0.5}, ""),
+        shown_of({}, SHA),
     ):
         assert nothing.p is None and nothing.words == "not calibrated"
     stats = type("Stats", (), {"signals": {"mean_logprob": 4.5}})()
-    assert cal.of_stats(stats, SHA).p == pytest.approx(1 / (1 + math.exp(-2.5)))
-    assert cal.of_stats(object(), SHA).p is None
+    assert stats_of(stats, SHA).p == pytest.approx(1 / (1 + math.exp(-2.5)))
+    assert stats_of(object(), SHA).p is None
 
 
 def test_save_writes_a_private_file_that_load_reads_back(home):
@@ -491,11 +493,11 @@ def test_the_damage_is_named_word_for_word(home, capsys):
 def test_of_stats_asks_for_its_method(home):
     write(home / "home", saved())
     stats = type("Stats", (), {"signals": {"mean_logprob": 0.5}})()
-    assert cal.of_stats(stats, SHA, "free").p is not None
-    assert cal.of_stats(stats, SHA, "p_true").p is None  # no calibration of that method
+    assert stats_of(stats, SHA, "free").p is not None
+    assert stats_of(stats, SHA, "p_true").p is None  # no calibration of that method
 
 
 def test_no_model_file_means_no_lookup(home):
     (home / "home" / "calibrations").mkdir(parents=True)
     (home / "home" / "calibrations" / "free.json").write_text(json.dumps(saved() | {"model_sha256": ""}))
-    assert cal.of_signals({"mean_logprob": 0.5}, "").p is None
+    assert shown_of({"mean_logprob": 0.5}, "").p is None

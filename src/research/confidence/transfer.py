@@ -155,7 +155,7 @@ def fitted_line(cal: Calibration | None) -> str:
     """On what a calibration was fitted, in one line for the page and the terminal:
     "fitted on 710 answers of this model to 3 question sets (qa 310, 44 % right; ...)"."""
     if cal is None:
-        return "no calibration for this model: its answers show no confidence"
+        return "no calibration for this model, so its answers show no confidence"
     f = cal.fitted_on or {}
     sets = f.get("sets") or {}
     parts = [
