@@ -286,15 +286,18 @@ def test_eval_counts_gained_lost_citations_and_resumes(lib, tmp_path):
     assert len(open(out).readlines()) == 8  # another setting: its own records
 
 
+def knows_paris(prompt: str) -> str:
+    """The model of the decoy and unfamiliar tests: Paris closed-book, the ferry's name only from its
+    passage, and nothing from passages that do not hold it."""
+    passages = system_of(prompt)
+    if "Passages:" not in passages:
+        return "Paris" if "France" in prompt else "The Titanic"
+    return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
+
+
 def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
     """ "decoy" answers with another question's passages (none holding the answer): a right
     closed-book answer it loses is lost to prompt noise, not to misleading passages."""
-
-    def reply(prompt):
-        passages = system_of(prompt)
-        if "Passages:" not in passages:
-            return "Paris" if "France" in prompt else "The Titanic"
-        return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
 
     with_france(lib, tmp_path)
     questions = FERRY_AND_FRANCE
@@ -302,7 +305,12 @@ def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
     four = [{"id": c} for c in "abcd"]
     assert [library_eval.decoy_for(four, i)["id"] for i in range(4)] == list("cdab")
     records, summary = library_eval.run(
-        engine(reply), questions, lib, ["never", "always", "decoy"], out=tmp_path / "r.jsonl", progress=False
+        engine(knows_paris),
+        questions,
+        lib,
+        ["never", "always", "decoy"],
+        out=tmp_path / "r.jsonl",
+        progress=False,
     )
     decoy = {r["id"]: r for r in records if r["mode"] == "decoy"}
     assert decoy["q1"]["decoy_question"] == "q2" and decoy["q2"]["decoy_question"] == "q1"
@@ -318,7 +326,7 @@ def test_the_decoy_control_and_the_paired_tests(lib, tmp_path):
     assert "decoy" in table and "paired, always vs decoy on the same 2 questions" in table
     with pytest.raises(KitError, match="unknown mode"):
         library_eval.run(
-            engine(reply), questions, lib, ["sometimes"], out=tmp_path / "r.jsonl", progress=False
+            engine(knows_paris), questions, lib, ["sometimes"], out=tmp_path / "r.jsonl", progress=False
         )
 
 
@@ -447,14 +455,8 @@ def test_unfamiliar_looks_up_what_the_question_alone_says_the_model_does_not_kno
     from research.confidence import calibration
     from research.engine.signals import QUESTION
 
-    def reply(prompt):
-        passages = system_of(prompt)
-        if "Passages:" not in passages:
-            return "Paris" if "France" in prompt else "The Titanic"
-        return "Marigold Dawn [1]" if "Marigold" in passages else "I cannot tell"
-
     with_france(lib, tmp_path)
-    e = engine(reply)
+    e = engine(knows_paris)
     e.backend.logprobs = [-0.5]  # answers carry signals, and so their questions' (tests/fakes.py)
     e.__dict__["sha256"] = "fake-unfamiliar"
     # The fake reads capitals as rare: "France" is the least expected word of one question (5.5

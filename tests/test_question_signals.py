@@ -254,7 +254,9 @@ def test_eval_reports_the_pages_method_on_each_set_with_the_hard_sets_targets(tm
     """Fitted on one set, judged on two others: the summary says per set how the words did."""
     backend = FakeBackend(["Paris.", "Paris.", "Lyon."], n_ctx=400, logprobs=[-0.1, -0.2, -2.0])
     engine = Engine(backend, CHATML, "fake")
-    engine.__dict__["sha256"] = "fake-sha256"
+    engine.__dict__["sha256"] = (
+        "fake-sets-sha256"  # its own: a calibration saved here must not reach other tests
+    )
 
     def qs(prefix, n, ref):
         return [

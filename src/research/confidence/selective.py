@@ -47,7 +47,7 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
     for a sampled method, on as many samples made the same way) is used as it is (the truest
     test: other questions, another day); otherwise a stratified k-fold
     cross-validation on the records themselves. None when the records lack its signals.
-    Returns {"p", "y", "ids", "how"}.
+    Returns {"p", "y", "ids", "how", "unlike"} (and "words" with a saved calibration).
     """
     from research.confidence import methods as confidence
 
@@ -75,7 +75,13 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
         }
     if y.sum() < 2 or (1 - y).sum() < 2:
         return None
-    return {"p": out_of_fold(X, y), "y": y, "ids": ids, "how": f"{FOLDS}-fold cross-validation"}
+    return {
+        "p": out_of_fold(X, y),
+        "y": y,
+        "ids": ids,
+        "how": f"{FOLDS}-fold cross-validation",
+        "unlike": np.zeros(len(y), bool),  # no support to judge by: every question alike
+    }
 
 
 def _signals_of(records: list[dict], ids: list) -> list[dict]:
@@ -282,7 +288,7 @@ def abstention(
         return None
     by_id = {r.get("id"): r for r in records}
     # as the page withholds them: below the threshold, or unlike the calibration's questions
-    kept = (got["p"] >= below) & ~got.get("unlike", np.zeros(len(got["p"]), bool))
+    kept = (got["p"] >= below) & ~got["unlike"]
     halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
     n = len(kept)
     return {
@@ -328,10 +334,8 @@ def tuned_elsewhere(
     halluc = np.array([bool(by_id[i]["scores"]["hallucinated"]) for i in got["ids"]])
     tune = folds(got["y"], 2, seed) == 0
 
-    far = got.get("unlike", np.zeros(len(got["p"]), bool))
-
     def cost(part, below):
-        kept = (got["p"][part] >= below) & ~far[part]
+        kept = (got["p"][part] >= below) & ~got["unlike"][part]
         return float((wrong_cost * (halluc[part] & kept).sum() + (~kept).sum()) / part.sum())
 
     tuning = {t: cost(tune, t) for t in thresholds}

@@ -143,7 +143,7 @@ def set_weights(sets) -> np.ndarray:
     """A weight per answer such that every question set weighs alike in a fit (mean 1): 200 hard
     questions count as much as 310 easier ones. Fitted on the kit's three sets with the hard set's
     halves held out in turn, the mean probability on the held-out half came 3-4 points nearer the
-    share right than with every answer alike (docs/confidence-transfer.md)."""
+    share right than with every answer alike (a throwaway script; issue 32's note)."""
     sets = np.asarray(sets, object)
     names, counts = np.unique(sets, return_counts=True)
     per = dict(zip(names, 1.0 / counts, strict=True))

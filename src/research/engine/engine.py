@@ -145,7 +145,7 @@ class Engine:
             warning=self.format.warning if self.format.name != before else None,
         )
         question = str(messages[-1]["content"])
-        watch = self._watch(tokens, messages)
+        self._watch(tokens, messages, question)
         device.reset_peak_rss()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # Benchmarks generate a fixed number of tokens as llama-bench does: a model that ends its
@@ -199,25 +199,20 @@ class Engine:
             texts = [p.decode("utf-8", "replace") for p in pieces[:n]]
             stats.signals = signals.token_signals(trace[:n], texts, question)
             stats.signal_s = b.signal_s
-            if watch and b.watch and stats.signals:
+            if getattr(b, "watch", None) and stats.signals:
                 self._add_question_signals(tokens, stats)
         cost.stop()
         stats.cpu_s, stats.energy_j = cost.cpu_s, cost.energy_j
         yield stats
 
-    def _watch(self, tokens: Sequence[int], messages: Sequence[Message]) -> bool:
-        """Point the backend at the question's prompt tokens for the question-side signals; False
-        for a backend that cannot read them. The first question of a conversation only: after
-        others, its words are predictable from them, unlike any question the calibrations saw
-        (each asked alone)."""
+    def _watch(self, tokens: Sequence[int], messages: Sequence[Message], question: str) -> None:
+        """Point the backend (one that can read them) at the question's prompt tokens for the
+        question-side signals. The first question of a conversation only: after others, its words
+        are predictable from them, unlike any question the calibrations saw (each asked alone)."""
         b = self.backend
-        if not hasattr(b, "watch"):
-            return False
-        first = sum(m["role"] == "user" for m in messages) == 1
-        b.watch = (
-            signals.question_span(tokens, str(messages[-1]["content"]), b.token_bytes) if first else None
-        )
-        return True
+        if hasattr(b, "watch"):
+            first = sum(m["role"] == "user" for m in messages) == 1
+            b.watch = signals.question_span(tokens, question, b.token_bytes) if first else None
 
     def _step_parts(self) -> dict:
         """The backend's seconds in llama_decode, its sampler chain and the free signals over the

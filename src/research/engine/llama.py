@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
-import math
 import os
 import sys
 import threading
@@ -24,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from research import device
-from research.engine.llama_signals import SignalReader
+from research.engine.llama_signals import SignalReader, log_sum_exp
 from research.engine.memory import KV_TYPES
 from research.errors import KitError
 
@@ -254,16 +253,17 @@ class LlamaBackend(SignalReader):
 
     def _generate(self, llm, tokens: Sequence[int], sampler) -> Iterator[int]:
         keep = self.cached_prefix(tokens)
-        if self.watch and self.signals:  # the question's rows are read only when evaluated now
-            keep = min(keep, max(0, self.watch[0] - 1))
+        watch = self.watch if self.signals else None
+        if watch:  # the question's rows are read only when evaluated now
+            keep = min(keep, max(0, watch[0] - 1))
         if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):  # recurrent models cannot drop a tail
             llm.reset()
             keep = 0
         llm.n_tokens = keep
         t0 = time.perf_counter()
         self.question_trace, self.question_s = [], 0.0
-        if self.watch and self.signals:
-            self._eval_watching(llm, tokens, keep, self.watch)
+        if watch:
+            self._eval_watching(llm, tokens, keep, watch)
         else:
             llm.eval(tokens[keep:])
         t1 = time.perf_counter()
@@ -319,15 +319,13 @@ class LlamaBackend(SignalReader):
     def next_logprobs(self, tokens: Sequence[int], candidates: Sequence[str]) -> list[float]:
         """Log-probabilities of the first token of each candidate text right after `tokens` (one
         prompt evaluation, prefix reused from the KV cache): P(True)'s "A" against "B"."""
-        import numpy as np
 
         ids = [self.llm.tokenize(c.encode(), add_bos=False, special=False)[0] for c in candidates]
         steps = self._generate(self.llm, tokens, _Forced(ids[:1]))
         try:
             next(steps)
-            x = np.ctypeslib.as_array(self._logits_ith(self.llm._ctx.ctx, -1), shape=(self.n_vocab,))
-            top = float(x.max())
-            lse = top + math.log(float(np.exp(x - top).sum()))
+            x = self.logits_view()
+            lse = log_sum_exp(x, self._z)
             return [float(x[i]) - lse for i in ids]
         finally:
             steps.close()

@@ -14,6 +14,17 @@ import time
 from collections.abc import Sequence
 
 
+def log_sum_exp(x, work) -> float:
+    """log(sum(exp(x))) of a vocabulary's logits `x`, computed stably in `work` (a float32 buffer
+    of the same size; `x` is left as it is)."""
+    import numpy as np
+
+    top = float(x.max())
+    np.subtract(x, top, out=work)
+    np.exp(work, out=work)
+    return top + math.log(float(work.sum()))
+
+
 class SignalReader:
     """Reads the signals from the logits llama.cpp keeps in the context. Expects of its class:
     llm (llama_cpp.Llama), n_vocab, _logits_ith, _e and _z (vocabulary-sized float32 buffers),
@@ -48,13 +59,9 @@ class SignalReader:
             llm.input_ids[n_past : n_past + len(chunk)] = chunk
             llm.n_tokens += len(chunk)
             t = time.perf_counter()
-            z = self._z
             for j in rows:
                 x = np.ctypeslib.as_array(self._logits_ith(ctx, j), shape=(self.n_vocab,))
-                top = float(x.max())
-                np.subtract(x, top, out=z)
-                np.exp(z, out=z)
-                self.question_trace.append(float(x[tokens[n_past + j + 1]]) - top - math.log(float(z.sum())))
+                self.question_trace.append(float(x[tokens[n_past + j + 1]]) - log_sum_exp(x, self._z))
             self.question_s += time.perf_counter() - t
 
     def _token_signal(self, token: int) -> None:
