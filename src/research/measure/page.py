@@ -51,6 +51,28 @@ class ProcSample:
         return cls(time.monotonic(), cpu / tick, wakeups, rss)
 
 
+def browser_cpu_s(page_pid: int) -> float:
+    """CPU-seconds used so far by this process's children apart from the page and its own children:
+    the browser that playwright started (every process of it) and playwright's driver. A process
+    that ended in between takes its seconds with it: compare two readings over short spans."""
+    import psutil
+
+    try:
+        page = {page_pid, *(c.pid for c in psutil.Process(page_pid).children(recursive=True))}
+    except psutil.Error:
+        page = {page_pid}
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in page:
+            continue
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue  # ended between listing and reading
+        total += t.user + t.system
+    return total
+
+
 def rest(pid: int, seconds: float) -> dict:
     """What a process does at rest over `seconds`: % of a core, wake-ups a second, resident MB."""
     a = ProcSample.of(pid)
@@ -209,7 +231,10 @@ def _with_tab(page: Page, chromium: str, seconds: float) -> dict:
             tab = b.new_page(viewport={"width": 390, "height": 844})
             open_page(tab, page.open_url)
             time.sleep(3)
-            return rest(page.pid, seconds)
+            before = browser_cpu_s(page.pid)
+            out = rest(page.pid, seconds)
+            used = browser_cpu_s(page.pid) - before
+            return out | {"browser_pct_of_a_core": 100 * used / out["seconds"]}
         finally:
             b.close()
 
@@ -230,6 +255,12 @@ def format_idle(r: dict) -> str:
         lines.append(
             f"{name:34} {x['cpu_pct_of_a_core']:11.2f} {x['cpu_s_per_minute']:9.2f} "
             f"{x['wakeups_per_s']:10.1f} {x['rss_mb']:7.0f}"
+        )
+    tab = r.get("browser_tab")
+    if tab and "browser_pct_of_a_core" in tab:
+        lines.append(
+            f"the idle tab's browser itself (Chromium's processes, playwright's driver): "
+            f"{tab['browser_pct_of_a_core']:.2f} % of a core"
         )
     lines.append(
         f"unloaded page against one that never loaded a model: {r['unloaded_over_never_loaded_mb']:+.0f} MB"

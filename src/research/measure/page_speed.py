@@ -20,7 +20,7 @@ import time
 from research import device
 from research.engine import Sampling
 from research.errors import KitError
-from research.measure.page import QUIET_BROWSER, Page, find_browser, open_page
+from research.measure.page import QUIET_BROWSER, Page, browser_cpu_s, find_browser, open_page
 
 #: A long answer (decode speed) and a short one (time to first token), asked greedily. The long
 #: one runs to the page's default "Max tokens" (the engine's default), on both sides.
@@ -186,7 +186,10 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         _greedy(tab)
         for rep in range(reps):  # interleaved: the machine drifts from minute to minute
             long_alone.append(engine_alone(model, threads, LONG, LONG_TOKENS))
+            used, t = browser_cpu_s(page.pid), time.perf_counter()
             long_page.append(ask(tab, LONG, LONG_TOKENS))
+            used, t = browser_cpu_s(page.pid) - used, time.perf_counter() - t
+            long_page[-1] |= {"browser_cpu_s": used, "browser_share": used / t}
             short_page.append(ask(tab, SHORT, SHORT_TOKENS))
             short_alone.append(engine_alone(model, threads, SHORT, SHORT_TOKENS))
             progress(
@@ -220,6 +223,9 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         "alone_ttft_ms": med(r["ttft_ms"] for r in short_alone),
         "first_paint_over_ttft_ms": med(r["first_paint_ms"] - r["engine_ttft_ms"] for r in short_page),
         "paints_per_s": med(r["paints"] / (r["tokens"] / max(r["painted_tps"], 1e-9)) for r in long_page),
+        # The browser's own CPU while a long answer is asked and written, on the cores the model uses.
+        "browser_cpu_s": med(r["browser_cpu_s"] for r in long_page),
+        "browser_share": med(r["browser_share"] for r in long_page),
         "samples": {"long_page": long_page, "short_page": short_page, "long_alone": long_alone},
     }
 
@@ -264,7 +270,7 @@ def format_page(r: dict) -> str:
         "",
         f"{'threads':>7} {'seen t/s':>8} {'alone, whole':>12} {'seen/alone':>10} {'engine in page':>14} "
         f"{'engine alone':>12} {'in page/alone':>13} {'painted t/s':>11} {'first paint ms':>14} "
-        f"{'engine ttft ms':>14} {'paints/s':>8}",
+        f"{'engine ttft ms':>14} {'paints/s':>8} {'browser CPU s':>13}",
     ]
     for x in r["rows"]:
         lines.append(
@@ -272,13 +278,16 @@ def format_page(r: dict) -> str:
             f"{x['seen_over_alone']:10.0%} "
             f"{x['engine_in_page_decode_tps']:14.1f} {x['alone_decode_tps']:12.1f} "
             f"{x['engine_in_page_over_alone']:13.0%} {x['painted_tps']:11.1f} {x['first_paint_ms']:14.0f} "
-            f"{x['engine_ttft_ms']:14.0f} {x['paints_per_s']:8.1f}"
+            f"{x['engine_ttft_ms']:14.0f} {x['paints_per_s']:8.1f} "
+            f"{x['browser_cpu_s']:6.2f} ({x['browser_share']:.0%})"
         )
     lines += [
         "seen: the answer's tokens over the time from pressing Ask to the last paint of its text, against",
         "the engine alone's tokens over its whole answer (alone, whole); engine in page / alone: decode",
         "speed as each engine reports it; painted: the pace between the first and the last painted change",
-        "(no first-token wait: it can beat the engine, and says how smoothly the text flows).",
+        "(no first-token wait: it can beat the engine, and says how smoothly the text flows); browser CPU:",
+        "Chromium's CPU-seconds while a long answer is asked and written (its share of a core), taken from",
+        "the cores the engine decodes on.",
     ]
     c = r.get("cold_start")
     if c:

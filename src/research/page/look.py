@@ -10,9 +10,18 @@
   the page sideways.
 - SCRIPT, the page's one script, put in the page by research.page.headers with the response's
   nonce like Gradio's own (the Content-Security-Policy stays as strict): a polite live region that
-  says each finished answer once (STATUS), Escape stops a running answer, and what Gradio's
+  says each finished answer once (STATUS), Escape stops a running answer, what Gradio's
   sanitizer takes out of the kit's own markup put back (`aria-hidden` on the figures as shown,
-  which research.page.text writes again as sentences for screen readers).
+  which research.page.text writes again as sentences for screen readers), and Gradio's frames
+  that draw nothing slowed down (below).
+
+Gradio's frames that draw nothing (Gradio 6.31): a status tracker times a pending event, and its
+loader animates a spring, at every animation frame until the event ends; the page's loading
+tracker is removed while still pending and both go on forever, 60 frames a second in an idle tab
+(Chromium drew them: 8.8-9.2 % of a core at rest, `python -m research bench --idle`, and more of
+the browser's time during every answer, on the cores the model decodes on). While no status
+tracker is shown, a frame asked for from Gradio's status tracker or its animation loop waits
+250 ms instead; a shown tracker gets every frame, as before.
 
 The page's layout (demo/app.py) names its components with the ids below.
 """
@@ -25,6 +34,9 @@ from research.page.text import VISUAL
 
 #: Element ids the layout gives its components and the script and CSS find them by.
 CHAT, QUESTION, STOP, SHOW_ANYWAY, STATUS = "chat", "question", "stop", "show-anyway", "answer-status"
+#: How long a frame asked for by Gradio's status tracker or animation loop waits while no tracker
+#: is shown (the module's doc): 4 wake-ups a second instead of 60 frames.
+IDLE_FRAME_MS = 250
 
 
 def theme():
@@ -79,7 +91,32 @@ CSS = Template("""
 
 SCRIPT = Template("""(() => {
   "use strict";
-  // research.page.look: what the page needs beyond Gradio for the keyboard and screen readers.
+  // research.page.look: what the page needs beyond Gradio for the keyboard and screen readers,
+  // and Gradio's frames that draw nothing slowed down (the module's doc).
+  const frame = window.requestAnimationFrame.bind(window);
+  const cancelFrame = window.cancelAnimationFrame.bind(window);
+  const waiting = new Map();
+  let nextWait = 2 ** 30;  // above any id the browser gives
+  // Who asked for the frame: the first of Gradio's own scripts on the stack (not this one). Its
+  // status tracker's chunk, or Svelte's animation loop (raf.tick; "at Object.tick (" in Chromium,
+  // "tick@" in Firefox).
+  function asker() {
+    return (new Error().stack || "").split("\\n").find(line => line.includes("/assets/")) || "";
+  }
+  function idleAsker() {
+    if (document.querySelector('[data-testid="status-tracker"]:not(.hide) > *')) return false;
+    const line = asker();
+    return /\\/statustracker-[^/]*\\.js/.test(line) || /(^|[\\s.])tick[\\s@]/.test(line);
+  }
+  window.requestAnimationFrame = function (callback) {
+    if (!idleAsker()) return frame(callback);
+    const id = nextWait++;
+    waiting.set(id, setTimeout(() => { waiting.delete(id); callback(performance.now()); }, $wait));
+    return id;
+  };
+  window.cancelAnimationFrame = function (id) {
+    if (waiting.has(id)) { clearTimeout(waiting.get(id)); waiting.delete(id); } else cancelFrame(id);
+  };
   const ANSWERS = '#$chat [data-testid="bot"]';
   let status = null, said = "";
 
@@ -147,4 +184,4 @@ SCRIPT = Template("""(() => {
     document.addEventListener("keydown", key);
   }
   if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
-})();""").substitute(chat=CHAT, stop=STOP, status=STATUS, visual=VISUAL)
+})();""").substitute(chat=CHAT, stop=STOP, status=STATUS, visual=VISUAL, wait=IDLE_FRAME_MS)
