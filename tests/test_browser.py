@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import pytest
 from chromium import on_device
 
-from research.measure.page import open_page
+from research.measure.page import browser_cpu_s, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.page, pytest.mark.model]
 
@@ -54,8 +54,14 @@ def test_the_paint_log_measures_what_the_reader_sees(browser, page):
     ctx.add_init_script(page_speed.RECORDER)
     tab = ctx.new_page()
     open_page(tab, page.open_url)
+    used = browser_cpu_s(page.pid)
     got = page_speed.ask(tab, "Write a story about a dragon.", 64)
+    assert (
+        browser_cpu_s(page.pid) > used
+    )  # the browser rendered the answer (the page's process is not counted)
     ctx.close()
+    # The same answer asked over the page's API, no browser: the engine's speed from its figures line.
+    assert page_speed.over_api(page.client(), "Write a story about a dragon.", 64) > 0
     assert got["tokens"] > 8 and got["paints"] >= 2
     assert got["first_paint_ms"] > 0 and got["painted_tps"] > 0
     assert 0 < got["seen_tps"] < got["tokens"] / (got["first_paint_ms"] / 1e3)  # the wait counts

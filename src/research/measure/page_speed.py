@@ -127,6 +127,23 @@ def ask(tab, question: str, max_tokens: int, new_conversation: bool = True) -> d
     return out | {"engine_ttft_ms": ttft_s * 1e3, "engine_decode_tps": decode_tps, "tokens": tokens}
 
 
+def over_api(client, question: str, max_tokens: int) -> float:
+    """The same greedy answer asked of the page over its API (gradio_client, no browser): the
+    engine's decode t/s as the page's figures line says it. Beside the browser's figures it tells
+    the page's own process from the browser that renders it."""
+    from research.page.host import DEFAULT_SYSTEM
+    from research.page.messages import KNOBS
+
+    knobs = Sampling(temperature=0, max_tokens=max_tokens, seed=1)
+    history, _ = client.predict(
+        question, [], DEFAULT_SYSTEM, *(getattr(knobs, k) for k in KNOBS), api_name="/ask"
+    )
+    m = FIGURES.search(str(history[-1]["content"]))
+    if not m:
+        raise KitError(f"the page's answer over its API has no line of figures: {str(history[-1])[-200:]!r}")
+    return float(m[3])
+
+
 def engine_alone(model, threads: int, question: str, max_tokens: int) -> dict:
     """The same greedy answer from the engine in this process: no page, no browser."""
     from research.engine import Engine, EngineConfig, conversation
@@ -177,8 +194,9 @@ def measure(
 
 def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
     progress(f"page with {threads} thread(s) in {browser.version}, {reps} long and short answers ...")
-    long_page, short_page, long_alone, short_alone = [], [], [], []
+    long_page, short_page, long_alone, short_alone, api = [], [], [], [], []
     with Page(model, "--threads", str(threads)) as page:
+        client = page.client()
         ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         ctx.add_init_script(RECORDER)
         tab = ctx.new_page()
@@ -192,13 +210,15 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
             long_page[-1] |= {"browser_cpu_s": used, "browser_share": used / t}
             short_page.append(ask(tab, SHORT, SHORT_TOKENS))
             short_alone.append(engine_alone(model, threads, SHORT, SHORT_TOKENS))
+            api.append(over_api(client, LONG, LONG_TOKENS) / long_alone[-1]["decode_tps"])
             progress(
                 f"  rep {rep + 1}: seen {long_page[-1]['seen_tps']:.1f} t/s from Ask to the last paint "
                 f"(engine alone, whole answer {long_alone[-1]['whole_tps']:.1f}); "
                 f"painted {long_page[-1]['painted_tps']:.1f} t/s (engine in the page "
                 f"{long_page[-1]['engine_decode_tps']:.1f}, alone {long_alone[-1]['decode_tps']:.1f}); "
                 f"first paint {short_page[-1]['first_paint_ms']:.0f} ms "
-                f"(engine ttft {short_page[-1]['engine_ttft_ms']:.0f})"
+                f"(engine ttft {short_page[-1]['engine_ttft_ms']:.0f}); over the API, no browser: the "
+                f"engine in the page at {api[-1]:.0%} of alone"
             )
         ctx.close()
     med = statistics.median
@@ -215,6 +235,9 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         "engine_in_page_over_alone": med(
             p["engine_decode_tps"] / a["decode_tps"] for p, a in zip(long_page, long_alone, strict=True)
         ),
+        # The same answer asked over the page's API, no browser: the page's process alone.
+        "api_over_alone": med(api),
+        "api_over_alone_pairs": api,
         "painted_over_alone": med(
             p["painted_tps"] / a["decode_tps"] for p, a in zip(long_page, long_alone, strict=True)
         ),
@@ -289,6 +312,13 @@ def format_page(r: dict) -> str:
         "Chromium's CPU-seconds while a long answer is asked and written (its share of a core), taken from",
         "the cores the engine decodes on.",
     ]
+    for x in r["rows"]:
+        pairs = x["api_over_alone_pairs"]
+        lines.append(
+            f"no browser ({x['threads']} threads; the long answer asked over the page's API, after each "
+            f"pair): the engine in the page at {x['api_over_alone']:.0%} of alone ({min(pairs):.0%}-"
+            f"{max(pairs):.0%})"
+        )
     c = r.get("cold_start")
     if c:
         lines.append(
