@@ -36,6 +36,7 @@ class FakeBackend:
         self.question_trace: list[float] = []
         self.question_s = 0.0
         self.decode_s = self.sample_s = 0.0  # a script decodes and samples in no time
+        self.native = False  # no C step: a script has no llama.cpp to decode through
         self.n_ctx, self.n_threads, self.delay = n_ctx, 1, delay
         # The rest of research.engine.types.Backend, as a small CPU build of llama.cpp would say it.
         self.n_batch = self.n_ubatch = 512

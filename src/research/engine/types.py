@@ -161,7 +161,8 @@ class Backend(Protocol):
     (watch: the prompt tokens of the question, set before it; question_trace: their
     log-probabilities; question_s: the seconds spent; decode_s and sample_s: the seconds in the
     model's decode steps and its sampler after the first token); control_texts are the vocabulary's
-    control-token texts (prompt_tokens breaks them in content when it has to).
+    control-token texts (prompt_tokens breaks them in content when it has to); native: whether it
+    decodes through its C step when that builds (research.engine.native; bench --compare says which).
     """
 
     n_ctx: int
@@ -185,6 +186,7 @@ class Backend(Protocol):
     question_s: float
     prompt_eval_s: float
     first_sample_s: float
+    native: bool
 
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]: ...
     def token_bytes(self, token: int) -> bytes: ...

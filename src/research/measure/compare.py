@@ -14,7 +14,7 @@ import statistics
 import sys
 
 from research import device
-from research.engine import Engine, EngineConfig, memory
+from research.engine import Engine, EngineConfig, memory, native
 from research.errors import KitError
 from research.llamacpp import bench as llama_bench
 from research.llamacpp.bench import row
@@ -62,6 +62,7 @@ def compare(
     )
     lb, kit, one = _interleaved(engine, exe, ref, threads, pp, tg, depth, reps, progress)
     fields = model_fields(engine)
+    c_step = engine.backend.native and native.step() is not None
     rows = [
         row("llama-bench", f"pp{pp}", ref.path, threads, pp, 0, lb["pp"], commit),
         row("llama-bench", f"tg{tg}", ref.path, threads, 0, tg, lb["tg"], commit),
@@ -84,6 +85,8 @@ def compare(
         "n_threads": threads,
         "llama_cpp_commit": commit,
         "tg_depth": depth,
+        # Which decode loop the chat path ran: step.c through research.engine.native, or Python.
+        "decode_loop": "C (research/engine/step.c)" if c_step else f"Python ({native.why() or 'off'})",
         **_ratios(kit, lb),
         "step_ms": step_ms(kit["parts"], lb["tg_depth"]),
         "rows": rows,
@@ -198,7 +201,7 @@ def format_compare(r: dict) -> str:
     lines = [
         f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']} · kit: "
         f"micro-batch {kit_pp.get('n_ubatch', '?')}, {kit_pp.get('load_mode', '?')} load "
-        "(llama-bench: its defaults, 512 and mmap)",
+        f"(llama-bench: its defaults, 512 and mmap); decode loop: {r.get('decode_loop', '?')}",
         "",
         f"{'test':12} {'llama-bench t/s':>16} {'kit chat path t/s':>18} {'ratio':>7}  "
         "(median of paired reps; their range)",

@@ -1,0 +1,149 @@
+"""The engine's decode step in C (step.c), compiled on this device against the installed llama.cpp.
+
+A chat answer decodes one token at a time; between two llama_decode calls llama.cpp's threads
+wait while the kit samples the next token and reads its confidence signals. From Python that
+took three calls and NumPy passes over the vocabulary (0.36 ms a token on SmolLM2, more on
+larger vocabularies) and the next decode ran slower after the wait. step.c does the same work in
+one call (same sampler chain, same tokens: see its header).
+
+It is compiled the first time it is needed, with the C compiler that built llama.cpp (`cc`, or
+`$CC`), against llama-cpp-python's own llama.h and the libllama it loaded, into a private folder
+of the cache keyed by all of these; any failure (no compiler, no header, another ABI) leaves the
+engine on its Python loop, which gives the same tokens, and `why()` says why.
+RESEARCH_NATIVE_STEP=0 keeps the Python loop (to compare the two).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from research import paths
+
+SOURCE = Path(__file__).with_name("step.c")
+#: Flags that let the compiler vectorize step.c's passes over the vocabulary: sums reassociated,
+#: logits taken as finite numbers (llama.cpp's are; step.c hands the chain every token when none
+#: passes its floor).
+FLAGS = [
+    "-O3",
+    "-fPIC",
+    "-shared",
+    "-fno-math-errno",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+    "-ffinite-math-only",
+]
+
+_loaded: dict[str, object] = {}
+_why: list[str] = []
+
+
+def why() -> str:
+    """Why the engine decodes with its Python loop ("" when the C step is in use or not yet tried)."""
+    return _why[-1] if _why else ""
+
+
+def step():
+    """kit_step from step.c as a ctypes function, or None (see why())."""
+    if os.environ.get("RESEARCH_NATIVE_STEP", "1") == "0":
+        return _fail("RESEARCH_NATIVE_STEP=0")
+    if "step" in _loaded:
+        return _loaded["step"]
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (OSError, subprocess.SubprocessError, _Unavailable) as e:
+        _loaded["step"] = None
+        return _fail(str(e) or type(e).__name__)
+    fn = lib.kit_step
+    fn.argtypes = [
+        ctypes.c_void_p,  # llama_context *
+        ctypes.c_void_p,  # llama_sampler * (the chain)
+        ctypes.c_int32,  # token to decode
+        ctypes.c_int32,  # n_vocab
+        ctypes.c_int32,  # keep: the chain's first top-k (0: every token)
+        ctypes.c_int32,  # want_signals
+        ctypes.POINTER(ctypes.c_double),  # out[6]
+        ctypes.c_void_p,  # llama_token_data[n_vocab]: the candidates' room (candidates())
+    ]
+    fn.restype = ctypes.c_int32
+    _loaded["step"] = fn
+    _why.clear()
+    return fn
+
+
+def candidates(n_vocab: int):
+    """Room for step.c's candidates: llama_token_data (id, logit, p) for a whole vocabulary."""
+    import llama_cpp
+
+    return (llama_cpp.llama_token_data * n_vocab)()
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _fail(reason: str):
+    _why.append(reason)
+    return None
+
+
+def _build() -> Path:
+    import llama_cpp.llama_cpp as low_level
+
+    lib = Path(getattr(low_level._lib, "_name", "") or "")
+    header = Path(low_level.__file__).resolve().parents[1] / "include" / "llama.h"
+    if not lib.is_file():
+        raise _Unavailable(f"the loaded libllama was not found ({lib})")
+    if not header.is_file():
+        raise _Unavailable(f"llama-cpp-python's llama.h was not found ({header})")
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise _Unavailable("no C compiler (cc, gcc or clang) to build the engine's C step")
+    stat = lib.stat()
+    key = hashlib.sha256()
+    for part in (
+        SOURCE.read_bytes(),
+        header.read_bytes(),
+        f"{lib}:{stat.st_size}:{stat.st_mtime_ns}",
+        cc,
+        *FLAGS,
+    ):
+        key.update(part if isinstance(part, bytes) else part.encode())
+    folder = paths.private_dir(paths.cache_dir() / "native" / key.hexdigest()[:16])
+    target = folder / "libkitstep.so"
+    for p in (folder, target):  # code the engine will run: only this user may have written it
+        if p.exists() and (p.stat().st_uid != os.getuid() or p.stat().st_mode & 0o022):
+            raise _Unavailable(f"{p} is not this user's alone: the engine will not load code from it")
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        built = Path(tmp) / "libkitstep.so"
+        base = [
+            cc,
+            *FLAGS,
+            f"-I{header.parent}",
+            str(SOURCE),
+            "-o",
+            str(built),
+            str(lib),
+            f"-Wl,-rpath,{lib.parent}",
+        ]
+        # Tuned for this CPU (the step runs where it is built); a compiler that refuses the flag
+        # (a cross or an old one) builds for the baseline instead.
+        for cmd in ([*base[:1], "-march=native", *base[1:]], base):
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if run.returncode == 0:
+                break
+        else:
+            said = (run.stderr or run.stdout).strip().splitlines()
+            raise _Unavailable(
+                f"{Path(cc).name} could not build step.c: {said[-1] if said else run.returncode}"
+            )
+        os.replace(built, target)
+    return target
