@@ -58,9 +58,11 @@ static inline float exp_neg(float x) {
 // Margins below the largest logit, in nats, tried in turn for the candidates (see the header):
 // the first that holds `keep` tokens is taken. SmolLM2's default chain keeps 104: about 100
 // tokens lie within 8 nats of the largest, 1,200 within 12 and 7,400 within 16 (medians over a
-// long answer), so the steps between 8 and 16 are fine.
-#define N_MARGINS 12
-static const float MARGINS[N_MARGINS] = {2.0f, 4.0f, 6.0f, 8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 14.0f, 16.0f, 24.0f, 32.0f};
+// long answer), so the steps between 8 and 16 are fine; a model unsure of everything (a file of
+// random weights) has thousands within 2, so the small steps.
+#define N_MARGINS 16
+static const float MARGINS[N_MARGINS] = {0.25f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                         8.0f,  9.0f, 10.0f, 11.0f, 12.0f, 14.0f, 16.0f, 32.0f};
 
 int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t token, int32_t n_vocab,
                  int32_t keep, int32_t want_signals, double *out, llama_token_data *buf) {
@@ -77,9 +79,10 @@ int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t
 
     float top = x[0];
     for (int32_t i = 1; i < n_vocab; i++) top = fmaxf(top, x[i]);
-    // How many logits lie within each margin of the largest: twelve counters in one pass, which
+    // How many logits lie within each margin of the largest: sixteen counters in one pass, which
     // compilers vectorize (an array of counters they do not).
-    int32_t w0 = 0, w1 = 0, w2 = 0, w3 = 0, w4 = 0, w5 = 0, w6 = 0, w7 = 0, w8 = 0, w9 = 0, w10 = 0, w11 = 0;
+    int32_t w0 = 0, w1 = 0, w2 = 0, w3 = 0, w4 = 0, w5 = 0, w6 = 0, w7 = 0;
+    int32_t w8 = 0, w9 = 0, w10 = 0, w11 = 0, w12 = 0, w13 = 0, w14 = 0, w15 = 0;
     for (int32_t i = 0; i < n_vocab; i++) {
         float d = x[i] - top;
         w0 += d >= -MARGINS[0];
@@ -94,8 +97,12 @@ int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t
         w9 += d >= -MARGINS[9];
         w10 += d >= -MARGINS[10];
         w11 += d >= -MARGINS[11];
+        w12 += d >= -MARGINS[12];
+        w13 += d >= -MARGINS[13];
+        w14 += d >= -MARGINS[14];
+        w15 += d >= -MARGINS[15];
     }
-    const int32_t within[N_MARGINS] = {w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11};
+    const int32_t within[N_MARGINS] = {w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15};
     float floor_ = -FLT_MAX;  // every finite logit (FLAGS assume finite logits: -ffinite-math-only)
     if (keep > 0) {
         for (int m = 0; m < N_MARGINS; m++) {
