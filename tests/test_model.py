@@ -160,8 +160,9 @@ def test_model_too_big_for_the_memory_limit_is_refused_before_loading():
             temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, max_tokens=64, seed=7
         ),
         Sampling(temperature=0.8, top_k=0, top_p=0.9, min_p=0.0, repeat_penalty=1.3, max_tokens=64, seed=3),
+        Sampling(temperature=0, repeat_penalty=0.7, max_tokens=64),
     ],
-    ids=["greedy", "default", "no-top-k"],
+    ids=["greedy", "default", "no-top-k", "penalty-under-1"],
 )
 def test_cheaper_sampler_chain_picks_the_same_tokens(engine, sampling):
     """The kit's chain (with its top-k pre-filter) equals llama-cpp-python's own, token for token."""

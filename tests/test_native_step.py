@@ -19,6 +19,7 @@ CHAINS = {
         temperature=0.8, top_k=0, top_p=0.9, min_p=0.0, repeat_penalty=1.3, max_tokens=96, seed=3
     ),
     "top-k-no-penalty": Sampling(temperature=1.2, top_k=5, repeat_penalty=1.0, max_tokens=96, seed=11),
+    "penalty-under-1": Sampling(temperature=0.9, repeat_penalty=0.8, max_tokens=96, seed=5),
 }
 
 
@@ -33,7 +34,7 @@ def engine():
 def fresh(monkeypatch, tmp_path):
     """native's memory of an earlier build forgotten, and builds cached in a folder of the test's own."""
     monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setattr(native, "_why", [])
+    monkeypatch.setattr(native, "_why", {"reason": ""})
     monkeypatch.setenv("RESEARCH_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
 
@@ -92,3 +93,26 @@ def test_code_in_a_folder_others_may_write_is_not_loaded(fresh):
 def test_research_native_step_0_keeps_the_python_loop(fresh, monkeypatch):
     monkeypatch.setenv("RESEARCH_NATIVE_STEP", "0")
     assert native.step() is None and native.why() == "RESEARCH_NATIVE_STEP=0"
+
+
+def test_ties_among_the_highest_logits_are_seen(fresh):
+    """Where logits tie among the `keep` highest or across the cut, step.c hands the chain the whole
+    vocabulary (llama.cpp's partial sort could order tied tokens otherwise on fewer candidates)."""
+    import ctypes
+
+    import llama_cpp
+
+    ties = native._load(native._build()).kit_ties_at_the_top
+    ties.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
+
+    def check(logits, keep):
+        room = (llama_cpp.llama_token_data * len(logits))(*((i, x, 0.0) for i, x in enumerate(logits)))
+        return bool(ties(ctypes.addressof(room), len(logits), keep))
+
+    assert not check([5.0, 1.0, 4.0, 3.0, 2.0, 0.5], 3)
+    assert check([5.0, 1.0, 4.0, 4.0, 2.0, 0.5], 3)  # a tie among the three highest
+    assert check([5.0, 1.0, 4.0, 3.0, 3.0, 0.5], 3)  # the third highest has a twin below the cut
+    assert not check([5.0, 1.0, 4.0, 3.0, 1.0, 0.5], 3)  # ties below the cut do not matter
+    grid = [round(0.25 * (i % 40), 2) for i in range(400)]  # logits on a grid: ties everywhere
+    assert check(grid, 104)
+    assert check(list(range(5000)), 10)  # more candidates than it sorts: the exact way

@@ -322,12 +322,10 @@ class LlamaBackend(SignalReader):
                 if llm.n_tokens >= self.n_ctx:
                     return
                 after = step(ctx, chain, token, n_vocab, keep, signals, out, room)
+                if after == -1:
+                    raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
                 if after < 0:
-                    raise KitError(
-                        "llama.cpp could not evaluate the next token (llama_decode failed)"
-                        if out[5] > 0
-                        else "the engine's C step could not sample the next token"
-                    )
+                    raise KitError("llama.cpp kept no logits to sample from, or its sampler chose none")
                 llm.input_ids[llm.n_tokens] = token  # what cached_prefix compares the next prompt with
                 llm.n_tokens += 1
                 token = after
@@ -372,9 +370,10 @@ class LlamaBackend(SignalReader):
         """llama.cpp's native sampler chain, in the order llama-cpp-python uses, made cheaper.
 
         The repeat penalty looks every vocabulary entry up in its history (0.19 ms a token for
-        SmolLM2's 49k). It only lowers the logits of the last 64 distinct tokens, so every token
-        that can make the penalised top-k is already in the unpenalised top-(k + 64): a top-k
-        pre-filter of that size first gives the same result for a fraction of the work.
+        SmolLM2's 49k). Above 1 it only lowers the logits of the last 64 distinct tokens, so every
+        token that can make the penalised top-k is already in the unpenalised top-(k + 64): a top-k
+        pre-filter of that size first gives the same result for a fraction of the work. Under 1 it
+        raises them, and the chain goes without the pre-filter.
         """
         from llama_cpp import _internals
 
@@ -385,9 +384,11 @@ class LlamaBackend(SignalReader):
         # that the C step (research.engine.native) can hand it only the tokens that can survive.
         s.keep = keep
         if sampling.repeat_penalty != 1.0:
-            if keep > 0:
+            if keep > 0 and sampling.repeat_penalty > 1.0:
                 s.add_top_k(keep + self.PENALTY_LAST_N)
                 s.keep = keep + self.PENALTY_LAST_N
+            else:  # a penalty under 1 raises logits: any token may win, none is filtered out
+                s.keep = 0
             s.add_penalties(self.llm.n_vocab(), self.PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
         if greedy:
             s.add_greedy()

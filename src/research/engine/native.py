@@ -6,11 +6,11 @@ took three calls and NumPy passes over the vocabulary (0.36 ms a token on SmolLM
 larger vocabularies) and the next decode ran slower after the wait. step.c does the same work in
 one call (same sampler chain, same tokens: see its header).
 
-It is compiled the first time it is needed, with the C compiler that built llama.cpp (`cc`, or
-`$CC`), against llama-cpp-python's own llama.h and the libllama it loaded, into a private folder
-of the cache keyed by all of these; any failure (no compiler, no header, another ABI) leaves the
-engine on its Python loop, which gives the same tokens, and `why()` says why.
-RESEARCH_NATIVE_STEP=0 keeps the Python loop (to compare the two).
+It is compiled the first time it is needed, with the C compiler that built llama.cpp (`$CC`, else
+`cc`), against llama-cpp-python's own llama.h and the libllama it loaded, for this CPU, into a
+private folder of the cache keyed by all of these; any failure (no compiler, no header, another
+ABI, a folder someone else could write) leaves the engine on its Python loop, which gives the
+same tokens, and `why()` says why. RESEARCH_NATIVE_STEP=0 keeps the Python loop (to compare).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,25 +44,27 @@ FLAGS = [
 ]
 
 _loaded: dict[str, object] = {}
-_why: list[str] = []
+_why = {"reason": ""}
 
 
 def why() -> str:
     """Why the engine decodes with its Python loop ("" when the C step is in use or not yet tried)."""
-    return _why[-1] if _why else ""
+    return _why["reason"]
 
 
 def step():
     """kit_step from step.c as a ctypes function, or None (see why())."""
     if os.environ.get("RESEARCH_NATIVE_STEP", "1") == "0":
-        return _fail("RESEARCH_NATIVE_STEP=0")
+        _why["reason"] = "RESEARCH_NATIVE_STEP=0"
+        return None
     if "step" in _loaded:
         return _loaded["step"]
     try:
-        lib = ctypes.CDLL(str(_build()))
+        lib = _load(_build())
     except (OSError, subprocess.SubprocessError, _Unavailable) as e:
-        _loaded["step"] = None
-        return _fail(str(e) or type(e).__name__)
+        _loaded["step"] = None  # for this process: a later one tries again
+        _why["reason"] = str(e) or type(e).__name__
+        return None
     fn = lib.kit_step
     fn.argtypes = [
         ctypes.c_void_p,  # llama_context *
@@ -73,7 +78,7 @@ def step():
     ]
     fn.restype = ctypes.c_int32
     _loaded["step"] = fn
-    _why.clear()
+    _why["reason"] = ""
     return fn
 
 
@@ -88,9 +93,41 @@ class _Unavailable(Exception):
     pass
 
 
-def _fail(reason: str):
-    _why.append(reason)
-    return None
+def _cpu() -> str:
+    """What the build is tuned for (-march=native): the machine and its CPU's feature flags, so that
+    a cache shared between machines (a home folder on NFS) never hands one CPU another's code."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("flags", "Features"):
+                return f"{platform.machine()}:{line}"
+    except OSError:
+        pass
+    return f"{platform.machine()}:{platform.processor()}"
+
+
+def _private(folder: Path) -> None:
+    """_Unavailable unless `folder` and every folder above it are this user's (or root's) and no one
+    else may write in them (a shared folder with the sticky bit, such as /tmp, is fine above)."""
+    me = os.getuid()
+    for p in (folder, *folder.parents):
+        st = p.stat()
+        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid not in (me, 0) or (shared and (p == folder or not st.st_mode & stat.S_ISVTX)):
+            raise _Unavailable(f"{p} is not this user's alone: the engine will not run code built in it")
+
+
+def _load(path: Path):
+    """CDLL of the built step, opened without following links and checked as opened (its owner and
+    mode), then loaded through the open file, so that it cannot be swapped between check and load."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise _Unavailable(f"{path} is not this user's alone: the engine will not load it")
+        proc = f"/proc/self/fd/{fd}"
+        return ctypes.CDLL(proc if os.path.exists(proc) else str(path))
+    finally:
+        os.close(fd)
 
 
 def _build() -> Path:
@@ -102,30 +139,30 @@ def _build() -> Path:
         raise _Unavailable(f"the loaded libllama was not found ({lib})")
     if not header.is_file():
         raise _Unavailable(f"llama-cpp-python's llama.h was not found ({header})")
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    cc = shlex.split(found) if found else []  # CC="ccache gcc" is two words
     if not cc:
         raise _Unavailable("no C compiler (cc, gcc or clang) to build the engine's C step")
-    stat = lib.stat()
+    st = lib.stat()
     key = hashlib.sha256()
     for part in (
         SOURCE.read_bytes(),
         header.read_bytes(),
-        f"{lib}:{stat.st_size}:{stat.st_mtime_ns}",
-        cc,
+        f"{lib}:{st.st_size}:{st.st_mtime_ns}",
+        _cpu(),
+        *cc,
         *FLAGS,
     ):
         key.update(part if isinstance(part, bytes) else part.encode())
     folder = paths.private_dir(paths.cache_dir() / "native" / key.hexdigest()[:16])
+    _private(folder)
     target = folder / "libkitstep.so"
-    for p in (folder, target):  # code the engine will run: only this user may have written it
-        if p.exists() and (p.stat().st_uid != os.getuid() or p.stat().st_mode & 0o022):
-            raise _Unavailable(f"{p} is not this user's alone: the engine will not load code from it")
     if target.is_file():
         return target
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / "libkitstep.so"
         base = [
-            cc,
+            *cc,
             *FLAGS,
             f"-I{header.parent}",
             str(SOURCE),
@@ -134,16 +171,16 @@ def _build() -> Path:
             str(lib),
             f"-Wl,-rpath,{lib.parent}",
         ]
-        # Tuned for this CPU (the step runs where it is built); a compiler that refuses the flag
-        # (a cross or an old one) builds for the baseline instead.
-        for cmd in ([*base[:1], "-march=native", *base[1:]], base):
+        # Tuned for this CPU (the step runs where it is built; the key holds the CPU's flags); a
+        # compiler that refuses the flag (a cross or an old one) builds for the baseline instead.
+        for cmd in ([*cc, "-march=native", *base[len(cc) :]], base):
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if run.returncode == 0:
                 break
         else:
             said = (run.stderr or run.stdout).strip().splitlines()
-            raise _Unavailable(
-                f"{Path(cc).name} could not build step.c: {said[-1] if said else run.returncode}"
-            )
+            name = Path(cc[0]).name
+            raise _Unavailable(f"{name} could not build step.c: {said[-1] if said else run.returncode}")
+        os.chmod(built, 0o500)  # whatever the umask: only this user may replace or change it
         os.replace(built, target)
     return target
