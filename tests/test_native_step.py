@@ -116,3 +116,24 @@ def test_ties_among_the_highest_logits_are_seen(fresh):
     grid = [round(0.25 * (i % 40), 2) for i in range(400)]  # logits on a grid: ties everywhere
     assert check(grid, 104)
     assert check(list(range(5000)), 10)  # more candidates than it sorts: the exact way
+
+
+def test_a_batch_left_early_keeps_the_kv_cache_and_its_record_in_step(engine):
+    """step.c decodes several tokens a call: a reader that stops inside a batch (a stop string, a
+    cancel) leaves the tokens decoded beyond it in the KV cache, recorded as such, and the next
+    answer is the one a fresh context gives."""
+    b, llm = engine.backend, engine.backend.llm
+    greedy = Sampling(temperature=0, max_tokens=64)
+    b.reset()
+    prompt = engine.prompt_tokens(conversation("Count from one to twenty."))
+    steps = b.generate(prompt, greedy)
+    taken = [next(steps) for _ in range(3)]
+    steps.close()
+    held = list(llm.input_ids[: llm.n_tokens])
+    assert held[: len(prompt) + 2] == [*prompt, *taken[:2]]
+    assert len(prompt) + 2 <= llm.n_tokens <= len(prompt) + 2 + native.STEPS_A_CALL
+    # The next question reuses the prompt from the cache and drops what was decoded beyond it.
+    assert b.cached_prefix(prompt) == len(prompt) - 1
+    text, stats = engine.answer(conversation("Count from one to twenty."), greedy)
+    assert text and stats.prompt_eval_tokens == 1
+    assert list(llm.input_ids[: len(prompt)]) == prompt

@@ -248,14 +248,16 @@ class LlamaBackend(SignalReader):
         seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
         sampler = self.sampler(sampling, seed)
         try:
-            yield from self._generate(llm, tokens, sampler)
+            yield from self._generate(llm, tokens, sampler, sampling)
         finally:
             # Now, not when the garbage collector gets to it: LlamaSampler frees itself through a
             # reference cycle, and each chain holds vocabulary-sized buffers (RSS grew 3-8 MB an
             # answer with Qwen's 152k vocabulary until a collection).
             sampler.close()
 
-    def _generate(self, llm, tokens: Sequence[int], sampler) -> Iterator[int]:
+    def _generate(
+        self, llm, tokens: Sequence[int], sampler, sampling: Sampling | None = None
+    ) -> Iterator[int]:
         keep = self.cached_prefix(tokens)
         watch = self.watch if self.signals else None
         if watch:  # the question's rows are read only when evaluated now
@@ -279,9 +281,14 @@ class LlamaBackend(SignalReader):
         if signal:
             signal(token)
         keep = getattr(sampler, "keep", None)  # set on the kit's own chains (sampler())
-        step = native.step() if keep is not None and self.native else None
+        step = native.step() if keep is not None and sampling is not None and self.native else None
         if step:
-            yield from self._native_loop(llm, step, sampler, keep, token, signal is not None)
+            if self._candidates is None:
+                self._candidates = native.candidates(self.n_vocab)
+            signals = signal is not None
+            yield from native.decode_loop(
+                self, llm, step, sampler, keep, token, signals, sampling, self._candidates
+            )
             return
         # One token a step straight through llama_decode: Llama.eval would also copy the whole
         # vocabulary's logits into a NumPy array (196 KB a token for SmolLM2) that nobody reads,
@@ -307,33 +314,6 @@ class LlamaBackend(SignalReader):
             self.sample_s += clock() - t1
             if signal:
                 signal(token)
-
-    def _native_loop(self, llm, step, sampler, keep: int, token: int, signals: bool) -> Iterator[int]:
-        """The decode loop through step.c's kit_step (research.engine.native): one C call a token
-        for the decode, the sampler chain and the free signals; the same tokens as the loop above."""
-        out = (ctypes.c_double * 6)()
-        if self._candidates is None:
-            self._candidates = native.candidates(self.n_vocab)
-        room = ctypes.addressof(self._candidates)
-        ctx, chain, n_vocab, trace = llm._ctx.ctx, sampler.sampler, self.n_vocab, self.trace
-        try:
-            while True:
-                yield token
-                if llm.n_tokens >= self.n_ctx:
-                    return
-                after = step(ctx, chain, token, n_vocab, keep, signals, out, room)
-                if after == -1:
-                    raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
-                if after < 0:
-                    raise KitError("llama.cpp kept no logits to sample from, or its sampler chose none")
-                llm.input_ids[llm.n_tokens] = token  # what cached_prefix compares the next prompt with
-                llm.n_tokens += 1
-                token = after
-                if signals:
-                    trace.append((out[0], out[1]))
-        finally:
-            self.decode_s, self.sample_s = out[2], out[3]
-            self.signal_s += out[4]
 
     def teacher_force(self, tokens: Sequence[int], forced: Sequence[int]) -> list[tuple[float, float]]:
         """The (log-probability, entropy) trace of `forced` tokens after the prompt `tokens`, fed

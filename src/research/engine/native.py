@@ -24,9 +24,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from research import paths
+from research.errors import KitError
 
 SOURCE = Path(__file__).with_name("step.c")
 #: Flags that let the compiler vectorize step.c's passes over the vocabulary: sums reassociated,
@@ -77,6 +79,16 @@ def step():
         ctypes.c_void_p,  # llama_token_data[n_vocab]: the candidates' room (candidates())
     ]
     fn.restype = ctypes.c_int32
+    many = lib.kit_steps
+    many.argtypes = [
+        *fn.argtypes,
+        ctypes.c_int32,  # n_steps
+        ctypes.c_int32,  # stop_at_eog
+        ctypes.c_void_p,  # int32_t tokens_out[n_steps]
+        ctypes.c_void_p,  # double signals_out[2 * n_steps]
+    ]
+    many.restype = ctypes.c_int32
+    fn.many = many  # several steps a call (LlamaBackend._native_loop)
     _loaded["step"] = fn
     _why["reason"] = ""
     return fn
@@ -184,3 +196,50 @@ def _build() -> Path:
         os.chmod(built, 0o500)  # whatever the umask: only this user may replace or change it
         os.replace(built, target)
     return target
+
+
+#: Tokens decoded a call of step.c's kit_steps: the engine's Python (detokenizing, stop strings, the
+#: reader) then runs once for them rather than between every two decodes, while llama.cpp's threads
+#: wait. A call ends early after an end-of-generation token, and takes one token at a time past
+#: `max_tokens`, so that an answer never decodes beyond either; a stop string or a cancel found in
+#: a batch leaves at most this many tokens decoded beyond it in the KV cache (the backend's
+#: cached_prefix drops them at the next question).
+STEPS_A_CALL = 8
+
+
+def decode_loop(
+    backend, llm, step, sampler, keep: int, token: int, signals: bool, sampling, room
+) -> Iterator[int]:
+    """research.engine.llama.LlamaBackend's decode loop through step.c, from the first sampled
+    `token` on, as its Python loop (the same tokens, until the context is full): one C call
+    decodes, samples and reads the free signals of up to STEPS_A_CALL tokens. `room`: candidates()
+    of the model's vocabulary."""
+    import numpy as np
+
+    out = (ctypes.c_double * 6)()
+    got = np.zeros(STEPS_A_CALL, dtype=np.int32)
+    sig = np.zeros(2 * STEPS_A_CALL, dtype=np.float64)
+    ctx, chain, n_ctx, trace = llm._ctx.ctx, sampler.sampler, backend.n_ctx, backend.trace
+    left = sampling.max_tokens - 1  # the first token came with the prompt's evaluation
+    try:
+        yield token
+        while llm.n_tokens < n_ctx:
+            n = max(1, min(STEPS_A_CALL, left, n_ctx - llm.n_tokens))
+            args = (ctx, chain, token, len(room), keep, signals, out, ctypes.addressof(room), n, 1)
+            done = step.many(*args, got.ctypes.data, sig.ctypes.data)
+            if done == -1:
+                raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
+            if done < 0:
+                raise KitError("llama.cpp kept no logits to sample from, or its sampler chose none")
+            # The KV cache now holds `token` and all the sampled but the last: what cached_prefix
+            # compares the next prompt with.
+            llm.input_ids[llm.n_tokens : llm.n_tokens + done] = [token, *got[: done - 1].tolist()]
+            llm.n_tokens += done
+            left -= done
+            if signals:
+                trace.extend(zip(sig[0 : 2 * done : 2].tolist(), sig[1 : 2 * done : 2].tolist(), strict=True))
+            for token in got[:done].tolist():  # noqa: B007 (the last one is decoded next)
+                yield token
+    finally:
+        backend.decode_s, backend.sample_s = out[2], out[3]
+        backend.signal_s += out[4]

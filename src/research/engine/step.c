@@ -229,3 +229,24 @@ int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t
     }
     return next;
 }
+
+// Up to n_steps steps of kit_step in one call, so that the engine's Python runs once for several
+// tokens instead of between every two decodes (where llama.cpp's threads wait): the sampled
+// tokens go to tokens_out, their signals (log-probability, entropy) to signals_out in pairs. It
+// stops after an end-of-generation token when stop_at_eog. Returns how many tokens it sampled,
+// or kit_step's negative code (out[5] says more) when a step failed.
+int32_t kit_steps(struct llama_context *ctx, struct llama_sampler *chain, int32_t token, int32_t n_vocab,
+                  int32_t keep, int32_t want_signals, double *out, llama_token_data *buf, int32_t n_steps,
+                  int32_t stop_at_eog, int32_t *tokens_out, double *signals_out) {
+    const struct llama_vocab *vocab = llama_model_get_vocab(llama_get_model(ctx));
+    for (int32_t s = 0; s < n_steps; s++) {
+        const int32_t next = kit_step(ctx, chain, token, n_vocab, keep, want_signals, out, buf);
+        if (next < 0) return next;
+        tokens_out[s] = next;
+        signals_out[2 * s] = out[0];
+        signals_out[2 * s + 1] = out[1];
+        token = next;
+        if (stop_at_eog && llama_vocab_is_eog(vocab, next)) return s + 1;
+    }
+    return n_steps;
+}
