@@ -316,7 +316,9 @@ def _compute_bytes(
     vocab: tuple[str, int | None] = ("other", None),
     n_q: int | None = None,
 ) -> int:
-    """Activations of one prompt batch (f32), the logits row and copy, vocabulary tables.
+    """Activations of one prompt batch (f32), the logits row and copy, the decode step's room for
+    its sampler's candidates (research.engine.native: llama_token_data, 12 bytes a token),
+    vocabulary tables.
 
     A token's activations: the residual stream and its norm, the queries and the attention's
     output (n_q wide: heads x head size, which Gemma 3 makes wider than the model, 1024 against
@@ -326,7 +328,7 @@ def _compute_bytes(
     """
     n_q = n_embd if n_q is None else n_q
     activations = batch * (2 * n_embd + 2 * n_q + 3 * n_ff) * 4
-    return activations + n_vocab * 8 + vocab_bytes(n_vocab, *vocab)
+    return activations + n_vocab * (8 + 12) + vocab_bytes(n_vocab, *vocab)
 
 
 #: The engine's memory budget is its file + its KV cache + this much working memory (runtime,
