@@ -280,14 +280,14 @@ class LlamaBackend(SignalReader):
         signal = self._token_signal if self.signals else None
         if signal:
             signal(token)
-        keep = getattr(sampler, "keep", None)  # set on the kit's own chains (sampler())
-        step = native.step() if keep is not None and sampling is not None and self.native else None
+        first_k = getattr(sampler, "keep", None)  # set on the kit's own chains (sampler())
+        step = native.step() if first_k is not None and sampling is not None and self.native else None
         if step:
             if self._candidates is None:
                 self._candidates = native.candidates(self.n_vocab)
             signals = signal is not None
             yield from native.decode_loop(
-                self, llm, step, sampler, keep, token, signals, sampling, self._candidates
+                self, llm, step, sampler, first_k, token, signals, sampling, self._candidates
             )
             return
         # One token a step straight through llama_decode: Llama.eval would also copy the whole

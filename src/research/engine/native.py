@@ -55,7 +55,7 @@ def why() -> str:
 
 
 def step():
-    """kit_step from step.c as a ctypes function, or None (see why())."""
+    """kit_steps from step.c as a ctypes function, or None (see why())."""
     if os.environ.get("RESEARCH_NATIVE_STEP", "1") == "0":
         _why["reason"] = "RESEARCH_NATIVE_STEP=0"
         return None
@@ -67,7 +67,7 @@ def step():
         _loaded["step"] = None  # for this process: a later one tries again
         _why["reason"] = str(e) or type(e).__name__
         return None
-    fn = lib.kit_step
+    fn = lib.kit_steps  # step.c's kit_steps: several of its kit_step a call
     fn.argtypes = [
         ctypes.c_void_p,  # llama_context *
         ctypes.c_void_p,  # llama_sampler * (the chain)
@@ -77,18 +77,12 @@ def step():
         ctypes.c_int32,  # want_signals
         ctypes.POINTER(ctypes.c_double),  # out[6]
         ctypes.c_void_p,  # llama_token_data[n_vocab]: the candidates' room (candidates())
-    ]
-    fn.restype = ctypes.c_int32
-    many = lib.kit_steps
-    many.argtypes = [
-        *fn.argtypes,
         ctypes.c_int32,  # n_steps
         ctypes.c_int32,  # stop_at_eog
         ctypes.c_void_p,  # int32_t tokens_out[n_steps]
         ctypes.c_void_p,  # double signals_out[2 * n_steps]
     ]
-    many.restype = ctypes.c_int32
-    fn.many = many  # several steps a call (LlamaBackend._native_loop)
+    fn.restype = ctypes.c_int32
     _loaded["step"] = fn
     _why["reason"] = ""
     return fn
@@ -220,13 +214,13 @@ def decode_loop(
     got = np.zeros(STEPS_A_CALL, dtype=np.int32)
     sig = np.zeros(2 * STEPS_A_CALL, dtype=np.float64)
     ctx, chain, n_ctx, trace = llm._ctx.ctx, sampler.sampler, backend.n_ctx, backend.trace
+    fixed = (len(room), keep, signals, out, ctypes.addressof(room))
     left = sampling.max_tokens - 1  # the first token came with the prompt's evaluation
     try:
         yield token
         while llm.n_tokens < n_ctx:
             n = max(1, min(STEPS_A_CALL, left, n_ctx - llm.n_tokens))
-            args = (ctx, chain, token, len(room), keep, signals, out, ctypes.addressof(room), n, 1)
-            done = step.many(*args, got.ctypes.data, sig.ctypes.data)
+            done = step(ctx, chain, token, *fixed, n, 1, got.ctypes.data, sig.ctypes.data)
             if done == -1:
                 raise KitError("llama.cpp could not evaluate the next token (llama_decode failed)")
             if done < 0:

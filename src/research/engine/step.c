@@ -1,10 +1,11 @@
-// One decode step of the kit's chat path in C: research.engine.native compiles this on the device
+// The decode steps of the kit's chat path in C: research.engine.native compiles this on the device
 // against the installed llama.cpp (llama-cpp-python's own header and libllama) and the engine's
-// loop calls it once a token, in place of three calls from Python (llama_decode, the sampler
-// chain, the free signals in NumPy). Between two decodes llama.cpp's threads wait; the shorter the
-// wait, the closer a chat answer comes to llama-bench's speed (issue 30).
+// loop calls kit_steps (at the end) for several tokens at a time, in place of three calls from
+// Python a token (llama_decode, the sampler chain, the free signals in NumPy). Between two decodes
+// llama.cpp's threads wait; the shorter the wait, the closer a chat answer comes to llama-bench's
+// speed (issue 30).
 //
-// kit_step(ctx, chain, token, n_vocab, keep, want_signals, out, buf):
+// kit_step(ctx, chain, token, n_vocab, keep, want_signals, out, buf), one step:
 //   decode `token` at the next position, sample the next token with `chain` (llama.cpp's own
 //   sampler chain, exactly as llama_sampler_sample does, on the candidates that can survive its
 //   first top-k: see below), and, if asked, the free signals of the sampled token under the
@@ -18,8 +19,9 @@
 // SmolLM2, 262,144 for Gemma 3) in token order, and the chain's first sampler keeps the `keep`
 // highest (the kit's chains start with a top-k: research.engine.llama.LlamaBackend.sampler). Here
 // the chain gets, in token order too, every token whose logit is within a margin of the largest,
-// the smallest of MARGINS that holds at least `keep` tokens (all tokens if none does): the `keep` highest are among them, so the chain keeps the same tokens and samples the
-// same one with the same random numbers. Where logits tie among the `keep` highest or across the
+// the smallest of MARGINS that holds at least `keep` tokens (all tokens if none does): the `keep`
+// highest are among them, so the chain keeps the same tokens and samples the same one with the
+// same random numbers. Where logits tie among the `keep` highest or across the
 // cut, the chain's partial sort could order or keep tied tokens otherwise than over the whole
 // vocabulary: then it gets the whole vocabulary, as from llama_sampler_sample.
 
@@ -111,8 +113,8 @@ int kit_ties_at_the_top(const llama_token_data *c, int32_t k, int32_t keep) {
     return 0;
 }
 
-int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t token, int32_t n_vocab,
-                 int32_t keep, int32_t want_signals, double *out, llama_token_data *buf) {
+static int32_t kit_step(struct llama_context *ctx, struct llama_sampler *chain, int32_t token, int32_t n_vocab,
+                        int32_t keep, int32_t want_signals, double *out, llama_token_data *buf) {
     double t0 = now();
     llama_token one = token;
     int32_t rc = llama_decode(ctx, llama_batch_get_one(&one, 1));

@@ -204,10 +204,10 @@ def _at_threads(browser, model, threads: int, reps: int, progress) -> dict:
         _greedy(tab)
         for rep in range(reps):  # interleaved: the machine drifts from minute to minute
             long_alone.append(engine_alone(model, threads, LONG, LONG_TOKENS))
-            used, t = browser_cpu_s(page.pid), time.perf_counter()
+            cpu_before, started = browser_cpu_s(page.pid), time.perf_counter()
             long_page.append(ask(tab, LONG, LONG_TOKENS))
-            used, t = browser_cpu_s(page.pid) - used, time.perf_counter() - t
-            long_page[-1] |= {"browser_cpu_s": used, "browser_share": used / t}
+            used = browser_cpu_s(page.pid) - cpu_before
+            long_page[-1] |= {"browser_cpu_s": used, "browser_share": used / (time.perf_counter() - started)}
             short_page.append(ask(tab, SHORT, SHORT_TOKENS))
             short_alone.append(engine_alone(model, threads, SHORT, SHORT_TOKENS))
             api.append(over_api(client, LONG, LONG_TOKENS) / long_alone[-1]["decode_tps"])
