@@ -55,6 +55,9 @@ def test_answer_signals_skip_the_words_that_restate_the_question():
     assert s["answer_mean_logprob"] == pytest.approx(-1.25)  # "Canberra" only: its two tokens
     assert s["mean_logprob"] == pytest.approx(sum(t[0] for t in trace) / 8)
     assert s["first_logprob"] == -0.01
+    assert s["type_match"] == 1.0  # "Canberra": a word the question did not hold
+    # the same tokens answer "Who ...?" with no name: only the question's words and "is"
+    assert token_signals(trace[:5], texts[:5], "Who is the capital of Australia?")["type_match"] == 0.0
     assert token_signals([], [], "q") is None
 
 

@@ -30,6 +30,10 @@ FREE = (
     "answer_mean_entropy",
     "n_tokens",
 )
+#: A free signal added after the sampled methods were fitted: whether the answer holds a word of
+#: the kind its question asks for (research.qa.words.type_match). In "free" and "free_question",
+#: not in FREE, so that "combined" keeps the signals its calibration was fitted on.
+ANSWER_TYPE = ("type_match",)
 SAMPLED = ("lexical_agreement", "agreement", "semantic_entropy")
 #: Sampled signals added after the first measurement: how far the samples agree among
 #: themselves, whatever the answer said (Lin, Trivedi and Sun 2023, "Generating with Confidence").
@@ -64,7 +68,7 @@ register_method(
     "mean log-probability of the words that do not restate the question",
 )
 register_method("entropy", ["mean_entropy"], "free", "mean entropy of the distributions the tokens came from")
-register_method("free", FREE, "free", "all free signals in one logistic model")
+register_method("free", FREE + ANSWER_TYPE, "free", "all free signals in one logistic model")
 register_method(
     "question",
     QUESTION,
@@ -74,7 +78,7 @@ register_method(
 )
 register_method(
     "free_question",
-    FREE + QUESTION,
+    FREE + ANSWER_TYPE + QUESTION,
     "free",
     "the answer's free signals and the question's in one logistic model",
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from research.confidence.methods import DEFAULT, FREE, METHODS
+from research.confidence.methods import ANSWER_TYPE, DEFAULT, FREE, METHODS
 from research.confidence.sampled import signals_for
 
 
@@ -62,7 +62,7 @@ def recalibrate(engine, ratings: Sequence[dict], method: str = DEFAULT, root=Non
     from research.errors import KitError
 
     names = METHODS[method].signals
-    if not set(names) <= set(FREE):
+    if not set(names) <= set(FREE + ANSWER_TYPE):
         raise KitError(f"ratings keep only the free signals; {method!r} needs {', '.join(names)}")
     kept, signals, forced = rated_signals(engine, ratings)
     X = [[sig[k] for k in names] for sig in signals]

@@ -4,7 +4,10 @@ While it generates, the backend keeps each token's log-probability and the entro
 distribution it was drawn from (research.engine.llama). Here those are summed up per answer: over
 all its tokens, its first token, and the tokens of the *answer proper*, the words that do not
 restate the question ("The capital of Australia is **Canberra**"): a chat model's restatement is
-near-certain and dilutes the mean. research.confidence turns them into a probability.
+near-certain and dilutes the mean. One more is read from the answer's words alone: whether they hold
+a word of the kind the question asks for (research.qa.words.type_match; none of the 30 answers of
+the kit's three fitting sets without one was right). research.confidence turns them into a
+probability.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from research.qa.words import STOP_WORDS, asked, norm_word
+from research.qa.words import STOP_WORDS, asked, norm_word, type_match
 
 
 def _words(texts: Sequence[str]) -> list[tuple[str, list[int]]]:
@@ -71,6 +74,7 @@ def token_signals(trace: Sequence[tuple[float, float]], texts: Sequence[str], qu
         "answer_mean_logprob": sum(lp[i] for i in answer) / len(answer),
         "answer_min_logprob": min(lp[i] for i in answer),
         "answer_mean_entropy": sum(ent[i] for i in answer) / len(answer),
+        "type_match": float(type_match("".join(texts[:n]), question)),
     }
 
 

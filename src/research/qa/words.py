@@ -66,3 +66,52 @@ def token_f1(a: Sequence[str], b: Sequence[str]) -> float:
     """Token F1 of two word lists (SQuAD's): `token_f1(["a", "b"], ["b", "c"])` -> 0.5."""
     same = sum((Counter(a) & Counter(b)).values())
     return 0.0 if same == 0 else 2 * same / (len(a) + len(b))
+
+
+#: Questions that ask for a number or a date ("when", "how many", "what year" ...), and those that
+#: ask for a name ("who", "where"), by their first words (after "in"/"on"/"by": "in what year").
+_ASKS_NUMBER = re.compile(
+    r"^(?:(?:in|on|by|at|since|until)\s+)?(?:when|(?:what|which)\s+(?:year|date|century|decade|percentage)"
+    r"|how\s+(?:many|much|old|long|far|tall|high|big|deep|fast|heavy|large|wide|often))\b"
+)
+_ASKS_NAME = re.compile(r"^(?:(?:in|from|to|by|of|for|with)\s+)?(?:who|whom|whose|where)\b")
+#: Words that state a number or a date without a digit.
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+    "hundred thousand million billion trillion dozen half first second third "
+    "january february april june july august september october november december".split()
+)
+
+
+def asks_for(question: str) -> str:
+    """What kind of answer a question asks for, by its first words: "number" (a number or a date:
+    "When ...", "How many ...", "In what year ..."), "name" ("Who ...", "Where ...": a person or a
+    place, written with a capital) or "any"."""
+    q = " ".join(ALNUM.findall(question.lower()))
+    if _ASKS_NUMBER.match(q):
+        return "number"
+    return "name" if _ASKS_NAME.match(q) else "any"
+
+
+def type_match(answer: str, question: str) -> bool:
+    """Whether the answer proper (its first sentence's words that neither restate the question nor
+    are stop words) holds a word of the kind the question asks for (`asks_for`): a digit or a
+    number word for a number, a capitalized word for a name, any word otherwise. A small model's
+    answer that only restates the question ("President of the United States during the Cuban
+    Missile Crisis.") or answers another question ("The laws of planetary motion are a concept
+    ...") has none: `type_match("Canberra.", "What is the capital of Australia?")` -> True,
+    `type_match("The first woman to be the first woman", "Who was the first woman in space?")` ->
+    False. An answer-type check as question-answering systems have long made one."""
+    said = asked(question)
+    new = [
+        w
+        for w in ALNUM.findall(first_sentence(answer))
+        if (n := norm_word(w)) not in said and n not in STOP_WORDS
+    ]
+    kind = asks_for(question)
+    if kind == "number":
+        return any(any(c.isdigit() for c in w) or norm_word(w) in _NUMBER_WORDS for w in new)
+    if kind == "name":
+        return any(w[:1].isupper() for w in new)
+    return bool(new)
