@@ -162,9 +162,14 @@ def test_word_bounds_rise_until_every_set_keeps_the_promise():
     b = transfer.word_bounds(p, y, sets)
     # 0.8: 70 % right, not 75 %; above 0.8 no answer was seen: no bound is set beyond them
     assert b["probably right"] == 0.625 and b["likely right"] is None
-    # fewer than MIN_WORDED answers above a bound: that set cannot veto it
-    few = transfer.word_bounds(np.r_[p, [0.9] * 4], np.r_[y, [0] * 4], sets + ["tiny"] * 4)
-    assert few == b
+    # a set with few answers above a bound vetoes it all the same: one of four right is not half
+    # (the hard sets' case: a few confident answers are all they say of the words there)
+    few = transfer.word_bounds(np.r_[p, [0.7] * 4], np.r_[y, [1, 0, 0, 0]], sets + ["tiny"] * 4)
+    assert few == {"probably right": 0.725, "likely right": None}
+    # ... and keeps it where its few answers are right often enough; none above says nothing
+    kept = transfer.word_bounds(np.r_[p, [0.7] * 4], np.r_[y, [1, 1, 0, 0]], sets + ["tiny"] * 4)
+    assert kept == b
+    assert transfer.word_bounds(np.r_[p, [0.3] * 4], np.r_[y, [0] * 4], sets + ["tiny"] * 4) == b
     # a set where the model is never right above any bound: never said
     assert transfer.word_bounds(rng.uniform(0.5, 1, 50), np.zeros(50), ["x"] * 50)["probably right"] is None
 

@@ -24,8 +24,8 @@ from research.confidence import methods
 from research.confidence.calibration import Calibration, damaged, fit, load, measures, out_of_fold
 from research.engine.signals import QUESTION
 
-#: Answers at or above a bound a set must hold before it can veto that bound: fewer say little
-#: (three of four right and one of four are both chance), and a small set would set every bound.
+#: Answers at or above a bound that all the sets together must hold for it to be set: no bound
+#: is set beyond what was seen.
 MIN_WORDED = 5
 #: The bounds tried for the words, from 50 % up in steps of 2.5 points.
 GRID = tuple(round(0.5 + 0.025 * i, 3) for i in range(21))
@@ -38,8 +38,10 @@ SUPPORT_QUANTILE = 0.99
 def word_bounds(p, y, sets) -> dict[str, float | None]:
     """The probability from which each of PROMISES' words may be said: the lowest bound (at least
     its promise) such that in every set, answers at or above it were right at least as often as
-    promised (a set with fewer than MIN_WORDED such answers does not veto), where at least
-    MIN_WORDED answers lie at or above it in all: no bound beyond what was seen. None: never said.
+    promised, however few they are (a hard set has few answers up there, and those it has are
+    all the evidence of what the words mean on it), where at least MIN_WORDED answers lie at or
+    above it in all: no bound beyond what was seen. A set with no answer at or above a bound says
+    nothing of it. None: never said.
 
     `p` are held-out probabilities, `y` right (1) or wrong (0), `sets` each answer's set name."""
     p, y, sets = np.asarray(p, float), np.asarray(y, float), np.asarray(sets, object)
@@ -63,7 +65,7 @@ def word_bounds(p, y, sets) -> dict[str, float | None]:
 
 def _kept(p, y, in_set, bound: float, promise: float) -> bool:
     at = in_set & (p >= bound)
-    return bool(at.sum() < MIN_WORDED or y[at].mean() >= promise)
+    return bool(not at.any() or y[at].mean() >= promise)
 
 
 def support_of(X) -> dict | None:
