@@ -1,5 +1,6 @@
 """Evaluation: loading any question set, scoring, resumable runs that survive kill -9."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -283,3 +284,22 @@ def test_a_greedy_answer_is_the_same_asked_first_or_after_another(tmp_path):
     alone = evaluate.run(fresh, [then], tmp_path / "b.jsonl", system=system, progress=False)
     assert after[1]["answer"] == alone[0]["answer"]
     assert len(engine.prompt_tokens(evaluate.conversation(then["question"], system))) >= 64
+
+
+@pytest.mark.model
+def test_eval_as_page_answers_as_the_page_does(tmp_path):
+    from research.engine import CHAT_SYSTEM, Sampling
+    from research.page.messages import DEFAULT_SYSTEM
+
+    out = tmp_path / "page.jsonl"
+    cmd = [sys.executable, "-m", "research", "eval", "--limit", "2", "--out", str(out), "--json"]
+    r = subprocess.run(cmd + ["--as-page"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and CHAT_SYSTEM == DEFAULT_SYSTEM
+    for rec in records:  # the page's prompt and sampling, with the seed fixed: a rerun resumes
+        assert rec["system"] == DEFAULT_SYSTEM
+        assert rec["sampling"] == dataclasses.asdict(Sampling(seed=0))
+        assert rec["confidence"]["signals"]["type_match"] in (0.0, 1.0)
+    bad = subprocess.run(cmd + ["--as-page", "--system", "x"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--as-page" in bad.stderr and bad.stderr.count("\n") == 1

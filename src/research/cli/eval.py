@@ -43,8 +43,15 @@ def cmd_eval(args) -> None:
     if args.signal_cost:
         _signal_cost(args, questions)
         return
+    if args.as_page and (args.system is not None or args.fewshot is not None):
+        raise KitError("--as-page asks with the page's own system prompt: leave out --system and --fewshot")
     engine = engine_from(args)
     system = evaluate.SYSTEM if args.system is None else args.system
+    sampling = evaluate.SETTINGS
+    if args.as_page:  # the page's system prompt and sampling; a fixed seed, so a rerun resumes
+        from research.engine import CHAT_SYSTEM, Sampling
+
+        system, sampling = CHAT_SYSTEM, Sampling(seed=0)
     if args.fewshot is not None:  # a base model, asked as lm-evaluation-harness's nq_open asks
         from research.engine import prompts
 
@@ -57,6 +64,7 @@ def cmd_eval(args) -> None:
         out,
         limit=args.limit,
         system=system,
+        sampling=sampling,
         progress=not args.json,
         extra=tuple(args.confidence),
         samples=args.samples,
@@ -176,6 +184,12 @@ def add_eval(sub) -> None:
         "the same file resumes it (default: evaluations/MODEL.jsonl in the user's data folder)",
     )
     s.add_argument("--system", help="system prompt (default: ask for a few words only)")
+    s.add_argument(
+        "--as-page",
+        action="store_true",
+        help="answer as the chat page does by default: its system prompt and sampling (temperature "
+        "0.7, repeat penalty 1.1, up to 512 tokens), seed 0: what its confidence is shown on",
+    )
     s.add_argument(
         "--limit", type=options.LIMIT.arg, help=f"only the first N questions, {options.LIMIT.lo} or more"
     )

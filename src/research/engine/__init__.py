@@ -23,6 +23,7 @@ _PUBLIC = {
     "fit_history": "prompt",
     "prompt_tokens": "prompt",
     "Backend": "types",
+    "CHAT_SYSTEM": "types",
     "EngineConfig": "types",
     "Sampling": "types",
     "Stats": "types",

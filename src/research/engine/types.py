@@ -12,6 +12,10 @@ from typing import Protocol, runtime_checkable
 
 from research.errors import KitError
 
+#: The system prompt a chat starts with on the page (and `eval --as-page` asks with): a person
+#: may change it there.
+CHAT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
+
 
 @dataclass(frozen=True)
 class Sampling:

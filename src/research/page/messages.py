@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 
 from research import confidence
-from research.engine import Sampling, Stats
+from research.engine import CHAT_SYSTEM, Sampling, Stats
 from research.errors import KitError
 from research.models.catalog import catalog, resolve
 from research.page import text as page_text
 
-DEFAULT_SYSTEM = "You are a helpful assistant. Answer the question briefly and accurately."
+DEFAULT_SYSTEM = CHAT_SYSTEM
 #: At most one page update every 250 ms. Gradio sends only the new text, but the browser renders
 #: the whole answer's Markdown again with each update, on a core the model needs: in Chromium on
 #: 2 cores, with every llama.cpp call on one thread (ModelHost), the page painted 74 % of the
