@@ -4,7 +4,7 @@ import datetime
 import json
 from pathlib import Path
 
-from research.qa.scoring import score
+from research.qa.scoring import normalize, score
 
 QA = Path(__file__).resolve().parents[1] / "data" / "qa"
 FIELDS = {"id", "question", "answer", "aliases", "topic", "difficulty", "time_sensitive", "as_of", "source"}
@@ -110,3 +110,48 @@ def test_the_query_style_set_is_whole_and_asks_nothing_the_other_sets_ask():
         assert not score(question, references, question)["contains"], row["id"]
         assert not row["time_sensitive"] and row["as_of"] is None, row["id"]
         assert row["source"].startswith("Wikipedia: "), row["id"]
+
+
+def test_the_blind_set_is_whole_and_asks_nothing_the_other_sets_ask():
+    """data/blind: two files of 75, all nine topics, hard or medium, half in NQ-open's style (lower
+    case, no question mark) and half in full sentences with a question mark, no id or question of
+    the older sets (also after the kit's normalization), and no reference inside its own question."""
+    blind = load(str(QA.parent / "blind" / "*.jsonl"))
+    older = Rows(
+        [
+            *load(str(QA / "*.jsonl")),
+            *load(str(QA.parent / "heldout" / "*.jsonl")),
+            *load(str(QA.parent / "longtail" / "*.jsonl")),
+            *load(str(QA.parent / "queries" / "*.jsonl")),
+            *load(str(QA.parent / "library" / "questions.jsonl")),
+            *load(str(QA.parent / "fewshot" / "questions.jsonl")),
+        ]
+    )
+    files = sorted((QA.parent / "blind").glob("*.jsonl"))
+    assert [len(load(str(f))) for f in files] == [75, 75]
+    assert blind.column_names == list(load(str(QA / "*.jsonl"))[0])
+    assert len(set(blind["id"])) == len(blind) and set(blind["topic"]) == set(PREFIX)
+    assert len({normalize(q) for q in blind["question"]}) == len(blind)
+    assert not set(blind["id"]) & set(older["id"])
+    asked = {q.lower().strip().rstrip("?") for q in older["question"]}
+    asked_normalized = {normalize(q) for q in older["question"]}
+    lower = 0
+    for row in blind:
+        assert list(row) == blind.column_names, row["id"]
+        assert row["id"].startswith(f"b-{PREFIX[row['topic']]}-"), row["id"]
+        question = row["question"]
+        searched = question == question.lower().strip() and not question.endswith("?")
+        assert searched or (question[0].isupper() and question.endswith("?")), row["id"]
+        lower += searched
+        assert question.lower().strip().rstrip("?") not in asked, row["id"]
+        assert normalize(question) not in asked_normalized, row["id"]
+        assert row["difficulty"] in {"medium", "hard"}, row["id"]
+        assert row["answer"].strip() and row["answer"] not in row["aliases"], row["id"]
+        references = [row["answer"], *row["aliases"]]
+        words = f" {question.lower()} "
+        assert all(f" {ref.lower()} " not in words for ref in references), row["id"]
+        # and on the kit's own normalization: the question scored as its own answer is wrong
+        assert not score(question, references, question)["contains"], row["id"]
+        assert not row["time_sensitive"] and row["as_of"] is None, row["id"]
+        assert row["source"].startswith("Wikipedia: "), row["id"]
+    assert 0.4 <= lower / len(blind) <= 0.6
