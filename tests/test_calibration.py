@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from research.confidence import calibration as cal
+from research.confidence.transfer import fitted_line
 from research.confidence.transfer import of_signals as shown_of
 from research.confidence.transfer import of_stats as stats_of
 from research.errors import KitError
@@ -367,7 +368,7 @@ def test_a_damaged_file_is_named_once_and_costs_only_the_figure(home, capsys):
         "(python -m research eval --calibrate makes a new one)\n"
     )
     assert cal.damaged(SHA, "free") == path
-    shown = shown_of({"mean_logprob": 0.5}, SHA)
+    shown = shown_of({"mean_logprob": 0.5}, SHA, "free", cal.EVAL)
     assert shown.p is None and shown.words == "not calibrated (its saved calibration is damaged)"
     path.write_text(json.dumps(saved()))  # mended: used again, no longer damaged
     assert cal.load(SHA, "free") is not None and cal.damaged(SHA, "free") is None
@@ -384,11 +385,11 @@ def test_a_file_too_large_or_too_deep_is_damaged(home, capsys):
 
 def test_the_confidence_shown_with_an_answer(home):
     write(home / "home", saved())  # p = sigmoid(1.5 * (x - 0.5) / 2 - 0.5)
-    shown = shown_of({"mean_logprob": 0.5}, SHA)
+    shown = shown_of({"mean_logprob": 0.5}, SHA, "free", cal.EVAL)
     assert shown.p == pytest.approx(1 / (1 + math.exp(0.5)))
     assert shown.method == "free" and shown.calibration == cal.load(SHA, "free").id
     assert shown.words == "unsure, check this: 38 %"
-    missing = shown_of({"n_tokens": 3}, SHA)
+    missing = shown_of({"n_tokens": 3}, SHA, "free", cal.EVAL)
     assert missing.p is None and missing.calibration is None and missing.words == "not calibrated"
     for nothing in (
         shown_of(None, SHA),
@@ -397,7 +398,7 @@ def test_the_confidence_shown_with_an_answer(home):
     ):
         assert nothing.p is None and nothing.words == "not calibrated"
     stats = type("Stats", (), {"signals": {"mean_logprob": 4.5}})()
-    assert stats_of(stats, SHA).p == pytest.approx(1 / (1 + math.exp(-2.5)))
+    assert stats_of(stats, SHA, "free", cal.EVAL).p == pytest.approx(1 / (1 + math.exp(-2.5)))
     assert stats_of(object(), SHA).p is None
 
 
@@ -493,8 +494,29 @@ def test_the_damage_is_named_word_for_word(home, capsys):
 def test_of_stats_asks_for_its_method(home):
     write(home / "home", saved())
     stats = type("Stats", (), {"signals": {"mean_logprob": 0.5}})()
-    assert stats_of(stats, SHA, "free").p is not None
-    assert stats_of(stats, SHA, "p_true").p is None  # no calibration of that method
+    assert stats_of(stats, SHA, "free", cal.EVAL).p is not None
+    assert stats_of(stats, SHA, "p_true", cal.EVAL).p is None  # no calibration of that method
+
+
+def test_chat_answers_and_eval_answers_read_their_own_calibrations(home):
+    from research.engine import CHAT_SYSTEM
+
+    assert cal.style_of(CHAT_SYSTEM) == cal.CHAT and cal.style_of("Reply with one word.") == cal.EVAL
+    assert cal.style_of(None) == cal.EVAL
+    write(home / "kit", saved())  # the kit's calibration of eval's answers only
+    stats = type("Stats", (), {"signals": {"mean_logprob": 0.5}})()
+    assert stats_of(stats, SHA).p is None  # the page's answers are chat answers: not this one
+    assert stats_of(stats, SHA, "free", cal.EVAL).p is not None
+    X, y = [[x] for x in np.linspace(-1, 1, 40)], [float(i % 3 == 0) for i in range(40)]
+    chat = cal.fit("free", ("mean_logprob",), X, y, SHA, {"system": CHAT_SYSTEM})
+    path = cal.save(chat)  # fitted on answers to the page's prompt: saved where the page reads
+    assert path == home / "home" / "calibrations" / SHA / "chat" / "free.json"
+    assert stats_of(stats, SHA).calibration == chat.id and cal.load(SHA, "free").id != chat.id
+    rated = cal.fit("free", ("mean_logprob",), X, y, SHA, {"source": "ratings"})
+    assert cal.fitted_style(rated) == cal.CHAT  # people rate the page's answers
+    assert cal.fitted_style(cal.fit("free", ("mean_logprob",), X, y, SHA, {})) == cal.EVAL
+    assert "fitted on 40 chat answers of this model" in fitted_line(chat)
+    assert "fitted on 40 rated answers" in fitted_line(rated)
 
 
 def test_no_model_file_means_no_lookup(home):

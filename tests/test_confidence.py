@@ -246,7 +246,8 @@ def test_saved_calibration_gives_each_answer_its_probability(tmp_path):
     cal = calibration.fit(
         "free", confidence.METHODS["free"].signals, X, y, engine.sha256, {"question_ids": ids}
     )
-    calibration.save(cal)  # into the session's people's-data folder (conftest)
+    calibration.save(cal)  # into the session's people's-data folder (conftest): eval's answers
+    calibration.save(cal, style=calibration.CHAT)  # and the page's, which read their own
     conf = confidence.of_stats(stats_of(engine, "Capital of France?"), engine.sha256)
     assert conf.calibration == cal.id and conf.p > 0.5 and conf.words == confidence.label(conf.p)
     # the eval records of other questions now carry it, and the summary uses it as held out
@@ -400,7 +401,7 @@ def calibrated_fake(tmp_path, answers, logprobs, name="fake"):
     X, y = separable(80)
     cal = calibration.fit("free", ("mean_logprob",), X, y, engine.sha256, {"source": "test"})
     cal.method = confidence.DEFAULT  # the page's method, reading one signal here
-    calibration.save(cal)
+    calibration.save(cal, style=calibration.CHAT)  # the page's answers read a chat calibration
     return engine
 
 

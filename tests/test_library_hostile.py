@@ -485,7 +485,7 @@ def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeyp
     monkeypatch.setenv("RESEARCH_HOME", str(tmp_path / "home"))
     calibration._DAMAGED.clear()
     sha = "S" * 64
-    path = calibration.folder(sha) / "free.json"
+    path = calibration.folder(sha, style=calibration.CHAT) / "free.json"  # what the page reads
     path.parent.mkdir(parents=True)
     if case == "a named pipe":
         os.mkfifo(path)
@@ -515,6 +515,7 @@ def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeyp
     X, y = [[-0.1 * (i % 7)] for i in range(40)], [float(i % 7 < 4) for i in range(40)]
     path.write_text(json.dumps(calibration.fit("free", ("mean_logprob",), X, y, sha, {}).as_dict()))
     assert confidence.of_signals({"mean_logprob": -0.1}, sha).p is not None  # a good one is used again
+    assert confidence.of_signals({"mean_logprob": -0.1}, sha, style=calibration.EVAL).p is None  # its own
 
 
 # ---- PDF, ZIM, remove ----

@@ -28,7 +28,7 @@ def shipped():
     from research.hashing import cached_sha256
     from research.models.catalog import resolve
 
-    return calibration.load(cached_sha256(resolve(None).path), confidence.DEFAULT)
+    return calibration.load(cached_sha256(resolve(None).path), confidence.DEFAULT, calibration.CHAT)
 
 
 def figures(message) -> tuple[str, int]:
@@ -102,5 +102,7 @@ def test_the_model_line_says_on_what_the_confidence_was_fitted(page):
     status = page.client().predict("smollm2-135m-q4_1", "", api_name="/load_model")
     cal = shipped()
     n, sets = cal.fitted_on["n"], len(cal.fitted_on["sets"])
-    assert f"confidence (free) fitted on {n} answers of this model to {sets} question sets" in status
-    assert "longtail 200, 4 % right" in status and "'probably right' from" in status
+    assert f"confidence (free) fitted on {n} chat answers of this model to {sets} question sets" in status
+    longtail = cal.fitted_on["sets"]["longtail"]
+    assert f"longtail 200, {round(100 * longtail['right'] / 200)} % right" in status
+    assert "'probably right' from" in status

@@ -290,14 +290,40 @@ def fit(
     return Calibration(method, model_sha256, model, fitted_on, held, now)
 
 
-def folder(model_sha256: str, root: Path | None = None) -> Path:
-    return (root or paths.user_data_dir() / "calibrations") / model_sha256
+#: The answers a calibration was fitted on, which are those it holds for: "eval" (`eval`'s greedy
+#: few-word answers) or CHAT (answers as the page and `research chat` give them: a chat's system
+#: prompt, sampled, a few sentences long). The same model's signals mean other things in each:
+#: the shipped calibration of eval's answers said 19 % on average of the page's answers to the
+#: kit's 310 questions, 40 % of which were right.
+EVAL, CHAT = "eval", "chat"
 
 
-def save(cal: Calibration, root: Path | None = None) -> Path:
-    """Write the calibration as JSON (calibrations/<sha256>/<method>.json), private to its owner
-    (0600 in 0700 folders); returns its path. A crash leaves the old calibration, never half a new one."""
-    path = folder(cal.model_sha256, root) / f"{cal.method}.json"
+def style_of(system: str | None) -> str:
+    """The answers a system prompt gives: CHAT for the page's (research.engine.CHAT_SYSTEM), else
+    EVAL, for eval's own and the prompts a person evaluates with."""
+    from research.engine import CHAT_SYSTEM
+
+    return CHAT if system == CHAT_SYSTEM else EVAL
+
+
+def fitted_style(cal: Calibration) -> str:
+    """The answers `cal` was fitted on: CHAT for people's ratings of the page's answers and for
+    answers to the page's system prompt, else EVAL."""
+    f = cal.fitted_on or {}
+    return CHAT if f.get("source") == "ratings" else style_of(f.get("system"))
+
+
+def folder(model_sha256: str, root: Path | None = None, style: str = EVAL) -> Path:
+    """calibrations/<sha256> for EVAL's answers, calibrations/<sha256>/chat for CHAT's."""
+    base = (root or paths.user_data_dir() / "calibrations") / model_sha256
+    return base / CHAT if style == CHAT else base
+
+
+def save(cal: Calibration, root: Path | None = None, style: str | None = None) -> Path:
+    """Write the calibration as JSON (calibrations/<sha256>/<method>.json, or under chat/ for one
+    fitted on chat answers: `style`, by default fitted_style), private to its owner (0600 in 0700
+    folders); returns its path. A crash leaves the old calibration, never half a new one."""
+    path = folder(cal.model_sha256, root, style or fitted_style(cal)) / f"{cal.method}.json"
     return paths.write_private(path, json.dumps(cal.as_dict(), indent=1))
 
 
@@ -311,8 +337,8 @@ def shipped_dir() -> Path:
 MAX_FILE_MB = 4
 #: Signals a calibration may read at most (the largest method reads 15).
 MAX_FEATURES = 64
-#: Calibrations found damaged, by (model file, method): named once, then passed over.
-_DAMAGED: dict[tuple[str, str], Path] = {}
+#: Calibrations found damaged, by (model file, method, style): named once, then passed over.
+_DAMAGED: dict[tuple[str, str, str], Path] = {}
 
 
 def validate(d, model_sha256: str, method: str) -> Calibration:
@@ -360,13 +386,14 @@ def validate(d, model_sha256: str, method: str) -> Calibration:
     return cal
 
 
-def damaged(model_sha256: str, method: str) -> Path | None:
-    """The calibration file of this model and method that load() found damaged, if any."""
-    return _DAMAGED.get((model_sha256, method))
+def damaged(model_sha256: str, method: str, style: str = EVAL) -> Path | None:
+    """The calibration file of this model, method and style that load() found damaged, if any."""
+    return _DAMAGED.get((model_sha256, method, style))
 
 
-def load(model_sha256: str, method: str) -> Calibration | None:
-    """The person's own calibration of this model file and method, else the kit's, else None.
+def load(model_sha256: str, method: str, style: str = EVAL) -> Calibration | None:
+    """The person's own calibration of this model file and method for answers of this style (EVAL
+    or CHAT), else the kit's, else None.
 
     A damaged or hostile file (wrong types or shapes, another method or model, not JSON, too
     large, not a regular file) costs the calibrated figure only, never the answer: it is named
@@ -374,15 +401,15 @@ def load(model_sha256: str, method: str) -> Calibration | None:
     """
 
     for root in (paths.user_data_dir() / "calibrations", shipped_dir()):
-        path = folder(model_sha256, root) / f"{method}.json"
+        path = folder(model_sha256, root, style) / f"{method}.json"
         if not path.exists() and not path.is_symlink():
             continue
         try:
             data = files.read_file(path, MAX_FILE_MB, what_kind="a calibration")
             cal = validate(json.loads(data), model_sha256, method)
         except (KitError, ValueError, RecursionError, MemoryError) as e:
-            if _DAMAGED.get((model_sha256, method)) != path:
-                _DAMAGED[(model_sha256, method)] = path
+            if _DAMAGED.get((model_sha256, method, style)) != path:
+                _DAMAGED[(model_sha256, method, style)] = path
                 why = files.clean(" ".join(str(e).split())[:160])  # a name read from the file
                 print(
                     f"warning: {files.shown(path)} is damaged ({why}); answers show no calibrated "
@@ -390,6 +417,6 @@ def load(model_sha256: str, method: str) -> Calibration | None:
                     file=sys.stderr,
                 )
             return None
-        _DAMAGED.pop((model_sha256, method), None)
+        _DAMAGED.pop((model_sha256, method, style), None)
         return cal
     return None

@@ -14,10 +14,12 @@ import numpy as np
 
 from research.confidence.calibration import (
     BOOTSTRAP,
+    EVAL,
     FOLDS,
     load,
     out_of_fold,
     risk_coverage,
+    style_of,
     with_intervals,
 )
 
@@ -55,7 +57,8 @@ def held_out(records: list[dict], method: str, model_sha256: str | None = None) 
     X, y, ids = labelled(records, names)
     if len(y) < 2 * FOLDS:
         return None
-    saved = load(model_sha256, method) if model_sha256 else None
+    style = style_of(records[0].get("system")) if records else EVAL
+    saved = load(model_sha256, method, style) if model_sha256 else None
     # A saved calibration is judged even where no answer (or every one) is right: the hard sets'
     # case, where its mean probability against the share right says the most.
     if (

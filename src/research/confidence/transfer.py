@@ -21,7 +21,16 @@ import math
 import numpy as np
 
 from research.confidence import methods
-from research.confidence.calibration import Calibration, damaged, fit, load, measures, out_of_fold
+from research.confidence.calibration import (
+    CHAT,
+    Calibration,
+    damaged,
+    fit,
+    fitted_style,
+    load,
+    measures,
+    out_of_fold,
+)
 from research.engine.signals import QUESTION
 
 #: Answers at or above a bound that all the sets together must hold for it to be set: no bound
@@ -155,7 +164,8 @@ def set_weights(sets) -> np.ndarray:
 
 def fitted_line(cal: Calibration | None) -> str:
     """On what a calibration was fitted, in one line for the page and the terminal:
-    "fitted on 710 answers of this model to 3 question sets (qa 310, 44 % right; ...)"."""
+    "fitted on 710 chat answers of this model to 3 question sets (qa 310, 40 % right; ...)"
+    (chat answers: given as the page gives them, research.confidence.calibration.fitted_style)."""
     if cal is None:
         return "no calibration for this model, so its answers show no confidence"
     f = cal.fitted_on or {}
@@ -165,6 +175,7 @@ def fitted_line(cal: Calibration | None) -> str:
         for name, s in list(sets.items())[:6]
     ]
     what = "rated answers" if f.get("source") == "ratings" else "answers"
+    what = f"chat {what}" if what == "answers" and fitted_style(cal) == CHAT else what
     where = f" to {len(sets)} question set{'s' if len(sets) > 1 else ''} ({'; '.join(parts)})" if sets else ""
     words = getattr(cal, "words", None) or {}
     said = (
@@ -178,24 +189,29 @@ def fitted_line(cal: Calibration | None) -> str:
 def about(model_sha256: str, method: str | None = None) -> str:
     """fitted_line() of the calibration the page and `research chat` use for this model file."""
     try:
-        return fitted_line(load(model_sha256, method or methods.DEFAULT) if model_sha256 else None)
+        return fitted_line(load(model_sha256, method or methods.DEFAULT, CHAT) if model_sha256 else None)
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError):  # a file load() let by
         return methods.label(None)
 
 
 # The confidence shown with an answer.
-def of_signals(signals: dict | None, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
+def of_signals(
+    signals: dict | None, model_sha256: str, method: str = methods.DEFAULT, style: str = CHAT
+) -> methods.Confidence:
     """The calibrated confidence of an answer with these signals, from the saved calibration of
-    this model file and method (load); uncalibrated when there is none."""
-    cal = load(model_sha256, method) if model_sha256 else None
+    this model file and method for answers of its style (load: CHAT for the page's and the
+    terminal's, EVAL for eval's); uncalibrated when there is none."""
+    cal = load(model_sha256, method, style) if model_sha256 else None
     p = cal.probability(signals) if cal is not None and signals else None
-    bad = cal is None and model_sha256 and damaged(model_sha256, method)
+    bad = cal is None and model_sha256 and damaged(model_sha256, method, style)
     far = p is not None and unlike(cal, signals)
     words = methods.DAMAGED if bad else methods.label(p, cal.words if cal else None, unlike=far)
     return methods.Confidence(p, method, cal.id if cal is not None and p is not None else None, words, far)
 
 
-def of_stats(stats, model_sha256: str, method: str = methods.DEFAULT) -> methods.Confidence:
+def of_stats(
+    stats, model_sha256: str, method: str = methods.DEFAULT, style: str = CHAT
+) -> methods.Confidence:
     """The calibrated confidence of an answer just streamed, from its Stats (the page calls this
     with `engine.sha256`); free methods only, as only those are in the Stats."""
-    return of_signals(getattr(stats, "signals", None), model_sha256, method)
+    return of_signals(getattr(stats, "signals", None), model_sha256, method, style)

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from research import confidence, jsonl, paths
-from research.confidence import selective, tables
+from research.confidence import calibration, selective, tables
 from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
 from research.evaluation import rescore
@@ -37,10 +37,7 @@ SAMPLES_SETTINGS = Sampling(
 )
 SAMPLES = confidence.SAMPLES
 #: Confidence signals that cost more than the answer itself, and the signals each one adds.
-EXTRA = {
-    "samples": confidence.SAMPLED + confidence.AMONG_SAMPLES,
-    "p_true": ("p_true",),
-}
+EXTRA = {"samples": confidence.SAMPLED + confidence.AMONG_SAMPLES, "p_true": ("p_true",)}
 
 
 def records_by_run(records: list[dict]) -> dict[str, list[dict]]:
@@ -211,7 +208,7 @@ def _confidence(
     earlier: dict | None = None,
 ) -> dict:
     """A record's confidence: its signals, what they cost, the sampled answers they came from,
-    and the calibrated probability.
+    and the calibrated probability (of the calibration for answers to its system prompt).
 
     `earlier`: the confidence of this run's earlier record of the question. What it holds and is
     not asked for now is kept (its sampled answers and how they were made, when only P(True) is
@@ -237,7 +234,8 @@ def _confidence(
         costs["p_true_s"] = got.pop("p_true_s")
         signals |= got
         settings["p_true"] = {"prompt": confidence.P_TRUE_PROMPT}
-    conf = confidence.of_signals(signals, engine.sha256, method)
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    conf = confidence.of_signals(signals, engine.sha256, method, calibration.style_of(system))
     return {"signals": signals, **conf.as_dict(), "costs": costs, "settings": settings} | out
 
 
