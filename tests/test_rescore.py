@@ -50,6 +50,20 @@ def test_a_stale_record_is_scored_again_and_a_current_one_is_left_alone():
     assert rescore.rescore([no_key])[1][0]["scores"]["contains"] == 1
 
 
+def test_a_stale_record_gains_the_signals_its_answer_s_words_give():
+    signals = {"mean_logprob": -0.5}  # written before type_match existed
+    old = {"id": "q", "answer": "It was painted long ago.", "references": ["Leonardo"]}
+    old |= {"question": "Who painted the Mona Lisa?", "scores": STALE, "scorer": "0" * 12}
+    old |= {"confidence": {"signals": signals, "confidence": None}}
+    (new,) = rescore.rescore([old])[1]
+    assert new["confidence"]["signals"] == {"mean_logprob": -0.5, "type_match": 0.0}  # no name
+    assert old["confidence"]["signals"] is signals and "type_match" not in signals  # a new dict
+    named = old | {"answer": "Leonardo da Vinci."}
+    assert rescore.rescore([named])[1][0]["confidence"]["signals"]["type_match"] == 1.0
+    bare = {k: v for k, v in old.items() if k != "confidence"}  # no signals kept: none made up
+    assert "confidence" not in rescore.rescore([bare])[1][0]
+
+
 def test_library_records_rescored_with_their_closed_book_verdict():
     setting = {"run": "r1", "library_key": "L", "k": 3, "threshold": 0.5, "confidence_fn": "logprob"}
     setting |= {"grounded_system": "S", "passage_order": "best last"}

@@ -16,7 +16,7 @@ import threading
 from research.cli import eval as cli_eval
 from research.cli import library as cli_library
 from research.cli.common import engine_from, model_options
-from research.engine import options
+from research.engine import CHAT_SYSTEM, options
 from research.errors import KitError
 from research.files import clean, json_line
 from research.llamacpp.build import DEFAULT_TARGETS, KINDS
@@ -248,7 +248,12 @@ def add_chat(sub) -> None:
     s.add_argument(
         "--json", action="store_true", help="with --prompt: one JSON object with answer and figures"
     )
-    s.add_argument("--system", help="system prompt")
+    s.add_argument(
+        "--system",
+        default=CHAT_SYSTEM,
+        help="system prompt (default: the page's, on whose answers the confidence shown was fitted; "
+        "'' for none)",
+    )
     s.add_argument(
         "--temperature", type=options.TEMPERATURE.arg, default=0.7, help="0 = greedy, or more (default 0.7)"
     )

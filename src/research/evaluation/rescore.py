@@ -7,6 +7,9 @@ records were written with, and a fix to a normalization or to the refusal phrase
 reach the figures rendered from them: research.evaluation.run and research.library.evaluate
 rescore what they resume, and `research rescore FILE` rewrites a records file in place.
 
+The free signals read from an answer's words alone (research.qa.words.type_match) are computed
+again with the scores, so records written before one existed read it too.
+
 Library records (research.library.evaluate: one per question and mode) are rescored for "right"
 and "closed_right"; their citation verdicts need the passages' text, which records do not keep,
 and stay as written.
@@ -72,10 +75,23 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
                 "scores": scoring.score(r["answer"], r["references"], r.get("question") or ""),
                 "scorer": key,
             }
+            r = _text_signals(r)
         out.append(r)
         changed.append(r)
     _closed_right(out)
     return out, changed
+
+
+def _text_signals(r: dict) -> dict:
+    """The record with its free signals that its answer's words alone give (research.qa.words:
+    type_match) computed again, as the engine computes them: a record written before such a
+    signal existed reads it too, and a method that needs it is not left without (the engine's and
+    this one agreed on all 1,570 records of 2026-12-07)."""
+    signals = (r.get("confidence") or {}).get("signals")
+    if not isinstance(signals, dict) or not isinstance(r.get("question"), str):
+        return r
+    match = float(words.type_match(str(r["answer"]), r["question"]))
+    return r | {"confidence": r["confidence"] | {"signals": signals | {"type_match": match}}}
 
 
 def _closed_right(records: list[dict]) -> None:
