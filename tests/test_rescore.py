@@ -62,6 +62,10 @@ def test_a_stale_record_gains_the_signals_its_answer_s_words_give():
     assert rescore.rescore([named])[1][0]["confidence"]["signals"]["type_match"] == 1.0
     bare = {k: v for k, v in old.items() if k != "confidence"}  # no signals kept: none made up
     assert "confidence" not in rescore.rescore([bare])[1][0]
+    # scored by this code already (a kit between the two changes), the signal still missing
+    current = old | {"scores": new["scores"], "scorer": rescore.scorer_key()}
+    assert rescore.rescore([current])[1][0]["confidence"]["signals"]["type_match"] == 0.0
+    assert rescore.rescore([new])[1] == []  # nothing left to do
 
 
 def test_library_records_rescored_with_their_closed_book_verdict():

@@ -56,8 +56,9 @@ def _right(answer, references) -> bool:
 
 
 def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(records, the rescored ones): each record whose `scorer` is not this code's scored again
-    from the answer it kept, as a new dict (the old one is not changed); errors stay errors.
+    """(records, the rescored ones): each record whose `scorer` is not this code's, or whose
+    signals lack those of its answer's words, scored again from the answer it kept, as a new dict
+    (the old one is not changed); errors stay errors.
 
     `rescore([{"answer": "Paris.", "references": ["Paris"], "question": "?", "scores": {}}])[1]`
     -> one record, its "scores" those of research.qa.scoring.score and its "scorer" this code's.
@@ -65,7 +66,11 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
     key = scorer_key()
     out, changed = [], []
     for r in records:
-        if r.get("scorer") == key or r.get("answer") is None or r.get("references") is None:
+        if (
+            (r.get("scorer") == key and not _lacks_text_signals(r))
+            or r.get("answer") is None
+            or r.get("references") is None
+        ):
             out.append(r)
             continue
         if "mode" in r:  # a library record: right and wrong only
@@ -82,14 +87,21 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return out, changed
 
 
+def _lacks_text_signals(r: dict) -> bool:
+    """Whether a record keeps free signals but not those of its answer's words (written by a kit
+    that did not read them yet, whatever its scorer)."""
+    signals = (r.get("confidence") or {}).get("signals")
+    return "mode" not in r and isinstance(signals, dict) and bool(signals) and "type_match" not in signals
+
+
 def _text_signals(r: dict) -> dict:
     """The record with its free signals that its answer's words alone give (research.qa.words:
     type_match) computed again, as the engine computes them: a record written before such a
     signal existed reads it too, and a method that needs it is not left without (the engine's and
     this one agreed on all 1,570 records of 2026-12-07)."""
     signals = (r.get("confidence") or {}).get("signals")
-    if not isinstance(signals, dict) or not isinstance(r.get("question"), str):
-        return r
+    if not isinstance(signals, dict) or not signals or not isinstance(r.get("question"), str):
+        return r  # no signals kept (a backend with them off): none made up
     match = float(words.type_match(str(r["answer"]), r["question"]))
     return r | {"confidence": r["confidence"] | {"signals": signals | {"type_match": match}}}
 
