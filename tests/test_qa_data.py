@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from research.qa.scoring import normalize, score
+from research.qa.words import asks_for
 
 QA = Path(__file__).resolve().parents[1] / "data" / "qa"
 FIELDS = {"id", "question", "answer", "aliases", "topic", "difficulty", "time_sensitive", "as_of", "source"}
@@ -112,46 +113,86 @@ def test_the_query_style_set_is_whole_and_asks_nothing_the_other_sets_ask():
         assert row["source"].startswith("Wikipedia: "), row["id"]
 
 
+#: The sets written before data/blind (their questions are the "older" ones a held-out set must not ask),
+#: folders of JSON Lines files or single files under data/.
+OLDER_SETS = ("qa", "heldout", "longtail", "queries", "library/questions.jsonl", "fewshot/questions.jsonl")
+
+
+def load_sets(*names: str) -> Rows:
+    """The rows of several sets under data/: each a folder of JSON Lines files or one file."""
+    patterns = [name if name.endswith(".jsonl") else f"{name}/*.jsonl" for name in names]
+    return Rows(row for pattern in patterns for row in load(str(QA.parent / pattern)))
+
+
+def load_new_set(folder: str, older: Rows) -> Rows:
+    """A held-out set in two files of 75 under data/: the fields of data/qa in their order, all nine
+    topics, unique ids and questions (also after the kit's normalization), no id of the older sets."""
+    rows = load(str(QA.parent / folder / "*.jsonl"))
+    files = sorted((QA.parent / folder).glob("*.jsonl"))
+    assert [len(load(str(f))) for f in files] == [75, 75]
+    assert rows.column_names == list(load(str(QA / "*.jsonl"))[0])
+    assert len(set(rows["id"])) == len(rows) and set(rows["topic"]) == set(PREFIX)
+    assert len({normalize(q) for q in rows["question"]}) == len(rows)
+    assert not set(rows["id"]) & set(older["id"])
+    return rows
+
+
+def asked_in(older: Rows) -> tuple[set[str], set[str]]:
+    """The older sets' questions as written (lower case, no question mark) and normalized."""
+    questions = older["question"]
+    return {q.lower().strip().rstrip("?") for q in questions}, {normalize(q) for q in questions}
+
+
+def assert_fair_question(row: dict, columns: list[str], asked: tuple[set[str], set[str]]) -> None:
+    """One question of a held-out set: its fields in order, asked in no older set (as written or after
+    the kit's normalization), an answer apart from its aliases and none of them inside the question
+    (on lower-case words and on the kit's score), nothing time-sensitive, a Wikipedia source."""
+    assert list(row) == columns, row["id"]
+    question = row["question"]
+    assert question.lower().strip().rstrip("?") not in asked[0], row["id"]
+    assert normalize(question) not in asked[1], row["id"]
+    assert row["answer"].strip() and row["answer"] not in row["aliases"], row["id"]
+    references = [row["answer"], *row["aliases"]]
+    words = f" {question.lower()} "
+    assert all(f" {ref.lower()} " not in words for ref in references), row["id"]
+    # and on the kit's own normalization: the question scored as its own answer is wrong
+    assert not score(question, references, question)["contains"], row["id"]
+    assert not row["time_sensitive"] and row["as_of"] is None, row["id"]
+    assert row["source"].startswith("Wikipedia: "), row["id"]
+
+
 def test_the_blind_set_is_whole_and_asks_nothing_the_other_sets_ask():
     """data/blind: two files of 75, all nine topics, hard or medium, half in NQ-open's style (lower
     case, no question mark) and half in full sentences with a question mark, no id or question of
     the older sets (also after the kit's normalization), and no reference inside its own question."""
-    blind = load(str(QA.parent / "blind" / "*.jsonl"))
-    older = Rows(
-        [
-            *load(str(QA / "*.jsonl")),
-            *load(str(QA.parent / "heldout" / "*.jsonl")),
-            *load(str(QA.parent / "longtail" / "*.jsonl")),
-            *load(str(QA.parent / "queries" / "*.jsonl")),
-            *load(str(QA.parent / "library" / "questions.jsonl")),
-            *load(str(QA.parent / "fewshot" / "questions.jsonl")),
-        ]
-    )
-    files = sorted((QA.parent / "blind").glob("*.jsonl"))
-    assert [len(load(str(f))) for f in files] == [75, 75]
-    assert blind.column_names == list(load(str(QA / "*.jsonl"))[0])
-    assert len(set(blind["id"])) == len(blind) and set(blind["topic"]) == set(PREFIX)
-    assert len({normalize(q) for q in blind["question"]}) == len(blind)
-    assert not set(blind["id"]) & set(older["id"])
-    asked = {q.lower().strip().rstrip("?") for q in older["question"]}
-    asked_normalized = {normalize(q) for q in older["question"]}
+    older = load_sets(*OLDER_SETS)
+    blind = load_new_set("blind", older)
+    asked = asked_in(older)
     lower = 0
     for row in blind:
-        assert list(row) == blind.column_names, row["id"]
+        assert_fair_question(row, blind.column_names, asked)
         assert row["id"].startswith(f"b-{PREFIX[row['topic']]}-"), row["id"]
         question = row["question"]
         searched = question == question.lower().strip() and not question.endswith("?")
         assert searched or (question[0].isupper() and question.endswith("?")), row["id"]
         lower += searched
-        assert question.lower().strip().rstrip("?") not in asked, row["id"]
-        assert normalize(question) not in asked_normalized, row["id"]
         assert row["difficulty"] in {"medium", "hard"}, row["id"]
-        assert row["answer"].strip() and row["answer"] not in row["aliases"], row["id"]
-        references = [row["answer"], *row["aliases"]]
-        words = f" {question.lower()} "
-        assert all(f" {ref.lower()} " not in words for ref in references), row["id"]
-        # and on the kit's own normalization: the question scored as its own answer is wrong
-        assert not score(question, references, question)["contains"], row["id"]
-        assert not row["time_sensitive"] and row["as_of"] is None, row["id"]
-        assert row["source"].startswith("Wikipedia: "), row["id"]
     assert 0.4 <= lower / len(blind) <= 0.6
+
+
+def test_the_nq_hard_set_is_whole_and_asks_nothing_the_other_sets_ask():
+    """data/nqhard: two files of 75, all nine topics, all hard, all in NQ-open's style (lower case, no
+    question mark), at least 25 asking for a number or a year, no id or question of the older sets
+    or of data/blind (also after the kit's normalization), and no reference inside its own question."""
+    older = load_sets(*OLDER_SETS, "blind")
+    nqhard = load_new_set("nqhard", older)
+    asked = asked_in(older)
+    kinds = {"ent": "culture", **{p: t for t, p in PREFIX.items()}}
+    for row in nqhard:
+        assert_fair_question(row, nqhard.column_names, asked)
+        prefix = row["id"].split("-")[1]
+        assert row["id"].startswith("n-") and kinds.get(prefix) == row["topic"], row["id"]
+        question = row["question"]
+        assert question == question.lower().strip() and not question.endswith("?"), row["id"]
+        assert row["difficulty"] == "hard", row["id"]
+    assert sum(asks_for(q) == "number" for q in nqhard["question"]) >= 25
