@@ -517,6 +517,24 @@ def test_chat_answers_and_eval_answers_read_their_own_calibrations(home):
     assert cal.fitted_style(cal.fit("free", ("mean_logprob",), X, y, SHA, {})) == cal.EVAL
     assert "fitted on 40 chat answers of this model" in fitted_line(chat)
     assert "fitted on 40 rated answers" in fitted_line(rated)
+    # a file of the other style's answers in a style's folder is passed over, not used
+    (home / "home" / "calibrations" / SHA / "chat" / "free.json").write_text(json.dumps(saved()))
+    assert stats_of(stats, SHA).p is None and cal.damaged(SHA, "free", cal.CHAT) is None
+    # a calibration from ratings saved before calibrations had styles: still the page's, not eval's
+    (home / "home" / "calibrations" / SHA / "chat" / "free.json").unlink()
+    old = home / "home" / "calibrations" / SHA / "free.json"
+    old.write_text(json.dumps(rated.as_dict()))
+    assert stats_of(stats, SHA).calibration == rated.id
+    assert cal.load(SHA, "free").id != rated.id  # eval reads the kit's calibration of its answers
+
+
+def test_the_model_line_says_when_only_eval_s_answers_were_calibrated(home):
+    from research.confidence.transfer import about
+
+    write(home / "home", saved())  # a person's calibration of eval's answers, none of chat answers
+    line = about(SHA)
+    assert "eval's few-word answers only" in line and "eval --as-page --calibrate" in line
+    assert about("0" * 64) == "no calibration for this model, so its answers show no confidence"
 
 
 def test_no_model_file_means_no_lookup(home):

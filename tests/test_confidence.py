@@ -58,6 +58,12 @@ def test_answer_signals_skip_the_words_that_restate_the_question():
     assert s["type_match"] == 1.0  # "Canberra": a word the question did not hold
     # the same tokens answer "Who ...?" with no name: only the question's words and "is"
     assert token_signals(trace[:5], texts[:5], "Who is the capital of Australia?")["type_match"] == 0.0
+    # the answer as shown, where given: a character split across tokens decodes whole only there
+    split = token_signals(trace[:2], ["\ufffd", "\ufffd."], "Who wrote it?", shown="Ø.")
+    assert (
+        split["type_match"] == 1.0
+        and token_signals(trace[:2], ["\ufffd", "\ufffd."], "Who wrote it?")["type_match"] == 0.0
+    )
     assert token_signals([], [], "q") is None
 
 
@@ -342,6 +348,13 @@ def test_the_summary_says_when_a_calibration_runs_high_on_other_questions(tmp_pa
     same = evaluate.run(engine, like, tmp_path / "c.jsonl", progress=False)
     text = evaluate.format_summary(evaluate.summarize(same) | evaluate.confidence_report(same, engine.sha256))
     assert "calibration in the large, free" in text and "run high" not in text
+    # where no answer is right (a hard set, answered as the page answers): no AUROC, no multiple
+    none = [dict(q, id=f"z{i}", references=["Marseille"]) for i, q in enumerate(questions(20))]
+    wrong = evaluate.run(engine, none, tmp_path / "d.jsonl", progress=False)
+    text = evaluate.format_summary(
+        evaluate.summarize(wrong) | evaluate.confidence_report(wrong, engine.sha256)
+    )
+    assert "targets: not judged: 0% of these answers are right" in text and "0.0% right" in text
 
 
 def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path):
@@ -356,11 +369,23 @@ def test_ratings_recalibrate_with_signals_recomputed_by_teacher_forcing(tmp_path
     )
     grounded = ratings.make_record("Newest ferry?", "Marigold Dawn [1]", prov, verdict="correct")
     rated.append(grounded | {"library": {"library": "town", "looked_up": True, "sources": []}})
+    # notebook 03's ratings of eval's answers: not the chat answers the calibration is for
+    rated.append(ratings.make_record("Capital of Peru?", "Lima.", prov, verdict="correct", source="notebook"))
     kept, signals, forced = confidence.rated_signals(engine, rated)
-    # neither the other model's rating nor the answer written from a library's passages is used
+    # neither the other model's rating, the answer written from a library's passages nor the
+    # notebook's rating is used
     assert len(kept) == 16 and forced == 16
     cal, path, _ = confidence.recalibrate(engine, rated, "mean_logprob", root=tmp_path)
     assert path.is_file() and cal.fitted_on["source"] == "ratings" and cal.fitted_on["n"] == 16
+    assert path.parent.name == calibration.CHAT  # ratings are of the page's answers
+    # a rating kept with its signals before type_match existed gains it from its answer
+    kept_before = [{k: v for k, v in sig.items() if k != "type_match"} for sig in signals]
+    old = [r | {"confidence_signals": sig} for r, sig in zip(kept, kept_before, strict=True)]
+    kept, signals, forced = confidence.rated_signals(engine, old)
+    assert forced == 0 and [s["type_match"] for s in signals[:2]] == [1.0, 1.0]
+    fewer = [r | {"confidence_signals": {"mean_logprob": -0.3}} for r in kept]  # recomputed
+    assert confidence.rated_signals(engine, fewer)[2] == 16
+    assert confidence.recalibrate(engine, old, "free", root=tmp_path)[0].fitted_on["n"] == 16
     with pytest.raises(KitError, match="free signals"):
         confidence.recalibrate(engine, rated, "agreement", root=tmp_path)
 

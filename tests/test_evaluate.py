@@ -301,5 +301,6 @@ def test_eval_as_page_answers_as_the_page_does(tmp_path):
         assert rec["system"] == DEFAULT_SYSTEM
         assert rec["sampling"] == dataclasses.asdict(Sampling(seed=0))
         assert rec["confidence"]["signals"]["type_match"] in (0.0, 1.0)
-    bad = subprocess.run(cmd + ["--as-page", "--system", "x"], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode != 0 and "--as-page" in bad.stderr and bad.stderr.count("\n") == 1
+    for other in (["--system", "x"], ["--signal-cost"], ["--library", "kit"], ["--from-ratings"]):
+        bad = subprocess.run(cmd + ["--as-page", *other], capture_output=True, text=True, cwd=ROOT)
+        assert bad.returncode != 0 and "--as-page" in bad.stderr and bad.stderr.count("\n") == 1

@@ -170,7 +170,9 @@ def test_unsure_reads_research_confidence_calibrated_probability_where_there_is_
     e = engine(lambda p: "I don't know")  # the text alone says unsure: confidence 0
     assert grounded.ground(e, lib, "Newest ferry?", "unsure").looked_up  # no calibration here
     sure = confidence.Confidence(0.95, "free", "cal-1", "very likely right")
-    monkeypatch.setattr(confidence, "of_stats", lambda stats, sha, method=confidence.DEFAULT: sure)
+    monkeypatch.setattr(
+        confidence, "of_stats", lambda stats, sha, method=confidence.DEFAULT, style="chat": sure
+    )
     g = grounded.ground(e, lib, "Newest ferry?", "unsure")
     assert not g.looked_up and g.confidence == 0.95
     with pytest.raises(KitError, match="unknown confidence"):
@@ -489,9 +491,9 @@ def test_an_answer_to_a_question_unlike_the_calibrations_counts_as_unsure(monkey
     from research import confidence
 
     far = confidence.Confidence(0.95, "free", "c", confidence.UNLIKE, unlike=True)
-    monkeypatch.setattr(confidence, "of_stats", lambda *_: far)
+    monkeypatch.setattr(confidence, "of_stats", lambda *_, **__: far)
     e = engine(lambda p: "Paris")
     assert grounded.closed_book_confidence(e, Grounding(), "q?", "Paris", None) == 0.0
     near = confidence.Confidence(0.95, "free", "c", "likely right, 95 %")
-    monkeypatch.setattr(confidence, "of_stats", lambda *_: near)
+    monkeypatch.setattr(confidence, "of_stats", lambda *_, **__: near)
     assert grounded.closed_book_confidence(e, Grounding(), "q?", "Paris", None) == 0.95

@@ -513,7 +513,9 @@ def test_a_damaged_calibration_costs_the_figure_not_the_answer(tmp_path, monkeyp
     assert err.count("warning: ") == 1 and str(path) in err and "Traceback" not in err  # named once
     path.unlink()
     X, y = [[-0.1 * (i % 7)] for i in range(40)], [float(i % 7 < 4) for i in range(40)]
-    path.write_text(json.dumps(calibration.fit("free", ("mean_logprob",), X, y, sha, {}).as_dict()))
+    path.write_text(
+        json.dumps(calibration.fit("free", ("mean_logprob",), X, y, sha, {"answers": "chat"}).as_dict())
+    )
     assert confidence.of_signals({"mean_logprob": -0.1}, sha).p is not None  # a good one is used again
     assert confidence.of_signals({"mean_logprob": -0.1}, sha, style=calibration.EVAL).p is None  # its own
 

@@ -22,6 +22,7 @@ def cmd_eval(args) -> None:
     from research.confidence.methods import METHODS
     from research.evaluation import run as evaluate
 
+    _check_as_page(args)
     if args.ctx is None:  # passages need room: the same context as `library eval`
         args.ctx = cli_library.LIBRARY_CTX if args.library else EVAL_CTX
     if args.method is not None and args.method not in METHODS:
@@ -43,8 +44,6 @@ def cmd_eval(args) -> None:
     if args.signal_cost:
         _signal_cost(args, questions)
         return
-    if args.as_page and (args.system is not None or args.fewshot is not None):
-        raise KitError("--as-page asks with the page's own system prompt: leave out --system and --fewshot")
     engine = engine_from(args)
     system = evaluate.SYSTEM if args.system is None else args.system
     sampling = evaluate.SETTINGS
@@ -89,6 +88,16 @@ def cmd_eval(args) -> None:
     if others:
         print(f"the file also holds {len(others)} other run(s), summarized apart:")
         print(evaluate.format_runs(others))
+
+
+def _check_as_page(args) -> None:
+    """KitError in one line for --as-page beside an option that asks otherwise or asks nothing."""
+    others = (args.system, args.fewshot, args.from_ratings, args.library, args.lookup)
+    if args.as_page and (any(x is not None for x in others) or args.signal_cost or args.compare_closed_book):
+        raise KitError(
+            "--as-page asks questions as the page does: leave out --system, --fewshot, --from-ratings, "
+            "--signal-cost and the library options"
+        )
 
 
 def _calibrate(engine, records: list[dict], out) -> list[dict]:

@@ -310,6 +310,8 @@ def fitted_style(cal: Calibration) -> str:
     """The answers `cal` was fitted on: CHAT for people's ratings of the page's answers and for
     answers to the page's system prompt, else EVAL."""
     f = cal.fitted_on or {}
+    if f.get("answers") in (EVAL, CHAT):  # said by save()
+        return f["answers"]
     return CHAT if f.get("source") == "ratings" else style_of(f.get("system"))
 
 
@@ -323,7 +325,9 @@ def save(cal: Calibration, root: Path | None = None, style: str | None = None) -
     """Write the calibration as JSON (calibrations/<sha256>/<method>.json, or under chat/ for one
     fitted on chat answers: `style`, by default fitted_style), private to its owner (0600 in 0700
     folders); returns its path. A crash leaves the old calibration, never half a new one."""
-    path = folder(cal.model_sha256, root, style or fitted_style(cal)) / f"{cal.method}.json"
+    style = style or fitted_style(cal)
+    cal.fitted_on = {**(cal.fitted_on or {}), "answers": style}  # what load() checks
+    path = folder(cal.model_sha256, root, style) / f"{cal.method}.json"
     return paths.write_private(path, json.dumps(cal.as_dict(), indent=1))
 
 
@@ -393,30 +397,40 @@ def damaged(model_sha256: str, method: str, style: str = EVAL) -> Path | None:
 
 def load(model_sha256: str, method: str, style: str = EVAL) -> Calibration | None:
     """The person's own calibration of this model file and method for answers of this style (EVAL
-    or CHAT), else the kit's, else None.
+    or CHAT), else the kit's, else None. A file fitted on the other style's answers (fitted_style)
+    is passed over; for CHAT, a person's calibration from ratings saved before calibrations had
+    styles (in the EVAL folder) is still theirs.
 
     A damaged or hostile file (wrong types or shapes, another method or model, not JSON, too
     large, not a regular file) costs the calibrated figure only, never the answer: it is named
     once in a warning on stderr and None is returned, as for a model without one.
     """
-
-    for root in (paths.user_data_dir() / "calibrations", shipped_dir()):
-        path = folder(model_sha256, root, style) / f"{method}.json"
+    key = (model_sha256, method, style)
+    own = paths.user_data_dir() / "calibrations"
+    places = [(own, style), *([(own, EVAL)] if style == CHAT else []), (shipped_dir(), style)]
+    for root, kind in places:
+        path = folder(model_sha256, root, kind) / f"{method}.json"
         if not path.exists() and not path.is_symlink():
             continue
         try:
             data = files.read_file(path, MAX_FILE_MB, what_kind="a calibration")
             cal = validate(json.loads(data), model_sha256, method)
         except (KitError, ValueError, RecursionError, MemoryError) as e:
-            if _DAMAGED.get((model_sha256, method, style)) != path:
-                _DAMAGED[(model_sha256, method, style)] = path
+            if kind != style:  # the other style's file: its own loads name it
+                continue
+            if _DAMAGED.get(key) != path:
+                _DAMAGED[key] = path
                 why = files.clean(" ".join(str(e).split())[:160])  # a name read from the file
+                again = "eval --as-page --calibrate" if style == CHAT else "eval --calibrate"
                 print(
                     f"warning: {files.shown(path)} is damaged ({why}); answers show no calibrated "
-                    "confidence until it is deleted (python -m research eval --calibrate makes a new one)",
+                    f"confidence until it is deleted (python -m research {again} makes a new one)",
                     file=sys.stderr,
                 )
             return None
-        _DAMAGED.pop((model_sha256, method, style), None)
+        if fitted_style(cal) != style:
+            continue
+        _DAMAGED.pop(key, None)
         return cal
+    _DAMAGED.pop(key, None)  # none there now: a damaged one was deleted
     return None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from research.confidence.methods import ANSWER_TYPE, DEFAULT, FREE, METHODS
 from research.confidence.sampled import signals_for
+from research.qa.words import type_match
 
 
 def rating_label(rating: dict) -> float | None:
@@ -30,12 +31,16 @@ def rated_signals(engine, ratings: Sequence[dict]) -> tuple[list[dict], list[dic
     """The ratings of this engine's model file that say right or wrong, the latest per answer,
     with each answer's free signals: kept with the rating (`confidence_signals`) or recomputed
     by teacher forcing. Answers written from a library's passages are left out: their signals
-    come from another prompt than the closed-book answers the calibration is for. Returns
-    (ratings, signals, how many were recomputed)."""
+    come from another prompt than the closed-book answers the calibration is for; so are the
+    ratings of eval's answers (notebook 03's rater): the calibration they make is of chat
+    answers (research.confidence.calibration.CHAT). A rating kept before a signal of the answer's
+    words existed gains it from its answer (type_match). Returns (ratings, signals, how many were
+    recomputed)."""
     latest: dict = {}
     for r in ratings:
         if (
             r.get("model_sha256") == engine.sha256
+            and r.get("source") != "notebook"
             and not (r.get("library") or {}).get("looked_up")
             and str(r.get("answer") or "").strip()
             and rating_label(r) is not None
@@ -44,11 +49,13 @@ def rated_signals(engine, ratings: Sequence[dict]) -> tuple[list[dict], list[dic
     kept, signals, forced = [], [], 0
     for r in latest.values():
         got = r.get("confidence_signals")
-        if not got:
+        if not got or any(k not in got for k in FREE):  # none kept, or some the kit reads now
             messages = ([{"role": "system", "content": r["system"]}] if r.get("system") else []) + [
                 {"role": "user", "content": r["question"]}
             ]
             got, forced = signals_for(engine, messages, r["answer"]), forced + 1
+        elif "type_match" not in got:
+            got = got | {"type_match": float(type_match(str(r["answer"]), str(r.get("question") or "")))}
         if got:
             kept.append(r)
             signals.append(got)

@@ -53,8 +53,7 @@ def format_report(
         lines.append(
             f"the best method chosen on other answers than it is judged on ({chosen['how']}; chosen: "
             f"{picks}): AUROC {chosen['auroc']:.3f} [{lo:.2f}-{hi:.2f}] ({low:.3f}-{high:.3f} over the "
-            f"repetitions), accuracy at 50 % coverage {chosen['acc@50']:.1%} = "
-            f"{chosen['acc@50'] / chosen['accuracy']:.2f} x overall"
+            f"repetitions), accuracy at 50 % coverage {chosen['acc@50']:.1%} = {_times(chosen)}"
         )
         b, best = chosen, "nested choice"
     if chosen_beforehand(rep):
@@ -63,16 +62,18 @@ def format_report(
         lines.append(
             f"the kit's chosen method, {confidence.CHOSEN}, fixed before these answers and calibrated on "
             f"other questions: AUROC {fixed['auroc']:.2f} [{lo:.2f}-{hi:.2f}], accuracy at 50 % coverage "
-            f"{fixed['acc@50']:.1%} = {fixed['acc@50'] / fixed['accuracy']:.2f} x overall"
+            f"{fixed['acc@50']:.1%} = {_times(fixed)}"
         )
         b, best = fixed, f"{confidence.CHOSEN}, chosen beforehand"
     if includes_chance(b):
         best += f"; its interval, {b['auroc_ci'][0]:.2f}-{b['auroc_ci'][1]:.2f}, holds chance"
-    lines.append(
-        f"targets: best AUROC {b['auroc']:.2f} ({best}; target 0.80: {_met(b['auroc'] >= 0.8)}); "
-        f"accuracy at 50 % coverage {b['acc@50'] / b['accuracy']:.2f} x overall "
-        f"(target 1.5: {_met(b['acc@50'] >= 1.5 * b['accuracy'])})"
-    )
+    if not 0 < b["accuracy"] < 1:  # no AUROC, no multiple: nothing to judge the targets by
+        lines.append(f"targets: not judged: {b['accuracy']:.0%} of these answers are right")
+    else:
+        lines.append(
+            f"targets: best AUROC {b['auroc']:.2f} ({best}; target 0.80: {_met(b['auroc'] >= 0.8)}); "
+            f"accuracy at 50 % coverage {_times(b)} (target 1.5: {_met(b['acc@50'] >= 1.5 * b['accuracy'])})"
+        )
     lines += drift_lines(rep)
     lines += words_lines(rep, by_set)
     if costs:
@@ -211,6 +212,14 @@ def costs_lines(costs: dict) -> list[str]:
                 f"{what} {costs[key]:.2f} s = {costs[key] / costs['answer_s']:.1f} x the answer's own time"
             )
     return out
+
+
+def _times(m: dict) -> str:
+    """Accuracy at 50 % coverage as a multiple of the overall accuracy: "1.69 x overall", or why
+    there is none (no answer right: the questions of a hard set, answered as the page answers)."""
+    if not m["accuracy"]:
+        return "no multiple of overall (no answer right)"
+    return f"{m['acc@50'] / m['accuracy']:.2f} x overall"
 
 
 def _met(ok: bool) -> str:

@@ -189,7 +189,14 @@ def fitted_line(cal: Calibration | None) -> str:
 def about(model_sha256: str, method: str | None = None) -> str:
     """fitted_line() of the calibration the page and `research chat` use for this model file."""
     try:
-        return fitted_line(load(model_sha256, method or methods.DEFAULT, CHAT) if model_sha256 else None)
+        method = method or methods.DEFAULT
+        cal = load(model_sha256, method, CHAT) if model_sha256 else None
+        if cal is None and model_sha256 and load(model_sha256, method) is not None:
+            return (
+                "confidence calibrated on eval's few-word answers only, not on chat answers like these: "
+                "python -m research eval --as-page --calibrate fits one for them"
+            )
+        return fitted_line(cal)
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError):  # a file load() let by
         return methods.label(None)
 

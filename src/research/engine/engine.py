@@ -155,6 +155,7 @@ class Engine:
         t_first = t_last = t0
         sampled = 0  # tokens sampled, the end-of-generation token included: decode steps + 1
         pieces: list[bytes] = []  # each answer token's bytes, for the confidence signals
+        shown: list[str] = []  # the answer's text as streamed, for the signals of its words
         for token in b.generate(tokens, sampling):
             t_last = time.perf_counter()
             sampled += 1
@@ -169,6 +170,7 @@ class Engine:
                 text = text.lstrip()
                 started = bool(text)
             if text:
+                shown.append(text)
                 yield text
             if scanner.stopped:
                 break
@@ -181,7 +183,8 @@ class Engine:
         if not scanner.stopped:
             tail = scanner.flush() + decoder.decode(b"", final=True)
             if tail and (started or tail.strip()):
-                yield tail if started else tail.lstrip()
+                shown.append(tail if started else tail.lstrip())
+                yield shown[-1]
         stats.ttft_s = t_first - t0
         stats.format_s, stats.tokenize_s = timed.format_s, timed.tokenize_s
         stats.prompt_eval_s = b.prompt_eval_s
@@ -197,7 +200,7 @@ class Engine:
             # The token that completed a stop string is not part of the answer shown.
             n = len(pieces) - (1 if scanner.stopped and len(pieces) > 1 else 0)
             texts = [p.decode("utf-8", "replace") for p in pieces[:n]]
-            stats.signals = signals.token_signals(trace[:n], texts, question)
+            stats.signals = signals.token_signals(trace[:n], texts, question, "".join(shown))
             stats.signal_s = b.signal_s
             if getattr(b, "watch", None) and stats.signals:
                 self._add_question_signals(tokens, stats)

@@ -44,11 +44,15 @@ def _first_sentence_end(texts: Sequence[str]) -> int:
     return len(texts)
 
 
-def token_signals(trace: Sequence[tuple[float, float]], texts: Sequence[str], question: str) -> dict | None:
+def token_signals(
+    trace: Sequence[tuple[float, float]], texts: Sequence[str], question: str, shown: str | None = None
+) -> dict | None:
     """The free signals of one answer from its tokens' (log-probability, entropy) and texts.
 
-    `trace` and `texts` cover the answer's tokens only (not the end-of-answer token). Returns
-    None for an answer with no tokens.
+    `trace` and `texts` cover the answer's tokens only (not the end-of-answer token). `shown`:
+    the answer's text as shown, which type_match reads (the tokens' texts joined where not given:
+    a character split across tokens, or a stop string's first token, would make those differ
+    from what research.evaluation.rescore reads again). Returns None for an answer with no tokens.
     """
     n = min(len(trace), len(texts))
     if n == 0:
@@ -74,7 +78,7 @@ def token_signals(trace: Sequence[tuple[float, float]], texts: Sequence[str], qu
         "answer_mean_logprob": sum(lp[i] for i in answer) / len(answer),
         "answer_min_logprob": min(lp[i] for i in answer),
         "answer_mean_entropy": sum(ent[i] for i in answer) / len(answer),
-        "type_match": float(type_match("".join(texts[:n]), question)),
+        "type_match": float(type_match("".join(texts[:n]) if shown is None else shown, question)),
     }
 
 

@@ -90,7 +90,8 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
 def _lacks_text_signals(r: dict) -> bool:
     """Whether a record keeps free signals but not those of its answer's words (written by a kit
     that did not read them yet, whatever its scorer)."""
-    signals = (r.get("confidence") or {}).get("signals")
+    conf = r.get("confidence")  # a library record's is a number
+    signals = conf.get("signals") if isinstance(conf, dict) else None
     return "mode" not in r and isinstance(signals, dict) and bool(signals) and "type_match" not in signals
 
 
@@ -99,7 +100,8 @@ def _text_signals(r: dict) -> dict:
     type_match) computed again, as the engine computes them: a record written before such a
     signal existed reads it too, and a method that needs it is not left without (the engine's and
     this one agreed on all 1,570 records of 2026-12-07)."""
-    signals = (r.get("confidence") or {}).get("signals")
+    conf = r.get("confidence")
+    signals = conf.get("signals") if isinstance(conf, dict) else None
     if not isinstance(signals, dict) or not signals or not isinstance(r.get("question"), str):
         return r  # no signals kept (a backend with them off): none made up
     match = float(words.type_match(str(r["answer"]), r["question"]))

@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from research import jsonl, paths
+from research.confidence import calibration
 from research.engine import Engine, Sampling, conversation, provenance
 from research.errors import KitError
 from research.evaluation import rescore
@@ -167,7 +168,9 @@ def _answer(engine, q, library, modes, grounding, system, sampling) -> dict:
             "time_s": time.perf_counter() - t,
             "prompt_s": stats.ttft_s,  # what deciding from the question alone costs
             "prompt_tokens": stats.prompt_tokens,
-            "confidence": grounded.closed_book_confidence(engine, grounding, q["question"], text, stats),
+            "confidence": grounded.closed_book_confidence(
+                engine, grounding, q["question"], text, stats, calibration.style_of(system)
+            ),
             **_familiarity(engine, stats.signals),
         }
     closed = a.get("closed") or {}
@@ -274,8 +277,6 @@ def _familiarity(engine, signals) -> dict:
     calibration was fitted on. The question alone seldom makes a small model likely right (the
     bundled model's stays under 50 %), so a question is unfamiliar when it is less likely to be
     answered right than the average question the calibration saw."""
-    from research.confidence import calibration
-
     cal = calibration.load(engine.sha256, "question")
     if cal is None or not signals:
         return {"familiar": None, "familiar_below": None}

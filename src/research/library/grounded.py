@@ -118,14 +118,18 @@ def logprob(question: str, answer: str, stats: Stats | None = None) -> float:
     return round(math.exp(min(0.0, float(mean))), 3)
 
 
-def closed_book_confidence(engine: Engine, grounding: Grounding, question: str, answer: str, stats) -> float:
+def closed_book_confidence(
+    engine: Engine, grounding: Grounding, question: str, answer: str, stats, style: str = "chat"
+) -> float:
     """The confidence "unsure" compares with its threshold: research.confidence.methods's calibrated
-    probability for "calibrated" when this model has a calibration, else CONFIDENCE's function."""
+    probability for "calibrated" when this model has a calibration for answers of this `style`
+    (research.confidence.calibration: "chat" on the page and in the terminal, "eval" for eval's
+    few-word answers), else CONFIDENCE's function."""
     name = grounding.confidence
     if name == "calibrated":
         from research import confidence
 
-        conf = confidence.of_stats(stats, engine.sha256)
+        conf = confidence.of_stats(stats, engine.sha256, style=style)
         if conf.unlike:  # a question unlike the calibration's: its number is no guide, so unsure
             return 0.0
         if conf.p is not None:

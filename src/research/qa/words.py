@@ -33,7 +33,9 @@ def first_sentence(text: str) -> str:
     line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
     for m in re.finditer(r"[.!?](?=\s|$)", line):  # "3.14" has no space after its point
         head = line[: m.end()]
-        if m.end() < len(line) and _NOT_AN_END.search(head):
+        # the abbreviation ends the head: search its last characters only (a run of initials
+        # would make searching all of it quadratic); \b still reads the character before them
+        if m.end() < len(line) and _NOT_AN_END.search(head, max(0, len(head) - 12)):
             continue  # "John F. Kennedy", "St. Louis"
         return head
     return line
