@@ -51,7 +51,7 @@ def scripted(tmp_path_factory):
     cal = calibration.fit(
         confidence.DEFAULT, ("mean_logprob",), signal[:, None], right, sha, {"source": "test"}
     )
-    calibration.save(cal, home / "calibrations")
+    calibration.save(cal, home / "calibrations", style=calibration.CHAT)  # the page's answers
     script = tmp / "script.json"
     script.write_text(json.dumps({"answers": [ECHO], "logprobs": [-2.5], "delay": 0.01}))
     server = PageServer(tmp, script=script, env={"RESEARCH_HOME": str(home)})
