@@ -179,7 +179,7 @@ def fitted_line(cal: Calibration | None) -> str:
     where = f" to {len(sets)} question set{'s' if len(sets) > 1 else ''} ({'; '.join(parts)})" if sets else ""
     words = getattr(cal, "words", None) or {}
     said = (
-        f"; 'probably right' from {words['probably right']:.0%}"
+        f"; 'probably right' from {100 * words['probably right']:g} %"
         if words.get("probably right") is not None
         else ("; never 'probably right'" if words else "")
     )
