@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from research.confidence.methods import ANSWER_TYPE, DEFAULT, FREE, METHODS
 from research.confidence.sampled import signals_for
-from research.qa.words import type_match
+from research.engine.signals import text_signals
 
 
 def rating_label(rating: dict) -> float | None:
@@ -55,7 +55,7 @@ def rated_signals(engine, ratings: Sequence[dict]) -> tuple[list[dict], list[dic
             ]
             got, forced = signals_for(engine, messages, r["answer"]), forced + 1
         elif "type_match" not in got:
-            got = got | {"type_match": float(type_match(str(r["answer"]), str(r.get("question") or "")))}
+            got = got | text_signals(str(r["answer"]), str(r.get("question") or ""))
         if got:
             kept.append(r)
             signals.append(got)

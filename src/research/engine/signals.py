@@ -78,8 +78,15 @@ def token_signals(
         "answer_mean_logprob": sum(lp[i] for i in answer) / len(answer),
         "answer_min_logprob": min(lp[i] for i in answer),
         "answer_mean_entropy": sum(ent[i] for i in answer) / len(answer),
-        "type_match": float(type_match("".join(texts[:n]) if shown is None else shown, question)),
-    }
+    } | text_signals("".join(texts[:n]) if shown is None else shown, question)
+
+
+def text_signals(answer: str, question: str) -> dict:
+    """The free signals an answer's words alone give, with no model: whether they hold a word of
+    the kind the question asks for (research.qa.words.type_match). The engine reads them with the
+    others; a record or a rating kept before one existed gains it from its answer
+    (research.evaluation.rescore, research.confidence.people)."""
+    return {"type_match": float(type_match(answer, question))}
 
 
 #: Bytes of prompt read back from its end at most to find the question in it: the question and

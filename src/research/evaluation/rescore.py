@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from research import jsonl, paths
+from research.engine.signals import text_signals
 from research.errors import KitError
 from research.qa import scoring, words
 
@@ -87,25 +88,31 @@ def rescore(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return out, changed
 
 
+def _kept_signals(r: dict) -> dict | None:
+    """The free signals an evaluation record kept (none for a library record, whose confidence is
+    a number, nor for one kept with none: a backend with them off)."""
+    conf = r.get("confidence")
+    signals = conf.get("signals") if isinstance(conf, dict) and "mode" not in r else None
+    return signals if isinstance(signals, dict) and signals else None
+
+
 def _lacks_text_signals(r: dict) -> bool:
     """Whether a record keeps free signals but not those of its answer's words (written by a kit
     that did not read them yet, whatever its scorer)."""
-    conf = r.get("confidence")  # a library record's is a number
-    signals = conf.get("signals") if isinstance(conf, dict) else None
-    return "mode" not in r and isinstance(signals, dict) and bool(signals) and "type_match" not in signals
+    signals = _kept_signals(r)
+    return signals is not None and "type_match" not in signals
 
 
 def _text_signals(r: dict) -> dict:
-    """The record with its free signals that its answer's words alone give (research.qa.words:
-    type_match) computed again, as the engine computes them: a record written before such a
+    """The record with its free signals that its answer's words alone give (research.engine.signals.
+    text_signals) computed again, as the engine computes them: a record written before such a
     signal existed reads it too, and a method that needs it is not left without (the engine's and
     this one agreed on all 1,570 records of 2026-12-07)."""
-    conf = r.get("confidence")
-    signals = conf.get("signals") if isinstance(conf, dict) else None
-    if not isinstance(signals, dict) or not signals or not isinstance(r.get("question"), str):
-        return r  # no signals kept (a backend with them off): none made up
-    match = float(words.type_match(str(r["answer"]), r["question"]))
-    return r | {"confidence": r["confidence"] | {"signals": signals | {"type_match": match}}}
+    signals = _kept_signals(r)
+    if signals is None or not isinstance(r.get("question"), str):
+        return r  # no signals kept: none made up
+    signals = signals | text_signals(str(r["answer"]), r["question"])
+    return r | {"confidence": r["confidence"] | {"signals": signals}}
 
 
 def _closed_right(records: list[dict]) -> None:

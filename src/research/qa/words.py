@@ -60,8 +60,17 @@ def content_words(text: str, question: str) -> list[str]:
     """The normalized words of the first sentence that neither restate the question nor are
     stopwords: `("The capital of Australia is Canberra.", "What is the capital of Australia?")`
     -> ["canberra"]."""
+    return [norm_word(w) for w in _new_words(text, question)]
+
+
+def _new_words(text: str, question: str) -> list[str]:
+    """content_words() as written in `text` (their case kept: type_match reads capitals)."""
     said = asked(question)
-    return [w for w in terms(first_sentence(text)) if w not in said]
+    return [
+        w
+        for w in ALNUM.findall(first_sentence(text))
+        if (n := norm_word(w)) and n not in said and n not in STOP_WORDS
+    ]
 
 
 def token_f1(a: Sequence[str], b: Sequence[str]) -> float:
@@ -105,12 +114,7 @@ def type_match(answer: str, question: str) -> bool:
     ...") has none: `type_match("Canberra.", "What is the capital of Australia?")` -> True,
     `type_match("The first woman to be the first woman", "Who was the first woman in space?")` ->
     False. An answer-type check as question-answering systems have long made one."""
-    said = asked(question)
-    new = [
-        w
-        for w in ALNUM.findall(first_sentence(answer))
-        if (n := norm_word(w)) not in said and n not in STOP_WORDS
-    ]
+    new = _new_words(answer, question)
     kind = asks_for(question)
     if kind == "number":
         return any(any(c.isdigit() for c in w) or norm_word(w) in _NUMBER_WORDS for w in new)
