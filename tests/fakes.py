@@ -41,6 +41,7 @@ class FakeBackend:
         # The rest of research.engine.types.Backend, as a small CPU build of llama.cpp would say it.
         self.n_batch = self.n_ubatch = 512
         self.kv_type, self.flash_attn, self.extra_bufts, self.mapped = "f16", True, True, True
+        self.huge_pages_mb = 0.0  # mapped: nothing read in
         self.add_bos, self.bos_text, self.eos_text = False, "", ""
         self.control_texts: frozenset[str] = frozenset()
         self.prompt_eval_s = self.first_sample_s = 0.0

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from research import device
-from research.engine import native
+from research.engine import hugepages, native
 from research.engine.llama_signals import SignalReader, log_sum_exp
 from research.engine.memory import KV_TYPES
 from research.errors import KitError
@@ -101,42 +101,17 @@ class LlamaBackend(SignalReader):
         kernels and the repacked Q4_0/IQ4_NL forms): the fallback of research.engine.selftest for an
         engine whose AMX kernels crash on this CPU (llama.cpp issue 20824)."""
         import llama_cpp
-        import llama_cpp.llama_cpp as low_level
         import numpy as np
-        from llama_cpp import llama_chat_format
 
         capture_llama_log()
 
         self.n_threads = config.n_threads or device.default_threads()
         self.mapped = config.use_mmap is not False  # None, the engine's "decide", reaches here decided
         self.extra_bufts = extra_bufts
-        _PATCHING.acquire()  # the module attributes below are swapped for this load only
-        real_formatter = llama_chat_format.Jinja2ChatFormatter
-        real_defaults = low_level.llama_model_default_params
-        llama_chat_format.Jinja2ChatFormatter = _NoTemplates
-        if not extra_bufts:
-            low_level.llama_model_default_params = functools.partial(_without_extra_bufts, real_defaults)
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=path,
-                n_ctx=config.n_ctx,
-                n_batch=config.n_batch,
-                n_ubatch=config.n_ubatch or config.n_batch,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                use_mmap=self.mapped,
-                flash_attn=config.flash_attn,
-                type_k=KV_TYPES[config.kv_type].ggml_type,
-                type_v=KV_TYPES[config.kv_type].ggml_type,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as e:
-            said = last_llama_error()
-            raise KitError(f"llama.cpp could not load {path}: {e}" + (f" ({said})" if said else "")) from None
-        finally:
-            llama_chat_format.Jinja2ChatFormatter = real_formatter
-            low_level.llama_model_default_params = real_defaults
-            _PATCHING.release()
+        before = frozenset() if self.mapped else hugepages.snapshot()
+        self.llm = self._load(path, config)
+        #: MB of the weights read in (and the KV cache) now on 2 MB pages: research.engine.hugepages.
+        self.huge_pages_mb = 0.0 if self.mapped else hugepages.advise(before) / 2**20
         self.n_ctx = self.llm.n_ctx()
         self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
         self.flash_attn, self.kv_type = config.flash_attn, config.kv_type
@@ -176,6 +151,41 @@ class LlamaBackend(SignalReader):
         self.add_bos = self.llm._model.add_bos_token()
         self.bos_text = self._special_text(self.llm.token_bos())
         self.eos_text = self._special_text(self.llm.token_eos())
+
+    def _load(self, path: str, config: EngineConfig):
+        """llama-cpp-python's Llama of `path`, its chat templates left uncompiled (see _NoTemplates)
+        and llama.cpp's extra weight layouts off where `self.extra_bufts` says so."""
+        import llama_cpp
+        import llama_cpp.llama_cpp as low_level
+        from llama_cpp import llama_chat_format
+
+        _PATCHING.acquire()  # the module attributes below are swapped for this load only
+        real_formatter = llama_chat_format.Jinja2ChatFormatter
+        real_defaults = low_level.llama_model_default_params
+        llama_chat_format.Jinja2ChatFormatter = _NoTemplates
+        if not self.extra_bufts:
+            low_level.llama_model_default_params = functools.partial(_without_extra_bufts, real_defaults)
+        try:
+            return llama_cpp.Llama(
+                model_path=path,
+                n_ctx=config.n_ctx,
+                n_batch=config.n_batch,
+                n_ubatch=config.n_ubatch or config.n_batch,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                use_mmap=self.mapped,
+                flash_attn=config.flash_attn,
+                type_k=KV_TYPES[config.kv_type].ggml_type,
+                type_v=KV_TYPES[config.kv_type].ggml_type,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            said = last_llama_error()
+            raise KitError(f"llama.cpp could not load {path}: {e}" + (f" ({said})" if said else "")) from None
+        finally:
+            llama_chat_format.Jinja2ChatFormatter = real_formatter
+            low_level.llama_model_default_params = real_defaults
+            _PATCHING.release()
 
     def _special_text(self, token: int) -> str:
         return self.llm._model.token_get_text(token) if token >= 0 else ""

@@ -166,7 +166,8 @@ class Backend(Protocol):
     log-probabilities; question_s: the seconds spent; decode_s and sample_s: the seconds in the
     model's decode steps and its sampler after the first token); control_texts are the vocabulary's
     control-token texts (prompt_tokens breaks them in content when it has to); native: whether it
-    decodes through its C step when that builds (research.engine.native; bench --compare says which).
+    decodes through its C step when that builds (research.engine.native; bench --compare says which);
+    huge_pages_mb: how much of a model read in (not mapped) is on 2 MB pages (research.engine.hugepages).
     """
 
     n_ctx: int
@@ -177,6 +178,7 @@ class Backend(Protocol):
     flash_attn: bool
     extra_bufts: bool
     mapped: bool
+    huge_pages_mb: float
     add_bos: bool
     bos_text: str
     eos_text: str

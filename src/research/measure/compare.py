@@ -198,9 +198,15 @@ def format_compare(r: dict) -> str:
         row("llama-bench", "tg", 0),
         row("llama-bench", "tg", kit_tg["n_depth"]),
     )
+    huge = kit_pp.get("huge_pages_mb")
+    on_huge = (
+        f" ({huge:.0f} MB of it on 2 MB pages)"
+        if kit_pp.get("load_mode") == "none" and huge is not None
+        else ""
+    )
     lines = [
         f"{r['model']} · {r['n_threads']} threads · llama.cpp {r['llama_cpp_commit']} · kit: "
-        f"micro-batch {kit_pp.get('n_ubatch', '?')}, {kit_pp.get('load_mode', '?')} load "
+        f"micro-batch {kit_pp.get('n_ubatch', '?')}, {kit_pp.get('load_mode', '?')} load{on_huge} "
         f"(llama-bench: its defaults, 512 and mmap); decode loop: {r.get('decode_loop', '?')}",
         "",
         f"{'test':12} {'llama-bench t/s':>16} {'kit chat path t/s':>18} {'ratio':>7}  "
