@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
-HUGE = 2 << 20
+
+
+def _huge_size() -> int:
+    """The kernel's huge page (2 MB on x86 and on ARM with 4 KB pages; 32 MB with 16 KB pages)."""
+    try:
+        return int(Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size").read_text())
+    except (OSError, ValueError):
+        return 2 << 20
+
+
+HUGE = _huge_size()
 #: Regions smaller than this are not worth a system call (llama.cpp's weight buffers are tens of MB).
 MIN_BYTES = 8 << 20
 SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
