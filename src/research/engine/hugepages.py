@@ -6,17 +6,18 @@ allocates itself (posix_memalign), which Linux backs with 4 KB pages unless a pr
 huge ones: "madvise" is the usual setting of /sys/kernel/mm/transparent_hugepage/enabled. A
 decode step reads every weight once, so on 4 KB pages it misses the TLB every 4 KB, where
 llama-bench, which maps the file, reads a page cache the kernel may hold in 2 MB folios. Measured
-on the Gemma-3-shaped file read in (2 threads, 14 interleaved 128-token runs, a throwaway loop of
-llama_decode; issue 30's note): decode 4.4 % faster once its weights were on 2 MB pages, and as
-fast as the mapped file.
+on the Gemma-3-shaped file read in (2 threads, interleaved 128-token runs of a bare llama_decode
+loop; issue 30's note): decode 2.7-4.4 % faster once its weights were on huge pages.
 
-So, after a model is read in, `advise` asks the kernel to back the anonymous regions the load
-created and filled (llama.cpp's weight buffers, and the KV cache it clears) with 2 MB pages:
-MADV_HUGEPAGE, then MADV_COLLAPSE (Linux 6.1 and later), which copies them into huge pages at
-once. Regions the load did not fill (the compute buffers, touched only as used) are left alone:
-collapsing them would make them resident, against the memory budget. Nothing is asked where
-transparent huge pages are off or unknown (not Linux), with RESEARCH_HUGE_PAGES=0, or for a mapped
-file; a refusal costs only the speed.
+So `snapshot` notes, before a model is read in, which huge-page-sized blocks of anonymous memory
+are filled already, and `advise`, after, moves the blocks the load filled (llama.cpp's weight
+buffers, and the KV cache it clears) onto huge pages with MADV_COLLAPSE (Linux 6.1 and later),
+which copies them there at once. Filled means every page written by this process (pagemap:
+present and mapped here alone): a compute buffer touched here and there, or memory only read (the
+kernel's shared zero page), is not filled, and collapsing it would make it resident, against the
+memory budget. MADV_HUGEPAGE is never set: it would stay on the memory, and a block freed later
+could come back 2 MB at a time. Nothing is asked where transparent huge pages are off or unknown
+(not Linux), with RESEARCH_HUGE_PAGES=0, or for a mapped file; any failure costs only the speed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
+MADV_COLLAPSE = 25
 
 
 def _huge_size() -> int:
@@ -38,10 +39,12 @@ def _huge_size() -> int:
 
 
 HUGE = _huge_size()
-#: Regions smaller than this are not worth a system call (llama.cpp's weight buffers are tens of MB).
+#: Regions smaller than this are not worth a look (llama.cpp's weight buffers are tens of MB).
 MIN_BYTES = 8 << 20
 SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-SMAPS = Path("/proc/self/smaps")
+SMAPS, PAGEMAP = Path("/proc/self/smaps"), Path("/proc/self/pagemap")
+#: pagemap's bits of a page: in memory, and mapped by this process alone (never the zero page).
+PRESENT, EXCLUSIVE = 1 << 63, 1 << 56
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class Region:
         return self.end - self.start
 
 
+def _anonymous(head: list[str]) -> bool:
+    """Private and writable, with no file: unnamed, or named by Android's allocators ([anon:...])."""
+    private = head[1].startswith("rw") and head[1].endswith("p")
+    return private and (len(head) < 6 or head[5].startswith("[anon:"))
+
+
 def regions(smaps: Path = SMAPS) -> list[Region]:
     """This process's memory regions, from /proc/self/smaps (empty where it cannot be read)."""
     out: list[Region] = []
@@ -66,9 +75,10 @@ def regions(smaps: Path = SMAPS) -> list[Region]:
     def flush():
         if head is not None:
             lo, hi = (int(x, 16) for x in head[0].split("-"))
-            anonymous = len(head) < 6 and head[1].startswith("rw") and head[1].endswith("p")
             out.append(
-                Region(lo, hi, anonymous, fields.get("Rss", 0) << 10, fields.get("AnonHugePages", 0) << 10)
+                Region(
+                    lo, hi, _anonymous(head), fields.get("Rss", 0) << 10, fields.get("AnonHugePages", 0) << 10
+                )
             )
 
     try:
@@ -96,49 +106,58 @@ def available(setting: Path = SETTING) -> bool:
         return False
 
 
-def snapshot() -> frozenset[tuple[int, int]]:
-    """The regions as they are now (call before loading): advise() passes over these."""
-    return frozenset((r.start, r.end) for r in regions()) if available() else frozenset()
-
-
-def _filled_runs(libc, lo: int, hi: int) -> list[tuple[int, int]]:
-    """The runs of 2 MB blocks within [lo, hi) (aligned) whose every page is resident (mincore)."""
+def filled_blocks(lo: int, hi: int, pagemap: Path = PAGEMAP) -> list[int]:
+    """The huge-page-sized blocks of [lo, hi) (aligned) whose every page this process wrote."""
     import numpy as np
 
-    page = os.sysconf("SC_PAGE_SIZE")
-    vec = (ctypes.c_ubyte * ((hi - lo) // page))()
-    if libc.mincore(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), vec) != 0:
+    lo, hi = -(-lo // HUGE) * HUGE, hi // HUGE * HUGE
+    if hi <= lo:
         return []
-    full = (np.frombuffer(vec, np.uint8) & 1).reshape(-1, HUGE // page).all(axis=1)
-    runs, start = [], None
-    for i, ok in enumerate([*full.tolist(), False]):
-        if ok and start is None:
-            start = i
-        elif not ok and start is not None:
-            runs.append((lo + start * HUGE, lo + i * HUGE))
-            start = None
-    return runs
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open(pagemap, "rb") as f:
+        raw = os.pread(f.fileno(), (hi - lo) // page * 8, lo // page * 8)
+    bits = np.frombuffer(raw, np.uint64)
+    if len(bits) * page != hi - lo:
+        return []
+    want = np.uint64(PRESENT | EXCLUSIVE)
+    full = ((bits & want) == want).reshape(-1, HUGE // page).all(axis=1)
+    return [lo + i * HUGE for i in np.flatnonzero(full).tolist()]
 
 
-def advise(before: frozenset[tuple[int, int]]) -> int:
-    """Ask for 2 MB pages on the parts of the anonymous regions made or grown since `before` that
-    the load filled (2 MB blocks whose every page is resident: llama.cpp's weights and cleared KV
-    cache, not its compute buffers, which the kernel merges into the same region); the bytes of
-    those regions on huge pages afterwards (0 where nothing was asked)."""
-    if not available():
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    chosen = [
-        r
-        for r in regions()
-        if r.anonymous and (r.start, r.end) not in before and r.size >= MIN_BYTES and r.rss >= MIN_BYTES
-    ]
-    for r in chosen:
-        lo, hi = -(-r.start // HUGE) * HUGE, r.end // HUGE * HUGE
-        for a, b in _filled_runs(libc, lo, hi) if hi > lo else []:
-            libc.madvise(a, b - a, MADV_HUGEPAGE)
-            libc.madvise(a, b - a, MADV_COLLAPSE)  # EINVAL before Linux 6.1, EAGAIN when busy
-    # madvise splits a region where its flags change: count every piece within the chosen ones.
-    return sum(r.huge for r in regions() if any(c.start <= r.start and r.end <= c.end for c in chosen))
+def _candidates() -> list[Region]:
+    return [r for r in regions() if r.anonymous and r.size >= MIN_BYTES and r.rss >= HUGE]
+
+
+def snapshot() -> frozenset[int]:
+    """The blocks filled already (call before loading): advise() leaves them as they are."""
+    try:
+        if not available():
+            return frozenset()
+        return frozenset(b for r in _candidates() for b in filled_blocks(r.start, r.end))
+    except (OSError, ValueError, ImportError):
+        return frozenset()
+
+
+def moved_blocks(before: frozenset[int]) -> list[int]:
+    """Move the blocks filled since `before` onto huge pages; the addresses of those moved (none
+    where the kernel gives no huge pages, has no MADV_COLLAPSE (before Linux 6.1) or has no free
+    huge page left). Memory other threads filled meanwhile may be among them: resident already, it
+    costs nothing more on huge pages."""
+    try:
+        if not available():
+            return []
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return [
+            block
+            for r in _candidates()
+            for block in filled_blocks(r.start, r.end)
+            if block not in before and libc.madvise(block, HUGE, MADV_COLLAPSE) == 0
+        ]
+    except (OSError, ValueError, ImportError, AttributeError):
+        return []
+
+
+def advise(before: frozenset[int]) -> int:
+    """moved_blocks(before), in bytes."""
+    return len(moved_blocks(before)) * HUGE

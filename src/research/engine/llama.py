@@ -110,7 +110,7 @@ class LlamaBackend(SignalReader):
         self.extra_bufts = extra_bufts
         before = frozenset() if self.mapped else hugepages.snapshot()
         self.llm = self._load(path, config)
-        #: MB of the weights read in (and the KV cache) now on 2 MB pages: research.engine.hugepages.
+        #: MB the load filled (weights read in, KV cache) moved onto huge pages: research.engine.hugepages
         self.huge_pages_mb = 0.0 if self.mapped else hugepages.advise(before) / 2**20
         self.n_ctx = self.llm.n_ctx()
         self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch

@@ -167,7 +167,7 @@ class Backend(Protocol):
     model's decode steps and its sampler after the first token); control_texts are the vocabulary's
     control-token texts (prompt_tokens breaks them in content when it has to); native: whether it
     decodes through its C step when that builds (research.engine.native; bench --compare says which);
-    huge_pages_mb: how much of a model read in (not mapped) is on 2 MB pages (research.engine.hugepages).
+    huge_pages_mb: how much of a model read in (not mapped) went onto huge pages (research.engine.hugepages).
     """
 
     n_ctx: int

@@ -200,7 +200,7 @@ def format_compare(r: dict) -> str:
     )
     huge = kit_pp.get("huge_pages_mb")
     on_huge = (
-        f" ({huge:.0f} MB of it on 2 MB pages)"
+        f" ({huge:.0f} MB moved onto huge pages)"
         if kit_pp.get("load_mode") == "none" and huge is not None
         else ""
     )
