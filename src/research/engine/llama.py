@@ -27,6 +27,7 @@ from research.engine import hugepages, native
 from research.engine.llama_signals import SignalReader, log_sum_exp
 from research.engine.memory import KV_TYPES
 from research.errors import KitError
+from research.units import MB
 
 if TYPE_CHECKING:
     from research.engine.types import EngineConfig, Sampling
@@ -111,7 +112,7 @@ class LlamaBackend(SignalReader):
         before = frozenset() if self.mapped else hugepages.snapshot()
         self.llm = self._load(path, config)
         #: MB the load filled (weights read in, KV cache) moved onto huge pages: research.engine.hugepages
-        self.huge_pages_mb = 0.0 if self.mapped else hugepages.advise(before) / 2**20
+        self.huge_pages_mb = 0.0 if self.mapped else hugepages.advise(before) / MB
         self.n_ctx = self.llm.n_ctx()
         self.n_batch, self.n_ubatch = self.llm.n_batch, self.llm.context_params.n_ubatch
         self.flash_attn, self.kv_type = config.flash_attn, config.kv_type

@@ -99,7 +99,7 @@ def model_fields(engine: Engine) -> dict:
         "type_v": backend.kv_type,
         "flash_attn": int(backend.flash_attn),
         "load_mode": "mmap" if backend.mapped else "none",
-        "huge_pages_mb": backend.huge_pages_mb,  # read in: how much of it is on 2 MB pages
+        "huge_pages_mb": backend.huge_pages_mb,  # read in: how much of it went onto huge pages
     }
 
 
